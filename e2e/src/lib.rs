@@ -1,0 +1,1 @@
+//! Test harness: real kernels in QEMU, real API servers.

@@ -1,0 +1,1 @@
+//! The CSI gRPC API, compiled from `csi.proto` at build time.
