@@ -2,3 +2,5 @@
 //! array engine over device-mapper, the CSI Node service, the standalone
 //! driver and the operator CLI. Every touch of the kernel goes through a
 //! small trait so the engine's decisions are unit-testable.
+
+pub mod dm;

@@ -1,0 +1,736 @@
+//! Device-mapper: the one trait every device-mapper call of the node goes
+//! through, its real implementation (in-process ioctls with the
+//! `devicemapper` crate; VM-NOTES measured 76 ms for a 4-leg array against
+//! 930 ms when shelling out to `dmsetup`), and an in-memory fake that lets the
+//! engine's decisions be unit-tested without a kernel.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// One target line of a table or status: `<start> <length> <type> <params>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// First sector the target maps.
+    pub start: u64,
+    /// Sectors it maps.
+    pub length: u64,
+    /// Target type (`linear`, `raid`, `error`, ...).
+    pub kind: String,
+    /// The parameters (for a status: the status words after the type).
+    pub params: String,
+}
+
+impl Target {
+    /// A target line from its parts.
+    pub fn new(start: u64, length: u64, kind: &str, params: impl Into<String>) -> Self {
+        Target {
+            start,
+            length,
+            kind: kind.to_string(),
+            params: params.into(),
+        }
+    }
+
+    /// The line as `dmsetup table` prints it.
+    pub fn line(&self) -> String {
+        format!("{} {} {} {}", self.start, self.length, self.kind, self.params)
+    }
+}
+
+/// What the kernel says about one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DmInfo {
+    /// Device name (`/dev/mapper/<name>`).
+    pub name: String,
+    /// Device-mapper uuid, when one was set.
+    pub uuid: Option<String>,
+    /// Block device major number.
+    pub major: u32,
+    /// Block device minor number.
+    pub minor: u32,
+    /// Event counter; the kernel raises it on a leg failure and at the end of a resync.
+    pub event_nr: u32,
+    /// How many openers hold the device (a mounted filesystem counts).
+    pub open_count: i32,
+    /// True while the device is suspended.
+    pub suspended: bool,
+    /// True when a live table is loaded.
+    pub live_table: bool,
+    /// True when a table is loaded but not yet resumed.
+    pub inactive_table: bool,
+}
+
+impl DmInfo {
+    /// `major:minor`, the form tables use to name a device.
+    pub fn devno(&self) -> String {
+        format!("{}:{}", self.major, self.minor)
+    }
+}
+
+/// A device-mapper call that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DmError {
+    /// The kernel refused the call; the kernel's reason is usually only in dmesg.
+    #[error("device-mapper {op} of {name} failed: {reason}")]
+    Kernel {
+        /// The operation (`create`, `load`, `resume`, ...).
+        op: &'static str,
+        /// The device it was for.
+        name: String,
+        /// What the ioctl layer said.
+        reason: String,
+    },
+    /// No device by that name.
+    #[error("device-mapper device {0} does not exist")]
+    NotFound(String),
+    /// The name cannot be a device-mapper name.
+    #[error("{0:?} is not a valid device-mapper name (at most 127 bytes, no '/')")]
+    BadName(String),
+}
+
+/// Every device-mapper operation the node uses. All calls are synchronous ioctls.
+pub trait DeviceMapper: Send + Sync {
+    /// Every device-mapper device on the machine.
+    fn list(&self) -> Result<Vec<DmInfo>, DmError>;
+    /// The device's info, or `None` when it does not exist.
+    fn info(&self, name: &str) -> Result<Option<DmInfo>, DmError>;
+    /// Create an empty device (no table yet).
+    fn create(&self, name: &str, uuid: Option<&str>) -> Result<DmInfo, DmError>;
+    /// Load a table into the device's inactive slot.
+    fn load(&self, name: &str, targets: &[Target]) -> Result<(), DmError>;
+    /// Suspend I/O, flushing what is in flight.
+    fn suspend(&self, name: &str) -> Result<(), DmError>;
+    /// Resume: swaps in the inactive table if one is loaded.
+    fn resume(&self, name: &str) -> Result<DmInfo, DmError>;
+    /// Remove the device (must not be open).
+    fn remove(&self, name: &str) -> Result<(), DmError>;
+    /// The live table.
+    fn table(&self, name: &str) -> Result<Vec<Target>, DmError>;
+    /// The live status.
+    fn status(&self, name: &str) -> Result<Vec<Target>, DmError>;
+    /// Send a target message (`check`, `repair`, `idle`, ...).
+    fn message(&self, name: &str, msg: &str) -> Result<Option<String>, DmError>;
+    /// Block until any device's event counter rises or the timeout passes;
+    /// true when woken by an event.
+    fn wait_for_event(&self, timeout: Duration) -> Result<bool, DmError>;
+    /// The path of the device's block node, created if the system has no udev to do it.
+    fn device_path(&self, name: &str) -> Result<PathBuf, DmError>;
+}
+
+/// Load `targets` into `name` and make them live, creating the device first
+/// if it does not exist. Re-running it after a crash at any step finishes
+/// the job: a device left without a table gets one, a loaded-but-inactive
+/// table is replaced and resumed.
+pub fn activate(
+    dm: &dyn DeviceMapper,
+    name: &str,
+    uuid: Option<&str>,
+    targets: &[Target],
+) -> Result<DmInfo, DmError> {
+    if let Some(info) = dm.info(name)? {
+        if info.live_table && !info.suspended && dm.table(name)? == targets {
+            return Ok(info);
+        }
+    } else {
+        dm.create(name, uuid)?;
+    }
+    dm.load(name, targets)?;
+    dm.resume(name)
+}
+
+/// Swap a live device's table: load, suspend, resume. The kernel flushes
+/// in-flight I/O at the suspend, so no write is lost across the swap.
+pub fn reload(dm: &dyn DeviceMapper, name: &str, targets: &[Target]) -> Result<DmInfo, DmError> {
+    dm.load(name, targets)?;
+    dm.suspend(name)?;
+    dm.resume(name)
+}
+
+/// Remove a device if it exists; removing a missing device succeeds.
+pub fn remove_if_present(dm: &dyn DeviceMapper, name: &str) -> Result<(), DmError> {
+    match dm.info(name)? {
+        Some(_) => dm.remove(name),
+        None => Ok(()),
+    }
+}
+
+pub use kernel::KernelDm;
+
+mod kernel {
+    //! The real implementation: ioctls on /dev/mapper/control.
+
+    use super::{DeviceMapper, DmError, DmInfo, Target};
+    use devicemapper::{DevId, DmFlags, DmName, DmOptions, DmUuid, DM};
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::io::AsRawFd;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    /// Device-mapper through the kernel's ioctl interface.
+    pub struct KernelDm {
+        dm: DM,
+    }
+
+    impl KernelDm {
+        /// Open /dev/mapper/control.
+        pub fn open() -> Result<Self, DmError> {
+            let dm = DM::new().map_err(|e| DmError::Kernel {
+                op: "open /dev/mapper/control",
+                name: String::new(),
+                reason: e.to_string(),
+            })?;
+            Ok(KernelDm { dm })
+        }
+    }
+
+    fn dm_name(name: &str) -> Result<&DmName, DmError> {
+        DmName::new(name).map_err(|_| DmError::BadName(name.to_string()))
+    }
+
+    fn kernel_err(op: &'static str, name: &str) -> impl FnOnce(devicemapper::DmError) -> DmError {
+        let name = name.to_string();
+        move |e| DmError::Kernel {
+            op,
+            name,
+            reason: e.to_string(),
+        }
+    }
+
+    fn to_info(info: &devicemapper::DeviceInfo, fallback_name: &str) -> DmInfo {
+        let flags = info.flags();
+        let dev = info.device();
+        DmInfo {
+            name: info
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| fallback_name.to_string()),
+            uuid: info.uuid().map(|u| u.to_string()).filter(|u| !u.is_empty()),
+            major: dev.major,
+            minor: dev.minor,
+            event_nr: info.event_nr(),
+            open_count: info.open_count(),
+            suspended: flags.contains(DmFlags::DM_SUSPEND),
+            live_table: flags.contains(DmFlags::DM_ACTIVE_PRESENT),
+            inactive_table: flags.contains(DmFlags::DM_INACTIVE_PRESENT),
+        }
+    }
+
+    fn to_targets(lines: Vec<(u64, u64, String, String)>) -> Vec<Target> {
+        lines
+            .into_iter()
+            .map(|(start, length, kind, params)| Target {
+                start,
+                length,
+                kind,
+                params: params.trim().to_string(),
+            })
+            .collect()
+    }
+
+    /// True when the device-mapper ioctl failed because the device is absent.
+    fn is_enxio(e: &devicemapper::DmError) -> bool {
+        let text = e.to_string();
+        text.contains("ENXIO") || text.contains("No such device")
+    }
+
+    impl DeviceMapper for KernelDm {
+        fn list(&self) -> Result<Vec<DmInfo>, DmError> {
+            let devices = self.dm.list_devices().map_err(kernel_err("list", ""))?;
+            let mut out = Vec::with_capacity(devices.len());
+            for (name, _, _) in devices {
+                if let Some(info) = self.info(&name.to_string())? {
+                    out.push(info);
+                }
+            }
+            Ok(out)
+        }
+
+        fn info(&self, name: &str) -> Result<Option<DmInfo>, DmError> {
+            match self.dm.device_info(&DevId::Name(dm_name(name)?)) {
+                Ok(info) => Ok(Some(to_info(&info, name))),
+                Err(e) if is_enxio(&e) => Ok(None),
+                Err(e) => Err(kernel_err("info", name)(e)),
+            }
+        }
+
+        fn create(&self, name: &str, uuid: Option<&str>) -> Result<DmInfo, DmError> {
+            let uuid = uuid
+                .map(|u| DmUuid::new(u).map_err(|_| DmError::BadName(u.to_string())))
+                .transpose()?;
+            let info = self
+                .dm
+                .device_create(dm_name(name)?, uuid, DmOptions::default())
+                .map_err(kernel_err("create", name))?;
+            Ok(to_info(&info, name))
+        }
+
+        fn load(&self, name: &str, targets: &[Target]) -> Result<(), DmError> {
+            let lines: Vec<(u64, u64, String, String)> = targets
+                .iter()
+                .map(|t| (t.start, t.length, t.kind.clone(), t.params.clone()))
+                .collect();
+            self.dm
+                .table_load(&DevId::Name(dm_name(name)?), &lines, DmOptions::default())
+                .map_err(kernel_err("table load (see dmesg for the kernel's reason)", name))?;
+            Ok(())
+        }
+
+        fn suspend(&self, name: &str) -> Result<(), DmError> {
+            self.dm
+                .device_suspend(
+                    &DevId::Name(dm_name(name)?),
+                    DmOptions::default().set_flags(DmFlags::DM_SUSPEND),
+                )
+                .map_err(kernel_err("suspend", name))?;
+            Ok(())
+        }
+
+        fn resume(&self, name: &str) -> Result<DmInfo, DmError> {
+            let info = self
+                .dm
+                .device_suspend(&DevId::Name(dm_name(name)?), DmOptions::default())
+                .map_err(kernel_err("resume (see dmesg for the kernel's reason)", name))?;
+            let info = to_info(&info, name);
+            self.ensure_node(&info)?;
+            Ok(info)
+        }
+
+        fn remove(&self, name: &str) -> Result<(), DmError> {
+            self.dm
+                .device_remove(&DevId::Name(dm_name(name)?), DmOptions::default())
+                .map_err(kernel_err("remove", name))?;
+            let node = Path::new("/dev/mapper").join(name);
+            if !udev_running() && node.exists() {
+                let _ = std::fs::remove_file(node);
+            }
+            Ok(())
+        }
+
+        fn table(&self, name: &str) -> Result<Vec<Target>, DmError> {
+            let (_, lines) = self
+                .dm
+                .table_status(
+                    &DevId::Name(dm_name(name)?),
+                    DmOptions::default().set_flags(DmFlags::DM_STATUS_TABLE),
+                )
+                .map_err(kernel_err("table", name))?;
+            Ok(to_targets(lines))
+        }
+
+        fn status(&self, name: &str) -> Result<Vec<Target>, DmError> {
+            let (_, lines) = self
+                .dm
+                .table_status(&DevId::Name(dm_name(name)?), DmOptions::default())
+                .map_err(kernel_err("status", name))?;
+            Ok(to_targets(lines))
+        }
+
+        fn message(&self, name: &str, msg: &str) -> Result<Option<String>, DmError> {
+            let (_, out) = self
+                .dm
+                .target_msg(&DevId::Name(dm_name(name)?), None, msg)
+                .map_err(kernel_err("message", name))?;
+            Ok(out)
+        }
+
+        fn wait_for_event(&self, timeout: Duration) -> Result<bool, DmError> {
+            // Arm first, then poll: an event between the two still wakes the poll.
+            self.dm.arm_poll().map_err(kernel_err("arm poll", ""))?;
+            let mut fds = [libc::pollfd {
+                fd: self.dm.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+            // SAFETY: fds is a valid array of one pollfd for the duration of the call.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
+            if n < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.kind() == std::io::ErrorKind::Interrupted {
+                    return Ok(false);
+                }
+                return Err(DmError::Kernel {
+                    op: "poll",
+                    name: String::new(),
+                    reason: err.to_string(),
+                });
+            }
+            Ok(n > 0 && fds[0].revents & libc::POLLIN != 0)
+        }
+
+        fn device_path(&self, name: &str) -> Result<PathBuf, DmError> {
+            let info = self
+                .info(name)?
+                .ok_or_else(|| DmError::NotFound(name.to_string()))?;
+            self.ensure_node(&info)
+        }
+    }
+
+    fn udev_running() -> bool {
+        Path::new("/run/udev/control").exists()
+    }
+
+    impl KernelDm {
+        /// Make `/dev/mapper/<name>` when no udev will: the guest VM and
+        /// minimal hosts have none. With udev, wait for it instead.
+        fn ensure_node(&self, info: &DmInfo) -> Result<PathBuf, DmError> {
+            let path = Path::new("/dev/mapper").join(&info.name);
+            if udev_running() {
+                return Ok(path);
+            }
+            let want = libc::makedev(info.major, info.minor);
+            if let Ok(meta) = std::fs::metadata(&path) {
+                use std::os::unix::fs::MetadataExt;
+                if meta.file_type().is_block_device() && meta.rdev() == want {
+                    return Ok(path);
+                }
+                let _ = std::fs::remove_file(&path);
+            }
+            let node_err = |reason: String| DmError::Kernel {
+                op: "mknod",
+                name: info.name.clone(),
+                reason,
+            };
+            std::fs::create_dir_all("/dev/mapper").map_err(|e| node_err(e.to_string()))?;
+            let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+                .map_err(|e| node_err(e.to_string()))?;
+            // SAFETY: c_path is a valid NUL-terminated path.
+            let rc = unsafe { libc::mknod(c_path.as_ptr(), libc::S_IFBLK | 0o600, want) };
+            if rc != 0 {
+                return Err(node_err(std::io::Error::last_os_error().to_string()));
+            }
+            Ok(path)
+        }
+    }
+}
+
+/// An in-memory device-mapper for unit tests of the engine's decisions.
+/// Raid targets report the status a test sets with [`FakeDm::set_status`],
+/// or all legs in sync when none was set.
+#[derive(Default)]
+pub struct FakeDm {
+    state: Mutex<FakeState>,
+}
+
+#[derive(Default)]
+struct FakeState {
+    devices: BTreeMap<String, FakeDevice>,
+    next_minor: u32,
+    statuses: BTreeMap<String, String>,
+    /// Operations in order, for tests that check what the engine did.
+    log: Vec<String>,
+    /// Fail the next operation whose log entry starts with this prefix.
+    fail_next: Option<String>,
+}
+
+struct FakeDevice {
+    info: DmInfo,
+    live: Vec<Target>,
+    inactive: Option<Vec<Target>>,
+}
+
+impl FakeDm {
+    /// An empty fake.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Make `status` report `params` (the words after `raid`) for device `name`.
+    pub fn set_status(&self, name: &str, params: &str) {
+        self.lock().statuses.insert(name.to_string(), params.to_string());
+    }
+
+    /// Make the next operation whose log line starts with `prefix` fail (e.g. `"load vol-x"`).
+    pub fn fail_next(&self, prefix: &str) {
+        self.lock().fail_next = Some(prefix.to_string());
+    }
+
+    /// Every operation so far, as `"<op> <name>"` lines.
+    pub fn log(&self) -> Vec<String> {
+        self.lock().log.clone()
+    }
+
+    /// Names of the devices that exist.
+    pub fn names(&self) -> Vec<String> {
+        self.lock().devices.keys().cloned().collect()
+    }
+
+    /// Open the device as a mount would (open count + 1).
+    pub fn set_open(&self, name: &str, open: bool) {
+        if let Some(d) = self.lock().devices.get_mut(name) {
+            d.info.open_count = i32::from(open);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        // A panic in another test thread must not hide this test's result.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record(&self, op: &'static str, name: &str) -> Result<std::sync::MutexGuard<'_, FakeState>, DmError> {
+        let mut st = self.lock();
+        let line = format!("{op} {name}");
+        if st.fail_next.as_deref().is_some_and(|p| line.starts_with(p)) {
+            st.fail_next = None;
+            return Err(DmError::Kernel {
+                op,
+                name: name.to_string(),
+                reason: "injected failure".into(),
+            });
+        }
+        st.log.push(line);
+        Ok(st)
+    }
+
+    fn default_raid_status(target: &Target) -> String {
+        // params: <type> <#params> <params...> <#devs> <devs...>
+        let words: Vec<&str> = target.params.split_whitespace().collect();
+        let kind = words.first().copied().unwrap_or("raid1");
+        let nparams: usize = words.get(1).and_then(|w| w.parse().ok()).unwrap_or(0);
+        let ndevs: usize = words
+            .get(2 + nparams)
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(0);
+        let health = "A".repeat(ndevs);
+        format!("{kind} {ndevs} {health} {0}/{0} idle 0 0 -", target.length)
+    }
+}
+
+impl DeviceMapper for FakeDm {
+    fn list(&self) -> Result<Vec<DmInfo>, DmError> {
+        Ok(self.lock().devices.values().map(|d| d.info.clone()).collect())
+    }
+
+    fn info(&self, name: &str) -> Result<Option<DmInfo>, DmError> {
+        Ok(self.lock().devices.get(name).map(|d| d.info.clone()))
+    }
+
+    fn create(&self, name: &str, uuid: Option<&str>) -> Result<DmInfo, DmError> {
+        if name.is_empty() || name.len() > 127 || name.contains('/') {
+            return Err(DmError::BadName(name.to_string()));
+        }
+        let mut st = self.record("create", name)?;
+        if st.devices.contains_key(name) {
+            return Err(DmError::Kernel {
+                op: "create",
+                name: name.to_string(),
+                reason: "EBUSY: device exists".into(),
+            });
+        }
+        st.next_minor += 1;
+        let info = DmInfo {
+            name: name.to_string(),
+            uuid: uuid.map(str::to_string),
+            major: 253,
+            minor: st.next_minor,
+            event_nr: 0,
+            open_count: 0,
+            suspended: false,
+            live_table: false,
+            inactive_table: false,
+        };
+        st.devices.insert(
+            name.to_string(),
+            FakeDevice {
+                info: info.clone(),
+                live: Vec::new(),
+                inactive: None,
+            },
+        );
+        Ok(info)
+    }
+
+    fn load(&self, name: &str, targets: &[Target]) -> Result<(), DmError> {
+        let mut st = self.record("load", name)?;
+        let dev = st
+            .devices
+            .get_mut(name)
+            .ok_or_else(|| DmError::NotFound(name.to_string()))?;
+        dev.inactive = Some(targets.to_vec());
+        dev.info.inactive_table = true;
+        Ok(())
+    }
+
+    fn suspend(&self, name: &str) -> Result<(), DmError> {
+        let mut st = self.record("suspend", name)?;
+        let dev = st
+            .devices
+            .get_mut(name)
+            .ok_or_else(|| DmError::NotFound(name.to_string()))?;
+        dev.info.suspended = true;
+        Ok(())
+    }
+
+    fn resume(&self, name: &str) -> Result<DmInfo, DmError> {
+        let mut st = self.record("resume", name)?;
+        let dev = st
+            .devices
+            .get_mut(name)
+            .ok_or_else(|| DmError::NotFound(name.to_string()))?;
+        if let Some(table) = dev.inactive.take() {
+            dev.live = table;
+            dev.info.live_table = true;
+            dev.info.inactive_table = false;
+            dev.info.event_nr += 1;
+        }
+        dev.info.suspended = false;
+        Ok(dev.info.clone())
+    }
+
+    fn remove(&self, name: &str) -> Result<(), DmError> {
+        let mut st = self.record("remove", name)?;
+        match st.devices.get(name) {
+            None => Err(DmError::NotFound(name.to_string())),
+            Some(d) if d.info.open_count > 0 => Err(DmError::Kernel {
+                op: "remove",
+                name: name.to_string(),
+                reason: "EBUSY: device is open".into(),
+            }),
+            Some(_) => {
+                st.devices.remove(name);
+                st.statuses.remove(name);
+                Ok(())
+            }
+        }
+    }
+
+    fn table(&self, name: &str) -> Result<Vec<Target>, DmError> {
+        self.lock()
+            .devices
+            .get(name)
+            .map(|d| d.live.clone())
+            .ok_or_else(|| DmError::NotFound(name.to_string()))
+    }
+
+    fn status(&self, name: &str) -> Result<Vec<Target>, DmError> {
+        let st = self.lock();
+        let dev = st
+            .devices
+            .get(name)
+            .ok_or_else(|| DmError::NotFound(name.to_string()))?;
+        Ok(dev
+            .live
+            .iter()
+            .map(|t| {
+                let params = if t.kind == "raid" {
+                    st.statuses
+                        .get(name)
+                        .cloned()
+                        .unwrap_or_else(|| Self::default_raid_status(t))
+                } else {
+                    String::new()
+                };
+                Target::new(t.start, t.length, &t.kind, params)
+            })
+            .collect())
+    }
+
+    fn message(&self, name: &str, msg: &str) -> Result<Option<String>, DmError> {
+        let mut st = self.record("message", name)?;
+        let line = format!("message {name} {msg}");
+        if let Some(last) = st.log.last_mut() {
+            *last = line;
+        }
+        Ok(None)
+    }
+
+    fn wait_for_event(&self, timeout: Duration) -> Result<bool, DmError> {
+        std::thread::sleep(timeout.min(Duration::from_millis(10)));
+        Ok(false)
+    }
+
+    fn device_path(&self, name: &str) -> Result<PathBuf, DmError> {
+        if self.lock().devices.contains_key(name) {
+            Ok(PathBuf::from("/dev/mapper").join(name))
+        } else {
+            Err(DmError::NotFound(name.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn linear(len: u64) -> Vec<Target> {
+        vec![Target::new(0, len, "linear", "8:16 2048")]
+    }
+
+    #[test]
+    fn activate_creates_loads_and_resumes_once() {
+        let dm = FakeDm::new();
+        let info = activate(&dm, "v-meta0", Some("DMRAID-v-meta0"), &linear(8)).unwrap();
+        assert!(info.live_table);
+        assert_eq!(dm.table("v-meta0").unwrap(), linear(8));
+        assert_eq!(dm.log(), ["create v-meta0", "load v-meta0", "resume v-meta0"]);
+        // The same table again: nothing to do.
+        activate(&dm, "v-meta0", None, &linear(8)).unwrap();
+        assert_eq!(dm.log().len(), 3);
+    }
+
+    #[test]
+    fn activate_finishes_a_half_done_create() {
+        let dm = FakeDm::new();
+        dm.fail_next("load v-data0");
+        assert!(activate(&dm, "v-data0", None, &linear(16)).is_err());
+        // The device exists without a table; a second run completes it.
+        assert!(!dm.info("v-data0").unwrap().unwrap().live_table);
+        activate(&dm, "v-data0", None, &linear(16)).unwrap();
+        assert_eq!(dm.table("v-data0").unwrap(), linear(16));
+    }
+
+    #[test]
+    fn activate_replaces_a_different_live_table() {
+        let dm = FakeDm::new();
+        activate(&dm, "v", None, &linear(8)).unwrap();
+        activate(&dm, "v", None, &linear(16)).unwrap();
+        assert_eq!(dm.table("v").unwrap(), linear(16));
+    }
+
+    #[test]
+    fn reload_suspends_between_load_and_resume() {
+        let dm = FakeDm::new();
+        activate(&dm, "v", None, &linear(8)).unwrap();
+        reload(&dm, "v", &linear(24)).unwrap();
+        let log = dm.log();
+        assert_eq!(&log[log.len() - 3..], ["load v", "suspend v", "resume v"]);
+        assert_eq!(dm.table("v").unwrap(), linear(24));
+    }
+
+    #[test]
+    fn remove_if_present_is_idempotent_but_refuses_open_devices() {
+        let dm = FakeDm::new();
+        remove_if_present(&dm, "absent").unwrap();
+        activate(&dm, "v", None, &linear(8)).unwrap();
+        dm.set_open("v", true);
+        assert!(remove_if_present(&dm, "v").is_err());
+        dm.set_open("v", false);
+        remove_if_present(&dm, "v").unwrap();
+        assert!(dm.info("v").unwrap().is_none());
+    }
+
+    #[test]
+    fn fake_raid_status_defaults_to_all_legs_in_sync() {
+        let dm = FakeDm::new();
+        let raid = vec![Target::new(
+            0,
+            1024,
+            "raid",
+            "raid5_ls 3 128 region_size 1024 3 1:1 1:2 1:3 1:4 1:5 1:6",
+        )];
+        activate(&dm, "r", None, &raid).unwrap();
+        let st = dm.status("r").unwrap();
+        assert_eq!(st[0].params, "raid5_ls 3 AAA 1024/1024 idle 0 0 -");
+        dm.set_status("r", "raid5_ls 3 ADA 1024/1024 idle 0 0 -");
+        assert_eq!(dm.status("r").unwrap()[0].params, "raid5_ls 3 ADA 1024/1024 idle 0 0 -");
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let dm = FakeDm::new();
+        assert!(matches!(dm.create("a/b", None), Err(DmError::BadName(_))));
+        assert!(matches!(dm.create(&"x".repeat(200), None), Err(DmError::BadName(_))));
+    }
+}
