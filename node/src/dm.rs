@@ -35,7 +35,10 @@ impl Target {
 
     /// The line as `dmsetup table` prints it.
     pub fn line(&self) -> String {
-        format!("{} {} {} {}", self.start, self.length, self.kind, self.params)
+        format!(
+            "{} {} {} {}",
+            self.start, self.length, self.kind, self.params
+        )
     }
 }
 
@@ -273,7 +276,10 @@ mod kernel {
                 .collect();
             self.dm
                 .table_load(&DevId::Name(dm_name(name)?), &lines, DmOptions::default())
-                .map_err(kernel_err("table load (see dmesg for the kernel's reason)", name))?;
+                .map_err(kernel_err(
+                    "table load (see dmesg for the kernel's reason)",
+                    name,
+                ))?;
             Ok(())
         }
 
@@ -291,7 +297,10 @@ mod kernel {
             let info = self
                 .dm
                 .device_suspend(&DevId::Name(dm_name(name)?), DmOptions::default())
-                .map_err(kernel_err("resume (see dmesg for the kernel's reason)", name))?;
+                .map_err(kernel_err(
+                    "resume (see dmesg for the kernel's reason)",
+                    name,
+                ))?;
             let info = to_info(&info, name);
             self.ensure_node(&info)?;
             Ok(info)
@@ -439,7 +448,9 @@ impl FakeDm {
 
     /// Make `status` report `params` (the words after `raid`) for device `name`.
     pub fn set_status(&self, name: &str, params: &str) {
-        self.lock().statuses.insert(name.to_string(), params.to_string());
+        self.lock()
+            .statuses
+            .insert(name.to_string(), params.to_string());
     }
 
     /// Make the next operation whose log line starts with `prefix` fail (e.g. `"load vol-x"`).
@@ -469,7 +480,11 @@ impl FakeDm {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn record(&self, op: &'static str, name: &str) -> Result<std::sync::MutexGuard<'_, FakeState>, DmError> {
+    fn record(
+        &self,
+        op: &'static str,
+        name: &str,
+    ) -> Result<std::sync::MutexGuard<'_, FakeState>, DmError> {
         let mut st = self.lock();
         let line = format!("{op} {name}");
         if st.fail_next.as_deref().is_some_and(|p| line.starts_with(p)) {
@@ -500,7 +515,12 @@ impl FakeDm {
 
 impl DeviceMapper for FakeDm {
     fn list(&self) -> Result<Vec<DmInfo>, DmError> {
-        Ok(self.lock().devices.values().map(|d| d.info.clone()).collect())
+        Ok(self
+            .lock()
+            .devices
+            .values()
+            .map(|d| d.info.clone())
+            .collect())
     }
 
     fn info(&self, name: &str) -> Result<Option<DmInfo>, DmError> {
@@ -664,7 +684,10 @@ mod tests {
         let info = activate(&dm, "v-meta0", Some("DMRAID-v-meta0"), &linear(8)).unwrap();
         assert!(info.live_table);
         assert_eq!(dm.table("v-meta0").unwrap(), linear(8));
-        assert_eq!(dm.log(), ["create v-meta0", "load v-meta0", "resume v-meta0"]);
+        assert_eq!(
+            dm.log(),
+            ["create v-meta0", "load v-meta0", "resume v-meta0"]
+        );
         // The same table again: nothing to do.
         activate(&dm, "v-meta0", None, &linear(8)).unwrap();
         assert_eq!(dm.log().len(), 3);
@@ -724,13 +747,19 @@ mod tests {
         let st = dm.status("r").unwrap();
         assert_eq!(st[0].params, "raid5_ls 3 AAA 1024/1024 idle 0 0 -");
         dm.set_status("r", "raid5_ls 3 ADA 1024/1024 idle 0 0 -");
-        assert_eq!(dm.status("r").unwrap()[0].params, "raid5_ls 3 ADA 1024/1024 idle 0 0 -");
+        assert_eq!(
+            dm.status("r").unwrap()[0].params,
+            "raid5_ls 3 ADA 1024/1024 idle 0 0 -"
+        );
     }
 
     #[test]
     fn bad_names_are_refused() {
         let dm = FakeDm::new();
         assert!(matches!(dm.create("a/b", None), Err(DmError::BadName(_))));
-        assert!(matches!(dm.create(&"x".repeat(200), None), Err(DmError::BadName(_))));
+        assert!(matches!(
+            dm.create(&"x".repeat(200), None),
+            Err(DmError::BadName(_))
+        ));
     }
 }

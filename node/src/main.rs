@@ -1,1 +1,107 @@
-fn main() {}
+//! `dmraid-csi`: the node plugin, the standalone driver and the operator CLI.
+
+use clap::Parser;
+use dmraid_node::cli::{Cli, Command, LogFormat, ServeArgs};
+use dmraid_node::{csi_controller::ControllerService, csi_node::NodeService, state_dir};
+use dmraid_proto::csi::controller_server::ControllerServer;
+use dmraid_proto::csi::identity_client::IdentityClient;
+use dmraid_proto::csi::identity_server::IdentityServer;
+use dmraid_proto::csi::node_server::NodeServer;
+use dmraid_proto::csi::{GetPluginCapabilitiesRequest, GetPluginInfoRequest, ProbeRequest};
+use dmraid_proto::identity::{IdentityService, Readiness};
+use dmraid_proto::socket;
+use std::process::ExitCode;
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn node_id(args: &ServeArgs) -> String {
+    args.node_id.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".to_string())
+    })
+}
+
+async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
+    init_logging(args.log_format);
+    state_dir::ensure_writable(&args.state_dir).map_err(|e| e.to_string())?;
+    let path = socket::socket_path(&args.endpoint).map_err(|e| e.to_string())?;
+    let listener = socket::bind(&path).map_err(|e| e.to_string())?;
+    let node_id = node_id(&args);
+    let readiness = Readiness::new();
+    let mut router = tonic::transport::Server::builder()
+        .add_service(IdentityServer::new(IdentityService::new(
+            standalone,
+            readiness.clone(),
+        )))
+        .add_service(NodeServer::new(NodeService::new(node_id.clone())));
+    if standalone {
+        router = router.add_service(ControllerServer::new(ControllerService));
+    }
+    readiness.set(true);
+    tracing::info!(endpoint = %path.display(), node = %node_id, standalone, "serving CSI");
+    socket::serve(router, listener, &path, socket::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn identity(endpoint: &str) -> Result<(), String> {
+    let channel = socket::connect(endpoint).await.map_err(|e| e.to_string())?;
+    let mut client = IdentityClient::new(channel);
+    let info = client
+        .get_plugin_info(GetPluginInfoRequest {})
+        .await
+        .map_err(|s| s.message().to_string())?
+        .into_inner();
+    let caps = client
+        .get_plugin_capabilities(GetPluginCapabilitiesRequest {})
+        .await
+        .map_err(|s| s.message().to_string())?
+        .into_inner();
+    let probe = client
+        .probe(ProbeRequest {})
+        .await
+        .map_err(|s| s.message().to_string())?
+        .into_inner();
+    println!("name:         {}", info.name);
+    println!("version:      {}", info.vendor_version);
+    for cap in caps.capabilities {
+        if let Some(t) = cap.r#type {
+            println!(
+                "capability:   {}",
+                dmraid_node::describe::plugin_capability(&t)
+            );
+        }
+    }
+    println!("ready:        {}", probe.ready.unwrap_or(false));
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Node(args) => serve(args, false).await,
+        Command::Standalone(args) => serve(args, true).await,
+        Command::Identity(args) => identity(&args.endpoint).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dmraid-csi: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The `dmraid-csi` command line: the node plugin, the standalone driver and
+//! the operator's commands. `--help` on each subcommand is its documentation.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// dmraid-csi: local disks as device-mapper RAID volumes, for Kubernetes and standalone.
+#[derive(Debug, Parser)]
+#[command(name = "dmraid-csi", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node plugin (CSI Identity + Node) for a cluster.
+    Node(ServeArgs),
+    /// Run the whole driver on this machine (CSI Identity + Controller + Node on one socket),
+    /// keeping volume specs as YAML files in the state directory.
+    Standalone(ServeArgs),
+    /// Ask a running driver who it is: plugin info, capabilities, readiness.
+    Identity(ClientArgs),
+}
+
+/// Flags of the serving subcommands.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// CSI endpoint: unix:///path/to/csi.sock or a plain path.
+    #[arg(
+        long,
+        env = "CSI_ENDPOINT",
+        default_value = "unix:///run/dmraid-csi/csi.sock"
+    )]
+    pub endpoint: String,
+    /// This node's name (the topology value volumes are pinned to). Defaults to the host name.
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+    /// Directory for the driver's own state (volume specs in standalone mode).
+    #[arg(long, env = "DMRAID_STATE_DIR", default_value = "/var/lib/dmraid-csi")]
+    pub state_dir: PathBuf,
+    /// Disks the driver may claim: device paths or globs (repeat the flag).
+    #[arg(long = "disks", value_name = "GLOB")]
+    pub disks: Vec<String>,
+    /// Overwrite disks that carry a partition table, filesystem or RAID signature.
+    #[arg(long)]
+    pub wipe_disks: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Flags of the client subcommands.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// CSI endpoint of the running driver.
+    #[arg(
+        long,
+        env = "CSI_ENDPOINT",
+        default_value = "unix:///run/dmraid-csi/csi.sock"
+    )]
+    pub endpoint: String,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
