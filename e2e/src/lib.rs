@@ -1,1 +1,8 @@
-//! Test harness: real kernels in QEMU, real API servers.
+//! Test harness: real kernels in QEMU with real (virtual) disks and fault
+//! injection, for every test that touches device-mapper.
+
+pub mod initramfs;
+pub mod qmp;
+pub mod vm;
+
+pub use vm::{Output, Vm, VmBuilder, MIB};
