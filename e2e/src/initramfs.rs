@@ -58,7 +58,10 @@ fn base_cpio() -> Result<PathBuf, String> {
         ));
     }
     let out = vm_dir().join("base.cpio");
-    let stale = match (std::fs::metadata(&out), std::fs::metadata(base.join("modules.order"))) {
+    let stale = match (
+        std::fs::metadata(&out),
+        std::fs::metadata(base.join("modules.order")),
+    ) {
         (Ok(o), Ok(b)) => o.modified().ok() < b.modified().ok(),
         _ => true,
     };
@@ -101,7 +104,12 @@ pub fn build(dir: &Path, files: &[(PathBuf, String)]) -> Result<PathBuf, String>
         std::fs::copy(host, &dst).map_err(|e| format!("copy {}: {e}", host.display()))?;
         for lib in libraries(host) {
             let dst = stage.join(lib.strip_prefix("/").unwrap_or(&lib));
-            if !dst.exists() && !vm_dir().join("base").join(lib.strip_prefix("/").unwrap_or(&lib)).exists() {
+            if !dst.exists()
+                && !vm_dir()
+                    .join("base")
+                    .join(lib.strip_prefix("/").unwrap_or(&lib))
+                    .exists()
+            {
                 if let Some(parent) = dst.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
                 }

@@ -114,9 +114,11 @@ impl VmBuilder {
             .prefix("dmraid-vm-")
             .tempdir()
             .map_err(|e| e.to_string())?;
-        let agent = target_dir().join(
-            if cfg!(debug_assertions) { "debug" } else { "release" },
-        );
+        let agent = target_dir().join(if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        });
         let agent = agent.join("dmraid-e2e-agent");
         if !agent.exists() {
             return Err(format!(
@@ -224,7 +226,10 @@ impl Vm {
             .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
             .args(["-device", "virtio-serial-pci,id=vser"])
             .arg("-chardev")
-            .arg(format!("socket,id=agent,path={},server=on,wait=off", agent_path.display()))
+            .arg(format!(
+                "socket,id=agent,path={},server=on,wait=off",
+                agent_path.display()
+            ))
             .args(["-device", "virtserialport,chardev=agent,name=agent"]);
         for (i, disk) in self.disks.iter().enumerate() {
             if !disk.attached {
@@ -238,7 +243,9 @@ impl Vm {
                 .arg("-device")
                 .arg(format!("virtio-blk-pci,drive=d{i},id=vd{i},serial=d{i}"));
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let child = cmd.spawn().map_err(|e| {
             format!("cannot start qemu-system-x86_64: {e} (run scripts/install.sh: Debian package qemu-system-x86)")
         })?;
@@ -326,7 +333,12 @@ impl Vm {
             match agent.reader.read_line(&mut text) {
                 Ok(0) => return Err("the agent closed its port (guest gone?)".into()),
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
                     if let Some(child) = self.qemu.as_mut() {
                         if let Ok(Some(status)) = child.try_wait() {
                             return Err(format!("QEMU exited ({status}) while running: {cmd}"));
@@ -336,7 +348,8 @@ impl Vm {
                 }
                 Err(e) => return Err(format!("agent read: {e}")),
             }
-            let v: Value = serde_json::from_str(&text).map_err(|e| format!("agent: {e}: {text:?}"))?;
+            let v: Value =
+                serde_json::from_str(&text).map_err(|e| format!("agent: {e}: {text:?}"))?;
             if v["id"].as_u64() != Some(id) {
                 continue;
             }
@@ -382,7 +395,10 @@ impl Vm {
         let deadline = Instant::now() + self.command_timeout;
         let out = self.request(&format!("cat > '{guest_path}'"), data, deadline)?;
         if out.code != 0 {
-            return Err(format!("writing {guest_path}: {}", String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "writing {guest_path}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         Ok(())
     }
@@ -397,7 +413,10 @@ impl Vm {
     pub fn copy_out(&mut self, guest_path: &str, host: &Path) -> Result<(), String> {
         let out = self.run(&format!("cat '{guest_path}'"))?;
         if out.code != 0 {
-            return Err(format!("reading {guest_path}: {}", String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "reading {guest_path}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         std::fs::write(host, &out.stdout).map_err(|e| e.to_string())
     }
@@ -417,7 +436,7 @@ impl Vm {
     /// Guest device path (`/dev/vdX`) of disk `index` (serial `d<index>`).
     pub fn disk_dev(&mut self, index: usize) -> Result<String, String> {
         let out = self.run_ok(&format!(
-            "for s in /sys/block/vd*/serial; do [ \"$(cat $s)\" = d{index} ] && basename $(dirname $s); done"
+            "for s in /sys/block/vd*/serial; do [ \"$(cat $s)\" = d{index} ] && basename $(dirname $s); done; true"
         ))?;
         let name = out.trim();
         if name.is_empty() {

@@ -76,7 +76,11 @@ fn main() {
         eprintln!("usage: dmraid-e2e-agent /dev/vportNpM");
         std::process::exit(2);
     };
-    let file = match std::fs::OpenOptions::new().read(true).write(true).open(&port) {
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&port)
+    {
         Ok(f) => f,
         Err(e) => {
             eprintln!("agent: cannot open {port}: {e}");
@@ -106,9 +110,15 @@ fn main() {
                     .encode(format!("agent: bad request: {e}")),
             },
         };
-        let Ok(mut text) = serde_json::to_string(&answer) else { continue };
+        let Ok(mut text) = serde_json::to_string(&answer) else {
+            continue;
+        };
         text.push('\n');
-        if out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_err() {
+        if out
+            .write_all(text.as_bytes())
+            .and_then(|_| out.flush())
+            .is_err()
+        {
             break;
         }
     }
