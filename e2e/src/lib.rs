@@ -3,6 +3,7 @@
 
 pub mod initramfs;
 pub mod qmp;
+pub mod raid;
 pub mod vm;
 
 pub use vm::{Output, Vm, VmBuilder, MIB};
