@@ -1,17 +1,21 @@
 //! The sync translation: what state an array starts in, given its type, the
 //! table's flags, whether it has metadata devices and whether it is new.
 //!
-//! Start: the seed design's two tables (DESIGN.md). Today's kernel (dm-raid
-//! 1.15) differs, and this follows the kernel:
-//! - `sync`, `nosync` and `rebuild` are exclusive (seed rows with nosync +
-//!   rebuild are refused);
+//! Start: the seed design's two tables (DESIGN.md). Today's kernel differs,
+//! and this follows what the e2e suite measured on Debian's 6.1 kernel
+//! (dm-raid 1.15.1; `e2e/tests/kernel.rs::sync_translation_matches_the_kernel`):
+//! - `sync`, `nosync` and `rebuild` are exclusive: every pair is refused;
 //! - with metadata, a NEW array and no flag is fully resynchronised (the
 //!   seed says MaxSector: it could not tell new from clean);
-//! - raid6 refuses `nosync` on a new set; raid0 never resyncs;
-//! - an existing array's superblock wins over `nosync` (and over no flag);
-//! - `rebuild` needs an existing array (a new one has nothing to copy from);
-//! - without metadata the kernel cannot tell a clean shutdown: every
-//!   activation resyncs unless `nosync`, and `rebuild` is refused (seed: INVALID).
+//! - `sync` is accepted for raid1/4/5/6 but starts NO resync, new array or
+//!   not, and raid10 refuses it ("unsupported raid10 layout"): the driver
+//!   never loads `sync` (a new array is fully resynced without it);
+//! - without metadata devices nothing is resynchronised at all (the seed
+//!   says recovery_cp 0), and raid10 refuses to load;
+//! - raid0 refuses both `sync` and `nosync`; raid6 refuses `nosync` on any set;
+//! - an existing array's superblock wins over no flag and over `nosync`;
+//! - `rebuild` loads even on a new array or without metadata, but then
+//!   there is nothing trustworthy to rebuild from: the driver refuses both.
 
 use crate::error::{Error, Result};
 use crate::raid_type::RaidType;
@@ -93,33 +97,39 @@ pub struct Case {
 /// Translate one case, or refuse it with the reason.
 pub fn translate(c: Case) -> Result<ExpectedInitialState> {
     let refuse = |why: &str| Err(Error::invalid("sync flags", format!("{:?}", c.flags), why));
+    let t = c.raid_type;
     match c.flags {
-        Flags::SyncAndNosync => {
-            return refuse("sync or nosync, not both: the kernel refuses the pair")
-        }
+        Flags::SyncAndNosync => return refuse("sync or nosync, not both: the kernel refuses the pair"),
         Flags::SyncAndRebuild | Flags::NosyncAndRebuild => {
             return refuse("rebuild without sync/nosync: the kernel refuses the combination")
         }
+        Flags::Sync => {
+            return refuse("no `sync` flag: the kernel accepts it but starts no resync (raid10 refuses it); a new array is fully resynced without it")
+        }
         _ => {}
     }
-    let resyncs = c.raid_type.resyncs();
+    if t == RaidType::Raid10 && !c.metadata {
+        return refuse("metadata devices for raid10: the kernel refuses raid10 without them");
+    }
+    if c.flags == Flags::Nosync && t == RaidType::Raid0 {
+        return refuse("no nosync for raid0: the kernel refuses it (raid0 never resyncs)");
+    }
+    if c.flags == Flags::Nosync && t.level() == 6 {
+        return refuse("default for raid6: the kernel refuses nosync on a raid6 set");
+    }
+    let resyncs = t.resyncs();
     let state = |cp: RecoveryCp, full: bool, rebuild: bool| ExpectedInitialState {
         recovery_cp: cp,
         rebuilt_leg_in_sync: !rebuild,
         full_resync: full && resyncs,
         recovers_leg: rebuild,
     };
-    if c.flags == Flags::Nosync && c.raid_type.level() == 6 && c.new_array {
-        return refuse("default or sync: the kernel refuses nosync on a new raid6 set");
-    }
     if c.flags == Flags::Rebuild {
         if !resyncs {
             return refuse("no rebuild for raid0: it has no redundancy to rebuild from");
         }
         if !c.metadata {
-            return refuse(
-                "metadata devices: without them the kernel cannot track a rebuild (seed: INVALID)",
-            );
+            return refuse("metadata devices: without them nothing records the rebuild's progress (seed: INVALID)");
         }
         if c.new_array {
             return refuse("an existing array: a new one has nothing to rebuild from");
@@ -127,13 +137,9 @@ pub fn translate(c: Case) -> Result<ExpectedInitialState> {
         return Ok(state(RecoveryCp::FromSuperblock, false, true));
     }
     Ok(match (c.metadata, c.new_array, c.flags) {
-        (_, _, Flags::Nosync) if !c.new_array && c.metadata => {
-            state(RecoveryCp::FromSuperblock, false, false)
-        }
-        (_, _, Flags::Nosync) => state(RecoveryCp::Max, false, false),
-        (_, _, Flags::Sync) => state(RecoveryCp::Zero, true, false),
-        // No metadata: the kernel cannot know the last shutdown was clean.
-        (false, _, _) => state(RecoveryCp::Zero, true, false),
+        // Measured: without metadata the kernel assumes the array is clean.
+        (false, _, _) => state(RecoveryCp::Max, false, false),
+        (true, true, Flags::Nosync) => state(RecoveryCp::Max, false, false),
         (true, true, _) => state(RecoveryCp::Zero, true, false),
         (true, false, _) => state(RecoveryCp::FromSuperblock, false, false),
     })
@@ -216,11 +222,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("raid6"));
+        assert!(case(RaidType::Raid6_zr, Flags::Nosync, true, false).is_err());
     }
 
     #[test]
-    fn exclusive_flags_are_refused() {
+    fn exclusive_flags_and_sync_are_refused() {
         for f in [
+            Flags::Sync,
             Flags::SyncAndNosync,
             Flags::SyncAndRebuild,
             Flags::NosyncAndRebuild,
@@ -240,19 +248,21 @@ mod tests {
 
     #[test]
     fn raid0_never_resyncs() {
-        let s = case(RaidType::Raid0, Flags::Sync, true, true).unwrap();
+        assert!(case(RaidType::Raid0, Flags::Nosync, true, true).is_err());
+        let s = case(RaidType::Raid0, Flags::None, true, true).unwrap();
         assert!(!s.full_resync);
         assert_eq!(s.health(2, 0), "AA");
     }
 
     #[test]
     fn seed_rows_without_metadata() {
-        // seed: 0 0 0 → recovery_cp 0 (the kernel cannot know it was clean)
+        // seed: 0 0 0 → recovery_cp 0; measured on 6.1: no resync at all
+        assert!(case(RaidType::Raid10, Flags::None, false, true).is_err());
         assert_eq!(
             case(RaidType::Raid1, Flags::None, false, false)
                 .unwrap()
                 .recovery_cp,
-            RecoveryCp::Zero
+            RecoveryCp::Max
         );
         // seed: 1 0 0 → MaxSector
         assert_eq!(

@@ -12,7 +12,13 @@ use std::time::{Duration, Instant};
 
 /// One leg's dm-linear devices on disk `disk`: meta = the first
 /// `META_EXTENT` sectors, data = the next `data` sectors.
-pub fn make_leg(vm: &mut Vm, prefix: &str, leg: usize, disk: usize, data: Sectors) -> Result<LegDevs, String> {
+pub fn make_leg(
+    vm: &mut Vm,
+    prefix: &str,
+    leg: usize,
+    disk: usize,
+    data: Sectors,
+) -> Result<LegDevs, String> {
     let dev = vm.disk_dev(disk)?;
     let meta = format!("{prefix}m{leg}");
     let dat = format!("{prefix}d{leg}");
@@ -30,7 +36,9 @@ pub fn make_leg(vm: &mut Vm, prefix: &str, leg: usize, disk: usize, data: Sector
 
 /// `major:minor` of a dm device, the way tables name devices.
 pub fn devno(vm: &mut Vm, name: &str) -> Result<String, String> {
-    let out = vm.run_ok(&format!("dmsetup info -c --noheadings -o major,minor --separator : {name}"))?;
+    let out = vm.run_ok(&format!(
+        "dmsetup info -c --noheadings -o major,minor --separator : {name}"
+    ))?;
     Ok(out.trim().to_string())
 }
 
@@ -45,7 +53,9 @@ pub fn wipe_meta(vm: &mut Vm, prefix: &str, leg: usize) -> Result<(), String> {
 /// Create device `name` with `table`. Returns the kernel's refusal (stderr + dmesg tail) as Err.
 pub fn create(vm: &mut Vm, name: &str, table: &RaidTable) -> Result<(), String> {
     let line = table.render();
-    let out = vm.run(&format!("echo '{line}' | dmsetup create {name} && dmsetup mknodes"))?;
+    let out = vm.run(&format!(
+        "echo '{line}' | dmsetup create {name} && dmsetup mknodes"
+    ))?;
     if out.code == 0 {
         return Ok(());
     }
@@ -92,5 +102,7 @@ pub fn write_pattern(vm: &mut Vm, dev: &str, mib: u32) -> Result<String, String>
 
 /// md5 of the first `mib` MiB of `dev`.
 pub fn read_md5(vm: &mut Vm, dev: &str, mib: u32) -> Result<String, String> {
-    vm.run_ok(&format!("dd if={dev} bs=1M count={mib} iflag=direct 2>/dev/null | md5sum"))
+    vm.run_ok(&format!(
+        "dd if={dev} bs=1M count={mib} iflag=direct 2>/dev/null | md5sum"
+    ))
 }
