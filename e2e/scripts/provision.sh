@@ -15,7 +15,7 @@ source "$here/../../scripts/env.sh"
 
 pkg="${DMRAID_KERNEL_PKG:-linux-image-6.1.0-50-cloud-amd64}"
 vm="$DMRAID_CACHE/vm"
-stamp="$vm/base/.provisioned-$pkg-v3"
+stamp="$vm/base/.provisioned-$pkg-v4"
 if [ -f "$stamp" ]; then
   echo "provision: VM pieces cached ($pkg)"
   exit 0
