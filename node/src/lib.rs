@@ -3,9 +3,11 @@
 //! driver and the operator CLI. Every touch of the kernel goes through a
 //! small trait so the engine's decisions are unit-testable.
 
+pub mod allocator;
 pub mod cli;
 pub mod csi_controller;
 pub mod csi_node;
 pub mod describe;
 pub mod dm;
+pub mod labels;
 pub mod state_dir;

@@ -1,0 +1,250 @@
+//! Where a volume's legs go: pure decisions over the disks' allocation
+//! tables, no I/O.
+//!
+//! Policy: each leg needs one metadata and one data extent, on a disk no
+//! other leg of the volume uses. Disks with the most free space are chosen
+//! first (ties by id), which keeps free space even across disks so later,
+//! wider arrays still fit; on each disk the meta+data pair goes contiguous
+//! into the smallest gap that holds it (best fit), so large gaps stay whole.
+
+use crate::labels::{Extent, LABEL_AREA};
+use dmraid_api::units::{Bytes, Sectors};
+
+/// One claimed disk as the allocator sees it.
+#[derive(Debug, Clone)]
+pub struct DiskSpace {
+    /// Stable id (the label's disk uuid or the operator's path).
+    pub id: String,
+    /// Size of the disk in sectors.
+    pub size: Sectors,
+    /// Extents already allocated.
+    pub used: Vec<(u64, u64)>,
+}
+
+impl DiskSpace {
+    /// From a disk's label extents.
+    pub fn new(id: &str, size: Sectors, extents: &[Extent]) -> Self {
+        DiskSpace {
+            id: id.to_string(),
+            size,
+            used: extents.iter().map(|e| (e.start, e.len)).collect(),
+        }
+    }
+
+    /// Free gaps `(start, len)` after the label area, in disk order.
+    pub fn gaps(&self) -> Vec<(u64, u64)> {
+        let mut used = self.used.clone();
+        used.sort_unstable();
+        let mut gaps = Vec::new();
+        let mut at = LABEL_AREA.0;
+        for (s, l) in used {
+            if s > at {
+                gaps.push((at, s - at));
+            }
+            at = at.max(s + l);
+        }
+        if self.size.0 > at {
+            gaps.push((at, self.size.0 - at));
+        }
+        gaps
+    }
+
+    /// Total free sectors.
+    pub fn free(&self) -> u64 {
+        self.gaps().iter().map(|g| g.1).sum()
+    }
+
+    fn best_fit(&self, need: u64) -> Option<u64> {
+        self.gaps()
+            .into_iter()
+            .filter(|g| g.1 >= need)
+            .min_by_key(|g| (g.1, g.0))
+            .map(|g| g.0)
+    }
+}
+
+/// Where one leg goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Leg position.
+    pub leg: u32,
+    /// Disk id.
+    pub disk: String,
+    /// Metadata extent start (sectors).
+    pub meta_start: u64,
+    /// Data extent start: right after the metadata.
+    pub data_start: u64,
+}
+
+/// Not enough room: the message says what would fit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NoRoom(pub String);
+
+fn describe(disks: &[&DiskSpace]) -> String {
+    if disks.is_empty() {
+        return "none".into();
+    }
+    disks
+        .iter()
+        .map(|d| format!("{} {} free", d.id, Bytes(d.free() * 512)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Place `legs` legs of `meta + data` sectors each on distinct disks,
+/// avoiding the disks in `avoid`; `first_leg` numbers the placements.
+pub fn place(
+    disks: &[DiskSpace],
+    legs: u32,
+    first_leg: u32,
+    meta: Sectors,
+    data: Sectors,
+    avoid: &[String],
+) -> Result<Vec<Placement>, NoRoom> {
+    let need = meta.0 + data.0;
+    let mut fit: Vec<&DiskSpace> = disks
+        .iter()
+        .filter(|d| !avoid.contains(&d.id) && d.best_fit(need).is_some())
+        .collect();
+    fit.sort_by(|a, b| b.free().cmp(&a.free()).then_with(|| a.id.cmp(&b.id)));
+    if fit.len() < legs as usize {
+        let others: Vec<&DiskSpace> = disks.iter().filter(|d| !avoid.contains(&d.id)).collect();
+        return Err(NoRoom(format!(
+            "needs {legs} distinct disks with {} contiguous free each (data {} + metadata {}); {} have room. Claimed disks: {}",
+            Bytes(need * 512),
+            Bytes(data.0 * 512),
+            Bytes(meta.0 * 512),
+            fit.len(),
+            describe(&others)
+        )));
+    }
+    Ok(fit
+        .iter()
+        .take(legs as usize)
+        .enumerate()
+        .map(|(i, d)| {
+            let start = d.best_fit(need).unwrap_or_default();
+            Placement {
+                leg: first_leg + i as u32,
+                disk: d.id.clone(),
+                meta_start: start,
+                data_start: start + meta.0,
+            }
+        })
+        .collect())
+}
+
+/// Whether the data extent at `start` of `len` can grow to `new_len` in
+/// place (the sectors after it are free and on the disk).
+pub fn can_grow(disk: &DiskSpace, start: u64, len: u64, new_len: u64) -> bool {
+    let end = start + new_len;
+    end <= disk.size.0
+        && disk
+            .used
+            .iter()
+            .all(|&(s, l)| (s, l) == (start, len) || s + l <= start || s >= end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn disk(id: &str, gib: u64) -> DiskSpace {
+        DiskSpace {
+            id: id.into(),
+            size: Sectors(gib << 21),
+            used: vec![],
+        }
+    }
+
+    fn apply(disks: &mut [DiskSpace], p: &[Placement], meta: u64, data: u64) {
+        for pl in p {
+            let d = disks.iter_mut().find(|d| d.id == pl.disk).unwrap();
+            d.used.push((pl.meta_start, meta));
+            d.used.push((pl.data_start, data));
+        }
+    }
+
+    #[test]
+    fn legs_go_to_distinct_disks_with_most_room_first() {
+        let disks = vec![disk("a", 1), disk("b", 3), disk("c", 2)];
+        let p = place(&disks, 2, 0, Sectors(8192), Sectors(1 << 20), &[]).unwrap();
+        assert_eq!(
+            p.iter().map(|p| p.disk.as_str()).collect::<Vec<_>>(),
+            ["b", "c"]
+        );
+        assert!(p
+            .iter()
+            .all(|p| p.meta_start >= LABEL_AREA.0 && p.data_start == p.meta_start + 8192));
+    }
+
+    #[test]
+    fn no_room_says_what_there_is() {
+        let disks = vec![disk("a", 1), disk("b", 1)];
+        let e = place(&disks, 3, 0, Sectors(8192), Sectors(1 << 20), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("needs 3 distinct disks") && e.contains("2 have room") && e.contains("a "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn freed_space_is_reused_and_avoided_disks_skipped() {
+        let mut disks = vec![disk("a", 1), disk("b", 1), disk("c", 1)];
+        let p = place(&disks, 3, 0, Sectors(8192), Sectors(100_000), &[]).unwrap();
+        apply(&mut disks, &p, 8192, 100_000);
+        let first = p[0].meta_start;
+        for d in &mut disks {
+            d.used.clear();
+        }
+        let again = place(&disks, 3, 0, Sectors(8192), Sectors(100_000), &[]).unwrap();
+        assert_eq!(again[0].meta_start, first);
+        let r = place(
+            &disks,
+            1,
+            2,
+            Sectors(8192),
+            Sectors(100_000),
+            &["a".into(), "b".into()],
+        )
+        .unwrap();
+        assert_eq!((r[0].disk.as_str(), r[0].leg), ("c", 2));
+    }
+
+    #[test]
+    fn grow_in_place_only_into_free_space() {
+        let mut d = disk("a", 1);
+        d.used = vec![(2048, 8192), (10240, 1000), (20000, 10)];
+        assert!(can_grow(&d, 10240, 1000, 9760));
+        assert!(!can_grow(&d, 10240, 1000, 9761));
+        assert!(!can_grow(&disk("b", 1), 2048, 10, 1 << 22));
+    }
+
+    proptest! {
+        #[test]
+        fn allocations_never_overlap_or_leave_the_disk(
+            sizes in proptest::collection::vec(1u64..6, 2..7),
+            reqs in proptest::collection::vec((1u32..4, 1u64..400_000), 1..12)
+        ) {
+            let mut disks: Vec<DiskSpace> = sizes.iter().enumerate().map(|(i, g)| DiskSpace { id: format!("d{i}"), size: Sectors(g << 20), used: vec![] }).collect();
+            for (legs, data) in reqs {
+                if let Ok(p) = place(&disks, legs, 0, Sectors(8192), Sectors(data), &[]) {
+                    let mut ids: Vec<&str> = p.iter().map(|p| p.disk.as_str()).collect();
+                    ids.dedup();
+                    prop_assert_eq!(ids.len(), legs as usize);
+                    apply(&mut disks, &p, 8192, data);
+                }
+            }
+            for d in &disks {
+                let mut u = d.used.clone();
+                u.sort_unstable();
+                for w in u.windows(2) { prop_assert!(w[0].0 + w[0].1 <= w[1].0); }
+                for (s, l) in u { prop_assert!(s >= LABEL_AREA.0 && s + l <= d.size.0); }
+            }
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! The label area at the start of every claimed disk: who owns the disk and
+//! which extents of it belong to which volume leg. The labels are the
+//! source of truth on a node: after a reboot the arrays are rebuilt from
+//! them alone.
+//!
+//! Layout: the first [`LABEL_AREA`] of the disk holds two slots (A at 0, B
+//! at half). Each slot is a 64-byte header — magic, format version,
+//! sequence number, body length, CRC32C of the body and of the header — and
+//! a JSON body. A write goes to the slot holding the older (or an invalid)
+//! copy and is synced before it counts; a read takes the newest copy that
+//! verifies. A torn write can only damage the slot being written, so the
+//! previous state is never lost (stratisd's metadata areas work the same way).
+
+use dmraid_api::units::Sectors;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+
+/// Sectors reserved for the label at the start of each disk (1 MiB).
+pub const LABEL_AREA: Sectors = Sectors(2048);
+const SLOT_BYTES: u64 = LABEL_AREA.0 * 512 / 2;
+const HEADER: usize = 64;
+/// Identifies our label slots.
+pub const MAGIC: &[u8; 8] = b"DMRCSI\x00L";
+/// The label format this code writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Flushing written data to stable storage; a no-op for in-memory buffers.
+pub trait SyncIo {
+    /// Make everything written so far durable.
+    fn sync_data(&mut self) -> std::io::Result<()>;
+}
+
+impl SyncIo for std::fs::File {
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        std::fs::File::sync_data(self)
+    }
+}
+
+impl SyncIo for std::io::Cursor<Vec<u8>> {
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What an extent holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// dm-raid superblock and bitmap.
+    Meta,
+    /// Data.
+    Data,
+}
+
+/// An extent's life stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ExtentState {
+    /// In use by the array.
+    #[default]
+    Active,
+    /// A replacement leg being rebuilt.
+    Rebuilding,
+    /// A replaced leg, freed once the array is in sync.
+    Retiring,
+}
+
+/// A run of sectors owned by one leg of one volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extent {
+    /// Volume id.
+    pub volume: String,
+    /// Leg position in the array.
+    pub leg: u32,
+    /// Metadata or data.
+    pub role: Role,
+    /// First sector on the disk.
+    pub start: u64,
+    /// Length in sectors.
+    pub len: u64,
+    /// Life stage.
+    #[serde(default)]
+    pub state: ExtentState,
+}
+
+/// What the label records of one volume with extents on this disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    /// The engine's description of the volume (spec, size, ...), opaque here.
+    pub spec: serde_json::Value,
+    /// Set on orderly deactivation, cleared on activation: missing at
+    /// activation means the node crashed with the array active.
+    pub clean_shutdown: bool,
+    /// False while a create is in flight (a crash leaves it false).
+    pub complete: bool,
+}
+
+/// The contents of a disk's label.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskLabel {
+    /// This disk's identity, stable across device renames.
+    pub disk_uuid: String,
+    /// The node that claimed it.
+    pub node: String,
+    /// When it was claimed (seconds since the epoch).
+    pub created: u64,
+    /// Volumes with extents here.
+    pub volumes: BTreeMap<String, VolumeRecord>,
+    /// Every allocated extent.
+    pub extents: Vec<Extent>,
+}
+
+/// Why a label could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum LabelError {
+    /// I/O on the disk failed.
+    #[error("label I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// A label written by a newer dmraid-csi.
+    #[error("label format version {0} is newer than this driver understands ({FORMAT_VERSION}); upgrade dmraid-csi, the label was not touched")]
+    NewerFormat(u32),
+    /// Both copies carry our magic but neither verifies.
+    #[error("both label copies are damaged (checksum mismatch); refusing to guess")]
+    Corrupt,
+    /// The label does not fit its slot.
+    #[error(
+        "label of {0} bytes does not fit its {SLOT_BYTES}-byte slot: too many extents on one disk"
+    )]
+    TooBig(usize),
+    /// The body does not parse.
+    #[error("label body: {0}")]
+    Body(String),
+}
+
+struct Slot {
+    seq: u64,
+    label: DiskLabel,
+}
+
+enum SlotRead {
+    Blank,
+    Invalid,
+    Newer(u32),
+    Valid(Slot),
+}
+
+fn read_slot<D: Read + Seek>(dev: &mut D, index: u64) -> Result<SlotRead, LabelError> {
+    dev.seek(SeekFrom::Start(index * SLOT_BYTES))?;
+    let mut h = [0u8; HEADER];
+    if let Err(e) = dev.read_exact(&mut h) {
+        return if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Ok(SlotRead::Blank)
+        } else {
+            Err(e.into())
+        };
+    }
+    if &h[0..8] != MAGIC {
+        return Ok(SlotRead::Blank);
+    }
+    let u32_at = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+    let mut header_crc_input = h;
+    header_crc_input[32..36].fill(0);
+    if crc32c::crc32c(&header_crc_input) != u32_at(32) {
+        return Ok(SlotRead::Invalid);
+    }
+    let version = u32_at(8);
+    if version > FORMAT_VERSION {
+        return Ok(SlotRead::Newer(version));
+    }
+    let seq = u64::from_le_bytes(h[12..20].try_into().map_err(|_| LabelError::Corrupt)?);
+    let len = u32_at(20) as usize;
+    if len > SLOT_BYTES as usize - HEADER {
+        return Ok(SlotRead::Invalid);
+    }
+    let mut body = vec![0u8; len];
+    dev.read_exact(&mut body)?;
+    if crc32c::crc32c(&body) != u32_at(24) {
+        return Ok(SlotRead::Invalid);
+    }
+    match serde_json::from_slice(&body) {
+        Ok(label) => Ok(SlotRead::Valid(Slot { seq, label })),
+        Err(e) => Err(LabelError::Body(e.to_string())),
+    }
+}
+
+/// What is in a disk's label area.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The newest valid label, if any.
+    pub label: Option<DiskLabel>,
+    /// Its sequence number (0 when none).
+    pub seq: u64,
+    /// The slot the next write goes to.
+    next_slot: u64,
+}
+
+/// Read the newest valid label. `Ok(label: None)` for a disk that carries
+/// none of our slots; an error when our slots exist but none verifies, or a
+/// newer format is present.
+pub fn read<D: Read + Seek>(dev: &mut D) -> Result<Loaded, LabelError> {
+    let a = read_slot(dev, 0)?;
+    let b = read_slot(dev, 1)?;
+    for s in [&a, &b] {
+        if let SlotRead::Newer(v) = s {
+            return Err(LabelError::NewerFormat(*v));
+        }
+    }
+    let seq = |s: &SlotRead| match s {
+        SlotRead::Valid(slot) => Some(slot.seq),
+        _ => None,
+    };
+    let (sa, sb) = (seq(&a), seq(&b));
+    let (best, next_slot) = match (sa, sb) {
+        (Some(x), Some(y)) if y > x => (b, 0),
+        (Some(_), _) => (a, 1),
+        (None, Some(_)) => (b, 0),
+        (None, None) => {
+            if matches!(a, SlotRead::Invalid) || matches!(b, SlotRead::Invalid) {
+                return Err(LabelError::Corrupt);
+            }
+            return Ok(Loaded {
+                label: None,
+                seq: 0,
+                next_slot: 0,
+            });
+        }
+    };
+    match best {
+        SlotRead::Valid(slot) => Ok(Loaded {
+            label: Some(slot.label),
+            seq: slot.seq,
+            next_slot,
+        }),
+        _ => unreachable!("best is the valid slot chosen above"),
+    }
+}
+
+/// Write `label` as the next version after `loaded`, into the older slot,
+/// and sync. `loaded` is updated to describe the new state.
+pub fn write<D: Write + Seek + SyncIo>(
+    dev: &mut D,
+    loaded: &mut Loaded,
+    label: &DiskLabel,
+) -> Result<(), LabelError> {
+    let body = serde_json::to_vec(label).map_err(|e| LabelError::Body(e.to_string()))?;
+    if body.len() > SLOT_BYTES as usize - HEADER {
+        return Err(LabelError::TooBig(body.len()));
+    }
+    let seq = loaded.seq + 1;
+    let mut h = [0u8; HEADER];
+    h[0..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[12..20].copy_from_slice(&seq.to_le_bytes());
+    h[20..24].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    h[24..28].copy_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    let crc = crc32c::crc32c(&h);
+    h[32..36].copy_from_slice(&crc.to_le_bytes());
+    let mut buf = h.to_vec();
+    buf.extend_from_slice(&body);
+    dev.seek(SeekFrom::Start(loaded.next_slot * SLOT_BYTES))?;
+    dev.write_all(&buf)?;
+    dev.flush()?;
+    dev.sync_data()?;
+    loaded.seq = seq;
+    loaded.label = Some(label.clone());
+    loaded.next_slot = 1 - loaded.next_slot;
+    Ok(())
+}
+
+/// A fresh label for a disk claimed by `node`.
+pub fn new_label(disk_uuid: String, node: &str, now: u64) -> DiskLabel {
+    DiskLabel {
+        disk_uuid,
+        node: node.to_string(),
+        created: now,
+        volumes: BTreeMap::new(),
+        extents: Vec::new(),
+    }
+}
+
+/// Whether the bytes at the start of a disk carry one of our label slots.
+pub fn has_magic(head: &[u8]) -> bool {
+    head.get(0..8) == Some(MAGIC)
+        || head.get(SLOT_BYTES as usize..SLOT_BYTES as usize + 8) == Some(MAGIC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Cursor;
+
+    fn disk() -> Cursor<Vec<u8>> {
+        Cursor::new(vec![0u8; (LABEL_AREA.0 * 512) as usize])
+    }
+
+    fn label(n: u64) -> DiskLabel {
+        let mut l = new_label("uuid-1".into(), "node-a", 1);
+        l.extents.push(Extent {
+            volume: "v".into(),
+            leg: 0,
+            role: Role::Data,
+            start: 2048 + n,
+            len: 100,
+            state: ExtentState::Active,
+        });
+        l.volumes.insert(
+            "v".into(),
+            VolumeRecord {
+                spec: serde_json::json!({"n": n}),
+                clean_shutdown: n.is_multiple_of(2),
+                complete: true,
+            },
+        );
+        l
+    }
+
+    #[test]
+    fn blank_disk_has_no_label_and_round_trips() {
+        let mut d = disk();
+        let mut l = read(&mut d).unwrap();
+        assert!(l.label.is_none());
+        write(&mut d, &mut l, &label(1)).unwrap();
+        write(&mut d, &mut l, &label(2)).unwrap();
+        let back = read(&mut d).unwrap();
+        assert_eq!(back.label, Some(label(2)));
+        assert_eq!(back.seq, 2);
+        assert!(has_magic(d.get_ref()));
+    }
+
+    #[test]
+    fn writes_alternate_slots() {
+        let mut d = disk();
+        let mut l = read(&mut d).unwrap();
+        write(&mut d, &mut l, &label(1)).unwrap();
+        assert_eq!(&d.get_ref()[0..8], MAGIC);
+        assert_ne!(
+            &d.get_ref()[SLOT_BYTES as usize..SLOT_BYTES as usize + 8],
+            MAGIC
+        );
+        write(&mut d, &mut l, &label(2)).unwrap();
+        assert_eq!(
+            &d.get_ref()[SLOT_BYTES as usize..SLOT_BYTES as usize + 8],
+            MAGIC
+        );
+    }
+
+    #[test]
+    fn a_damaged_copy_falls_back_to_the_other() {
+        let mut d = disk();
+        let mut l = read(&mut d).unwrap();
+        write(&mut d, &mut l, &label(1)).unwrap();
+        write(&mut d, &mut l, &label(2)).unwrap();
+        // corrupt the newest (slot B) body
+        d.get_mut()[SLOT_BYTES as usize + HEADER + 3] ^= 0xff;
+        let back = read(&mut d).unwrap();
+        assert_eq!(back.label, Some(label(1)));
+        // the next write goes over the damaged slot, keeping the good one
+        let mut back = back;
+        write(&mut d, &mut back, &label(3)).unwrap();
+        assert_eq!(read(&mut d).unwrap().label, Some(label(3)));
+    }
+
+    #[test]
+    fn both_damaged_is_an_error_not_a_blank_disk() {
+        let mut d = disk();
+        let mut l = read(&mut d).unwrap();
+        write(&mut d, &mut l, &label(1)).unwrap();
+        write(&mut d, &mut l, &label(2)).unwrap();
+        d.get_mut()[HEADER + 1] ^= 1;
+        d.get_mut()[SLOT_BYTES as usize + HEADER + 1] ^= 1;
+        assert!(matches!(read(&mut d), Err(LabelError::Corrupt)));
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_and_untouched() {
+        let mut d = disk();
+        let mut l = read(&mut d).unwrap();
+        write(&mut d, &mut l, &label(1)).unwrap();
+        let mut h = d.get_ref()[0..HEADER].to_vec();
+        h[8..12].copy_from_slice(&9u32.to_le_bytes());
+        h[32..36].fill(0);
+        let crc = crc32c::crc32c(&h);
+        h[32..36].copy_from_slice(&crc.to_le_bytes());
+        d.get_mut()[0..HEADER].copy_from_slice(&h);
+        let before = d.get_ref().clone();
+        let e = read(&mut d).unwrap_err().to_string();
+        assert!(e.contains("version 9"), "{e}");
+        assert_eq!(d.get_ref(), &before);
+    }
+
+    #[test]
+    fn too_many_extents_is_a_clear_error() {
+        let mut d = disk();
+        let mut l = read(&mut d).unwrap();
+        let mut big = label(1);
+        for i in 0..20_000 {
+            big.extents.push(Extent {
+                volume: format!("volume-{i}"),
+                leg: 0,
+                role: Role::Meta,
+                start: i,
+                len: 1,
+                state: ExtentState::Active,
+            });
+        }
+        assert!(matches!(
+            write(&mut d, &mut l, &big),
+            Err(LabelError::TooBig(_))
+        ));
+    }
+
+    /// A writer that stops (as a power cut would) after `limit` bytes.
+    struct Torn {
+        inner: Cursor<Vec<u8>>,
+        limit: usize,
+    }
+    impl Write for Torn {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.limit);
+            self.limit -= n;
+            if n == 0 {
+                return Err(std::io::Error::other("power cut"));
+            }
+            self.inner.write(&buf[..n])
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Seek for Torn {
+        fn seek(&mut self, p: SeekFrom) -> std::io::Result<u64> {
+            self.inner.seek(p)
+        }
+    }
+    impl SyncIo for Torn {
+        fn sync_data(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_torn_write_never_loses_the_previous_label(cut in 0usize..2000, gen in 1u64..4) {
+            let mut d = disk();
+            let mut l = read(&mut d).unwrap();
+            for g in 1..=gen {
+                write(&mut d, &mut l, &label(g)).unwrap();
+            }
+            let mut torn = Torn { inner: d, limit: cut };
+            let _ = write(&mut torn, &mut l, &label(99));
+            let mut d = torn.inner;
+            let back = read(&mut d).unwrap();
+            prop_assert!(back.label == Some(label(gen)) || back.label == Some(label(99)));
+        }
+
+        #[test]
+        fn read_never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let mut v = vec![0u8; (LABEL_AREA.0 * 512) as usize];
+            v[..bytes.len()].copy_from_slice(&bytes);
+            v[0..8].copy_from_slice(MAGIC);
+            let _ = read(&mut Cursor::new(v));
+        }
+    }
+}
