@@ -8,6 +8,8 @@ pub mod cli;
 pub mod csi_controller;
 pub mod csi_node;
 pub mod describe;
+pub mod disks;
 pub mod dm;
 pub mod labels;
+pub mod signature;
 pub mod state_dir;
