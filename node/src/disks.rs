@@ -105,8 +105,10 @@ impl Disks for RealDisks {
 /// In-memory disks for unit tests: shared buffers, hot-remove and add.
 #[derive(Clone, Default)]
 pub struct FakeDisks {
-    disks: Arc<Mutex<BTreeMap<PathBuf, Arc<Mutex<Vec<u8>>>>>>,
+    disks: Arc<Mutex<BTreeMap<PathBuf, FakeDisk>>>,
 }
+
+type FakeDisk = Arc<Mutex<Vec<u8>>>;
 
 struct FakeHandle {
     data: Arc<Mutex<Vec<u8>>>,
