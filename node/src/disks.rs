@@ -12,6 +12,12 @@ use std::sync::{Arc, Mutex};
 pub trait BlockIo: Read + Write + Seek + SyncIo + Send {}
 impl<T: Read + Write + Seek + SyncIo + Send> BlockIo for T {}
 
+impl SyncIo for Box<dyn BlockIo> {
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        (**self).sync_data()
+    }
+}
+
 /// A disk the operator's globs matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskInfo {

@@ -10,6 +10,8 @@ pub mod csi_node;
 pub mod describe;
 pub mod disks;
 pub mod dm;
+pub mod engine;
+pub mod error;
 pub mod labels;
 pub mod signature;
 pub mod state_dir;

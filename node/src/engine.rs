@@ -1,0 +1,706 @@
+//! The array engine: claimed disks and their labels, volumes made of
+//! dm-linear meta/data pairs under a dm-raid target, created, deleted,
+//! re-activated from the labels alone at start-up, and deactivated with a
+//! clean-shutdown marker so a crash is recognised and repaired (DESIGN
+//! "After a crash").
+//!
+//! Ordering keeps the labels the truth: extents are recorded (incomplete)
+//! before devices are made and marked complete after; devices are removed
+//! before extents are freed. A crash at any step is finished or rolled back
+//! by the next `create_volume` or `activate_all`.
+
+use crate::allocator::{self, DiskSpace};
+use crate::disks::{DiskInfo, Disks};
+use crate::dm::{self, DeviceMapper, Target};
+use crate::error::Error;
+use crate::labels::{self, DiskLabel, Extent, ExtentState, Role, SyncIo, VolumeRecord};
+use crate::signature;
+use dmraid_api::capacity::{leg_for_size, META_EXTENT};
+use dmraid_api::superblock;
+use dmraid_api::table::{LegDevs, RaidTable};
+use dmraid_api::units::{Bytes, Sectors};
+use dmraid_api::{RaidSpec, RaidStatus};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Bytes zeroed at the start of a new metadata extent: the dm-raid
+/// superblock (4 KiB) and the whole bitmap (≤ 4 KiB + 256 KiB), so a reused
+/// extent never looks like an old array.
+const META_WIPE: usize = 512 * 1024;
+
+/// What the labels record of a volume (the spec blob).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSpec {
+    /// The validated StorageClass spec.
+    pub spec: RaidSpec,
+    /// Bytes asked for.
+    pub requested: u64,
+    /// Sectors of each leg's data extent.
+    pub leg_data: u64,
+}
+
+/// One leg of a volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LegInfo {
+    /// Position in the array.
+    pub leg: u32,
+    /// The disk it lives on; `None` when that disk is missing.
+    pub disk: Option<PathBuf>,
+}
+
+/// A volume as the node sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeInfo {
+    /// Volume id.
+    pub id: String,
+    /// Spec and sizes.
+    pub spec: VolumeSpec,
+    /// Usable bytes.
+    pub capacity: u64,
+    /// Where each leg lives.
+    pub legs: Vec<LegInfo>,
+    /// The array's block device.
+    pub device: String,
+    /// The kernel's status, when the array is active.
+    pub status: Option<RaidStatus>,
+    /// After an unclean shutdown: (dirty regions found, regions) being resynced.
+    pub unclean: Option<(u64, u64)>,
+}
+
+/// The operator's claim settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This node's name, written into every label.
+    pub node: String,
+    /// Disk paths or globs the node may claim.
+    pub globs: Vec<String>,
+    /// Overwrite disks that carry a foreign signature.
+    pub wipe: bool,
+}
+
+struct Claimed {
+    info: DiskInfo,
+    loaded: labels::Loaded,
+}
+
+impl Claimed {
+    fn label(&self) -> &DiskLabel {
+        self.loaded
+            .label
+            .as_ref()
+            .expect("claimed disks always carry a label")
+    }
+}
+
+/// The engine. Cheap to share; operations on one volume serialise.
+pub struct Engine {
+    dm: Arc<dyn DeviceMapper>,
+    disks: Arc<dyn Disks>,
+    cfg: EngineConfig,
+    claimed: Mutex<Vec<Claimed>>,
+    busy: Mutex<BTreeSet<String>>,
+    unclean: Mutex<BTreeMap<String, (u64, u64)>>,
+}
+
+/// Held while an operation on a volume runs; a second one gets `Busy`.
+pub struct VolumeLock<'a> {
+    engine: &'a Engine,
+    id: String,
+}
+
+impl Drop for VolumeLock<'_> {
+    fn drop(&mut self) {
+        lock(&self.engine.busy).remove(&self.id);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn check_id(id: &str) -> Result<(), Error> {
+    let ok = !id.is_empty()
+        && id.len() <= 100
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadId(id.to_string()))
+    }
+}
+
+/// Device-mapper name of the array of volume `id`.
+pub fn array_name(id: &str) -> String {
+    format!("dmraid-{id}")
+}
+
+fn leg_name(id: &str, leg: u32, role: Role) -> String {
+    let r = match role {
+        Role::Meta => 'm',
+        Role::Data => 'd',
+    };
+    format!("dmraid-{id}-{r}{leg}")
+}
+
+fn new_uuid() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            format!("{t:032x}")
+        })
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+impl Engine {
+    /// An engine over these devices; call [`Engine::claim_disks`] next.
+    pub fn new(dm: Arc<dyn DeviceMapper>, disks: Arc<dyn Disks>, cfg: EngineConfig) -> Self {
+        Engine {
+            dm,
+            disks,
+            cfg,
+            claimed: Mutex::new(Vec::new()),
+            busy: Mutex::new(BTreeSet::new()),
+            unclean: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        move |source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// Claim the disks the operator's globs match: adopt our own labels,
+    /// label blank disks, refuse foreign signatures unless wiping. Returns
+    /// one error per disk that was refused; the others are claimed.
+    pub fn claim_disks(&self) -> Result<Vec<Error>, Error> {
+        let found = self
+            .disks
+            .discover(&self.cfg.globs)
+            .map_err(|source| Error::Io {
+                path: self.cfg.globs.join(","),
+                source,
+            })?;
+        let mut problems = Vec::new();
+        let mut claimed = lock(&self.claimed);
+        for info in found {
+            if claimed
+                .iter()
+                .any(|c| c.info.devno == info.devno && c.info.path == info.path)
+            {
+                continue;
+            }
+            match self.claim_one(&info) {
+                Ok(loaded) => claimed.push(Claimed { info, loaded }),
+                Err(e) => problems.push(e),
+            }
+        }
+        Ok(problems)
+    }
+
+    fn claim_one(&self, info: &DiskInfo) -> Result<labels::Loaded, Error> {
+        let path = &info.path;
+        let label_err = |source| Error::Label {
+            path: path.display().to_string(),
+            source,
+        };
+        if info.size < (labels::LABEL_AREA.0 + META_EXTENT.0 + 8) * 512 {
+            return Err(Error::Claim(format!(
+                "{} is {}; too small to hold a label and one leg",
+                path.display(),
+                Bytes(info.size)
+            )));
+        }
+        let mut dev = self.disks.open(path).map_err(Self::io_err(path))?;
+        let mut loaded = labels::read(&mut dev).map_err(label_err)?;
+        if let Some(label) = &loaded.label {
+            if label.node != self.cfg.node {
+                return Err(Error::Claim(format!(
+                    "{} is claimed by node {:?}, not {:?}; refusing to take it over",
+                    path.display(),
+                    label.node,
+                    self.cfg.node
+                )));
+            }
+            return Ok(loaded);
+        }
+        let mut head = vec![0u8; signature::HEAD_BYTES.min(info.size as usize)];
+        dev.seek(SeekFrom::Start(0)).map_err(Self::io_err(path))?;
+        dev.read_exact(&mut head).map_err(Self::io_err(path))?;
+        if let Some(sig) = signature::detect(&head) {
+            if !self.cfg.wipe {
+                return Err(Error::Claim(format!(
+                    "{} carries {sig}; refusing to claim it (pass --wipe-disks to overwrite)",
+                    path.display()
+                )));
+            }
+            dev.seek(SeekFrom::Start(0)).map_err(Self::io_err(path))?;
+            dev.write_all(&vec![0u8; head.len()])
+                .map_err(Self::io_err(path))?;
+        }
+        let label = labels::new_label(new_uuid(), &self.cfg.node, now());
+        labels::write(&mut dev, &mut loaded, &label).map_err(label_err)?;
+        Ok(loaded)
+    }
+
+    /// The claimed disks: (path, size bytes, free bytes, label).
+    pub fn disks(&self) -> Vec<(PathBuf, u64, u64, String)> {
+        lock(&self.claimed)
+            .iter()
+            .map(|c| {
+                let space = DiskSpace::new(
+                    &c.label().disk_uuid,
+                    Bytes(c.info.size).sectors(),
+                    &c.label().extents,
+                );
+                (
+                    c.info.path.clone(),
+                    c.info.size,
+                    space.free() * 512,
+                    c.label().disk_uuid.clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn lock_volume(&self, id: &str) -> Result<VolumeLock<'_>, Error> {
+        check_id(id)?;
+        if !lock(&self.busy).insert(id.to_string()) {
+            return Err(Error::Busy(id.to_string()));
+        }
+        Ok(VolumeLock {
+            engine: self,
+            id: id.to_string(),
+        })
+    }
+
+    /// Rewrite the label of every claimed disk for which `f` changes it.
+    fn edit_labels(&self, mut f: impl FnMut(&mut DiskLabel)) -> Result<(), Error> {
+        let mut claimed = lock(&self.claimed);
+        for c in claimed.iter_mut() {
+            if !self.disks.present(&c.info.path) {
+                continue;
+            }
+            let mut label = c.label().clone();
+            f(&mut label);
+            if &label == c.label() {
+                continue;
+            }
+            let path = c.info.path.clone();
+            let mut dev = self.disks.open(&path).map_err(Self::io_err(&path))?;
+            labels::write(&mut dev, &mut c.loaded, &label).map_err(|source| Error::Label {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The volume's record and, per leg, (disk, meta start, data start) when its disk is here.
+    #[allow(clippy::type_complexity)]
+    fn find(&self, id: &str) -> Option<(VolumeRecord, BTreeMap<u32, (DiskInfo, u64, u64)>)> {
+        let claimed = lock(&self.claimed);
+        let mut record = None;
+        let mut legs = BTreeMap::new();
+        for c in claimed.iter() {
+            if !self.disks.present(&c.info.path) {
+                continue;
+            }
+            if let Some(r) = c.label().volumes.get(id) {
+                record.get_or_insert_with(|| r.clone());
+            }
+            for e in c
+                .label()
+                .extents
+                .iter()
+                .filter(|e| e.volume == id && e.state == ExtentState::Active)
+            {
+                let entry = legs.entry(e.leg).or_insert((c.info.clone(), 0, 0));
+                match e.role {
+                    Role::Meta => entry.1 = e.start,
+                    Role::Data => entry.2 = e.start,
+                }
+            }
+        }
+        record.map(|r| (r, legs))
+    }
+
+    fn spec_of(record: &VolumeRecord) -> Result<VolumeSpec, Error> {
+        serde_json::from_value(record.spec.clone()).map_err(|e| {
+            Error::Precondition(format!("volume spec in the disk label does not parse: {e}"))
+        })
+    }
+
+    /// Volume ids recorded in the labels.
+    pub fn volume_ids(&self) -> Vec<String> {
+        let claimed = lock(&self.claimed);
+        let mut ids: BTreeSet<String> = BTreeSet::new();
+        for c in claimed.iter() {
+            ids.extend(c.label().volumes.keys().cloned());
+        }
+        ids.into_iter().collect()
+    }
+
+    /// Create (or find, when the same request was made before) a volume.
+    pub fn create_volume(&self, id: &str, spec: &RaidSpec, size: u64) -> Result<VolumeInfo, Error> {
+        let _guard = self.lock_volume(id)?;
+        spec.validate()?;
+        let leg = leg_for_size(spec, Bytes(size))?;
+        let wanted = VolumeSpec {
+            spec: spec.clone(),
+            requested: size,
+            leg_data: leg.0,
+        };
+        // Everything the kernel would refuse is refused before anything is written.
+        let dummy: Vec<Option<LegDevs>> = (0..spec.legs)
+            .map(|_| {
+                Some(LegDevs {
+                    meta: "0:0".into(),
+                    data: "0:0".into(),
+                })
+            })
+            .collect();
+        RaidTable::build(spec, leg, dummy, true, &[])?;
+
+        if let Some((record, _)) = self.find(id) {
+            let have = Self::spec_of(&record)?;
+            if have != wanted {
+                return Err(Error::AlreadyExists(id.to_string()));
+            }
+            if record.complete {
+                self.activate_volume(id, false)?;
+                return self.volume(id);
+            }
+            // A create that crashed half-way: undo it and start again.
+            self.teardown(id)?;
+            self.free_extents(id)?;
+        }
+
+        let spaces: Vec<DiskSpace> = lock(&self.claimed)
+            .iter()
+            .filter(|c| self.disks.present(&c.info.path))
+            .map(|c| {
+                DiskSpace::new(
+                    &c.label().disk_uuid,
+                    Bytes(c.info.size).sectors(),
+                    &c.label().extents,
+                )
+            })
+            .collect();
+        let placements = allocator::place(&spaces, spec.legs, 0, META_EXTENT, leg, &[])?;
+        let blob = serde_json::to_value(&wanted).map_err(|e| Error::Precondition(e.to_string()))?;
+        self.edit_labels(|label| {
+            for p in placements.iter().filter(|p| p.disk == label.disk_uuid) {
+                label.extents.push(Extent {
+                    volume: id.into(),
+                    leg: p.leg,
+                    role: Role::Meta,
+                    start: p.meta_start,
+                    len: META_EXTENT.0,
+                    state: ExtentState::Active,
+                });
+                label.extents.push(Extent {
+                    volume: id.into(),
+                    leg: p.leg,
+                    role: Role::Data,
+                    start: p.data_start,
+                    len: leg.0,
+                    state: ExtentState::Active,
+                });
+                label.volumes.insert(
+                    id.into(),
+                    VolumeRecord {
+                        spec: blob.clone(),
+                        clean_shutdown: false,
+                        complete: false,
+                    },
+                );
+            }
+        })?;
+        // Blank metadata: the kernel must see a new array, never an old superblock.
+        for p in &placements {
+            let path = self.path_of(&p.disk)?;
+            let mut dev = self.disks.open(&path).map_err(Self::io_err(&path))?;
+            dev.seek(SeekFrom::Start(p.meta_start * 512))
+                .map_err(Self::io_err(&path))?;
+            dev.write_all(&vec![0u8; META_WIPE])
+                .map_err(Self::io_err(&path))?;
+            dev.sync_data().map_err(Self::io_err(&path))?;
+        }
+        self.activate_volume(id, true)?;
+        self.edit_labels(|label| {
+            if let Some(r) = label.volumes.get_mut(id) {
+                r.complete = true;
+            }
+        })?;
+        self.volume(id)
+    }
+
+    fn path_of(&self, disk_uuid: &str) -> Result<PathBuf, Error> {
+        lock(&self.claimed)
+            .iter()
+            .find(|c| c.label().disk_uuid == disk_uuid)
+            .map(|c| c.info.path.clone())
+            .ok_or_else(|| Error::Precondition(format!("disk {disk_uuid} is not claimed")))
+    }
+
+    /// Make the volume's devices live from its labels; `new_array`: first activation.
+    fn activate_volume(&self, id: &str, new_array: bool) -> Result<(), Error> {
+        let (record, legs) = self
+            .find(id)
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let vs = Self::spec_of(&record)?;
+        let mut devs = Vec::new();
+        for leg in 0..vs.spec.legs {
+            match legs.get(&leg) {
+                Some((disk, meta, data)) => {
+                    let m = dm::activate(
+                        self.dm.as_ref(),
+                        &leg_name(id, leg, Role::Meta),
+                        None,
+                        &[Target::new(
+                            0,
+                            META_EXTENT.0,
+                            "linear",
+                            format!("{} {meta}", disk.devno),
+                        )],
+                    )?;
+                    let d = dm::activate(
+                        self.dm.as_ref(),
+                        &leg_name(id, leg, Role::Data),
+                        None,
+                        &[Target::new(
+                            0,
+                            vs.leg_data,
+                            "linear",
+                            format!("{} {data}", disk.devno),
+                        )],
+                    )?;
+                    devs.push(Some(LegDevs {
+                        meta: m.devno(),
+                        data: d.devno(),
+                    }));
+                }
+                None => devs.push(None),
+            }
+        }
+        let table = RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs, new_array, &[])?;
+        let name = array_name(id);
+        let target = [Target::new(0, table.length.0, "raid", table.params())];
+        if let Some(info) = self.dm.info(&name)? {
+            if info.live_table {
+                let live = self.dm.table(&name)?;
+                let same = live.len() == 1
+                    && RaidTable::parse(&live[0].line())
+                        .map(|t| t == table)
+                        .unwrap_or(false);
+                if same {
+                    return Ok(());
+                }
+                dm::reload(self.dm.as_ref(), &name, &target)?;
+                return Ok(());
+            }
+        }
+        dm::activate(
+            self.dm.as_ref(),
+            &name,
+            Some(&format!("DMRAID-{id}")),
+            &target,
+        )?;
+        Ok(())
+    }
+
+    /// Remove the volume's devices (array first, then legs). Missing devices are fine.
+    fn teardown(&self, id: &str) -> Result<(), Error> {
+        let name = array_name(id);
+        if let Some(info) = self.dm.info(&name)? {
+            if info.open_count > 0 {
+                return Err(Error::Precondition(format!(
+                    "volume {id} is in use ({} openers: mounted or open); unstage it first",
+                    info.open_count
+                )));
+            }
+            self.dm.remove(&name)?;
+        }
+        let prefix = format!("dmraid-{id}-");
+        for dev in self.dm.list()? {
+            if let Some(rest) = dev.name.strip_prefix(&prefix) {
+                if rest.len() > 1
+                    && (rest.starts_with('m') || rest.starts_with('d'))
+                    && rest[1..].bytes().all(|b| b.is_ascii_digit())
+                {
+                    self.dm.remove(&dev.name)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn free_extents(&self, id: &str) -> Result<(), Error> {
+        self.edit_labels(|label| {
+            label.extents.retain(|e| e.volume != id);
+            label.volumes.remove(id);
+        })
+    }
+
+    /// Delete a volume: devices first, then its extents. Unknown ids succeed (idempotent).
+    pub fn delete_volume(&self, id: &str) -> Result<(), Error> {
+        let _guard = self.lock_volume(id)?;
+        if self.find(id).is_none() {
+            // Devices without labels may remain from a crash: remove them too.
+            return self.teardown(id);
+        }
+        self.teardown(id)?;
+        self.free_extents(id)
+    }
+
+    /// Start-up: re-create every array from the labels alone. Half-made
+    /// volumes are rolled back; volumes without a clean-shutdown marker get
+    /// the crash fix first. Returns one error per volume that failed.
+    pub fn activate_all(&self) -> Vec<(String, Error)> {
+        let mut failures = Vec::new();
+        for id in self.volume_ids() {
+            let result = (|| -> Result<(), Error> {
+                let _guard = self.lock_volume(&id)?;
+                let (record, legs) = self.find(&id).ok_or_else(|| Error::NotFound(id.clone()))?;
+                if !record.complete {
+                    self.teardown(&id)?;
+                    return self.free_extents(&id);
+                }
+                let clean = {
+                    let claimed = lock(&self.claimed);
+                    claimed
+                        .iter()
+                        .filter_map(|c| c.label().volumes.get(&id))
+                        .all(|r| r.clean_shutdown)
+                };
+                let already_live = self
+                    .dm
+                    .info(&array_name(&id))?
+                    .is_some_and(|i| i.live_table);
+                if !clean && !already_live {
+                    let found = self.repair_after_crash(&legs)?;
+                    lock(&self.unclean).insert(id.clone(), found);
+                }
+                self.edit_labels(|label| {
+                    if let Some(r) = label.volumes.get_mut(&id) {
+                        r.clean_shutdown = false;
+                    }
+                })?;
+                self.activate_volume(&id, false)
+            })();
+            if let Err(e) = result {
+                failures.push((id, e));
+            }
+        }
+        failures
+    }
+
+    /// The kernel keeps saying "clean" after a crash and drops the bitmap's
+    /// dirty bits (VM-NOTES); set array_resync_offset to 0 in every leg's
+    /// superblock so it resyncs exactly the dirty regions. Returns (dirty, regions).
+    fn repair_after_crash(
+        &self,
+        legs: &BTreeMap<u32, (DiskInfo, u64, u64)>,
+    ) -> Result<(u64, u64), Error> {
+        let mut worst = (0, 0);
+        for (disk, meta, _) in legs.values() {
+            let path = &disk.path;
+            let mut dev = self.disks.open(path).map_err(Self::io_err(path))?;
+            let mut head =
+                vec![0u8; superblock::BITMAP_OFFSET + superblock::BITMAP_HEADER + 256 * 1024];
+            dev.seek(SeekFrom::Start(meta * 512))
+                .map_err(Self::io_err(path))?;
+            dev.read_exact(&mut head).map_err(Self::io_err(path))?;
+            if superblock::parse_superblock(&head).is_err() {
+                // Never written (the array never came up): nothing to repair.
+                continue;
+            }
+            if let Ok(d) = superblock::dirty_regions(&head) {
+                worst = worst.max(d);
+            }
+            superblock::set_array_resync_offset_zero(&mut head)?;
+            dev.seek(SeekFrom::Start(meta * 512))
+                .map_err(Self::io_err(path))?;
+            dev.write_all(&head[..4096]).map_err(Self::io_err(path))?;
+            dev.sync_data().map_err(Self::io_err(path))?;
+        }
+        Ok(worst)
+    }
+
+    /// Orderly shutdown: stop every array that is not in use and mark it
+    /// clean. Arrays in use stay up (and unmarked: their next activation
+    /// repairs them as after a crash, which is safe). Returns ids left up.
+    pub fn deactivate_all(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        for id in self.volume_ids() {
+            let ok = (|| -> Result<(), Error> {
+                let _guard = self.lock_volume(&id)?;
+                self.teardown(&id)?;
+                self.edit_labels(|label| {
+                    if let Some(r) = label.volumes.get_mut(&id) {
+                        r.clean_shutdown = true;
+                    }
+                })
+            })();
+            if ok.is_err() {
+                left.push(id);
+            }
+        }
+        left
+    }
+
+    /// A volume's record, legs and live status.
+    pub fn volume(&self, id: &str) -> Result<VolumeInfo, Error> {
+        let (record, legs) = self
+            .find(id)
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let vs = Self::spec_of(&record)?;
+        let capacity = dmraid_api::capacity::array_sectors(&vs.spec, Sectors(vs.leg_data))?
+            .bytes()
+            .0;
+        let name = array_name(id);
+        let status = match self.dm.info(&name)? {
+            Some(i) if i.live_table => self
+                .dm
+                .status(&name)?
+                .first()
+                .and_then(|t| RaidStatus::parse(&t.params).ok()),
+            _ => None,
+        };
+        Ok(VolumeInfo {
+            id: id.to_string(),
+            capacity,
+            legs: (0..vs.spec.legs)
+                .map(|l| LegInfo {
+                    leg: l,
+                    disk: legs.get(&l).map(|(d, _, _)| d.path.clone()),
+                })
+                .collect(),
+            spec: vs,
+            device: format!("/dev/mapper/{name}"),
+            status,
+            unclean: lock(&self.unclean).get(id).copied(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

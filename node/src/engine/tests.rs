@@ -1,0 +1,287 @@
+//! The engine's decisions, on fake devices: ordering, idempotence, crash
+//! repair, refusals.
+
+use super::*;
+use crate::disks::FakeDisks;
+use crate::dm::FakeDm;
+
+const MIB: usize = 1 << 20;
+
+fn params(kv: &[(&str, &str)]) -> RaidSpec {
+    let p: BTreeMap<String, String> = kv
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    RaidSpec::from_parameters(&p).unwrap()
+}
+
+fn setup(n: usize, size: usize) -> (Arc<FakeDm>, FakeDisks, Engine) {
+    let dm = Arc::new(FakeDm::new());
+    let disks = FakeDisks::new();
+    for i in 0..n {
+        disks.add(&format!("/dev/vd{}", (b'b' + i as u8) as char), size);
+    }
+    let e = engine(&dm, &disks);
+    (dm, disks, e)
+}
+
+fn engine(dm: &Arc<FakeDm>, disks: &FakeDisks) -> Engine {
+    let e = Engine::new(
+        dm.clone(),
+        Arc::new(disks.clone()),
+        EngineConfig {
+            node: "node-a".into(),
+            globs: vec!["/dev/vd*".into()],
+            wipe: false,
+        },
+    );
+    assert!(e.claim_disks().unwrap().is_empty());
+    e
+}
+
+#[test]
+fn create_writes_labels_then_devices_and_is_idempotent() {
+    let (dm, _disks, e) = setup(3, 64 * MIB);
+    let s = params(&[("raidType", "raid5_ls")]);
+    let v = e.create_volume("pvc-1", &s, 32 * MIB as u64).unwrap();
+    assert!(v.capacity >= 32 * MIB as u64);
+    assert_eq!(v.legs.iter().filter(|l| l.disk.is_some()).count(), 3);
+    let names = dm.names();
+    assert!(names.contains(&"dmraid-pvc-1".to_string()));
+    assert_eq!(names.len(), 7, "3 meta + 3 data + the array: {names:?}");
+    let raid_line = dm.table("dmraid-pvc-1").unwrap()[0].line();
+    let t = RaidTable::parse(&raid_line).unwrap();
+    assert_eq!(
+        (t.raid_type, t.legs.len()),
+        (dmraid_api::RaidType::Raid5_ls, 3)
+    );
+    // The same request again: same volume, no new devices.
+    let ops = dm.log().len();
+    let again = e.create_volume("pvc-1", &s, 32 * MIB as u64).unwrap();
+    assert_eq!(again.capacity, v.capacity);
+    assert_eq!(dm.log().len(), ops, "nothing to do the second time");
+    // A different request under the same name.
+    let e2 = e.create_volume("pvc-1", &s, 16 * MIB as u64).unwrap_err();
+    assert!(matches!(e2, Error::AlreadyExists(_)), "{e2}");
+}
+
+#[test]
+fn labels_alone_rebuild_the_array_after_a_restart() {
+    let (dm, disks, e) = setup(3, 64 * MIB);
+    e.create_volume(
+        "v1",
+        &params(&[("raidType", "raid1"), ("legs", "3")]),
+        8 * MIB as u64,
+    )
+    .unwrap();
+    let before = dm.table("dmraid-v1").unwrap();
+    drop(e);
+    // A new process, devices gone (reboot): everything comes back from the labels.
+    let dm2 = Arc::new(FakeDm::new());
+    let e2 = engine(&dm2, &disks);
+    assert!(e2.activate_all().is_empty());
+    let after = dm2.table("dmraid-v1").unwrap();
+    assert_eq!(
+        RaidTable::parse(&after[0].line()).unwrap().raid_type,
+        RaidTable::parse(&before[0].line()).unwrap().raid_type
+    );
+    assert_eq!(dm2.names().len(), 7);
+    assert_eq!(e2.volume_ids(), vec!["v1".to_string()]);
+}
+
+#[test]
+fn a_missing_disk_renders_dashes_for_its_leg() {
+    let (_dm, disks, e) = setup(3, 64 * MIB);
+    let v = e
+        .create_volume("v", &params(&[("raidType", "raid5_ls")]), 8 * MIB as u64)
+        .unwrap();
+    e.deactivate_all();
+    let lost = v.legs[1].disk.clone().unwrap();
+    disks.remove(lost.to_str().unwrap());
+    let dm2 = Arc::new(FakeDm::new());
+    let e2 = engine(&dm2, &disks);
+    assert!(e2.activate_all().is_empty());
+    let t = RaidTable::parse(&dm2.table("dmraid-v").unwrap()[0].line()).unwrap();
+    assert!(t.legs[1].is_none(), "{}", t.render());
+    assert!(t.legs[0].is_some() && t.legs[2].is_some());
+}
+
+#[test]
+fn delete_refuses_an_open_volume_then_frees_its_extents_for_reuse() {
+    let (dm, _disks, e) = setup(3, 64 * MIB);
+    let s1 = params(&[("raidType", "raid5_ls")]);
+    let s2 = params(&[("raidType", "raid1"), ("legs", "3")]);
+    e.create_volume("a", &s1, 16 * MIB as u64).unwrap();
+    e.create_volume("b", &s2, 8 * MIB as u64).unwrap();
+    let b_table = dm.table("dmraid-b").unwrap();
+    dm.set_open("dmraid-a", true);
+    assert!(matches!(e.delete_volume("a"), Err(Error::Precondition(_))));
+    assert!(dm.info("dmraid-a").unwrap().is_some(), "nothing removed");
+    dm.set_open("dmraid-a", false);
+    let free_before: u64 = e.disks().iter().map(|d| d.2).sum();
+    e.delete_volume("a").unwrap();
+    let free_after: u64 = e.disks().iter().map(|d| d.2).sum();
+    assert!(free_after > free_before);
+    assert!(dm.names().iter().all(|n| !n.starts_with("dmraid-a")));
+    assert_eq!(
+        dm.table("dmraid-b").unwrap(),
+        b_table,
+        "the other volume is untouched"
+    );
+    e.delete_volume("a").unwrap();
+    // The freed space serves a new volume.
+    e.create_volume("c", &s1, 16 * MIB as u64).unwrap();
+}
+
+#[test]
+fn no_room_is_resource_exhausted_and_bad_specs_write_nothing() {
+    let (dm, disks, e) = setup(2, 32 * MIB);
+    let before: Vec<Vec<u8>> = ["/dev/vdb", "/dev/vdc"]
+        .iter()
+        .map(|p| disks.bytes(p))
+        .collect();
+    let err = e
+        .create_volume("big", &params(&[("raidType", "raid5_ls")]), 8 * MIB as u64)
+        .unwrap_err();
+    let status: tonic::Status = err.into();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        status.message().contains("needs 3 distinct disks"),
+        "{}",
+        status.message()
+    );
+    let err = e
+        .create_volume("bad id/x", &params(&[("raidType", "raid1")]), MIB as u64)
+        .unwrap_err();
+    assert_eq!(
+        tonic::Status::from(err).code(),
+        tonic::Code::InvalidArgument
+    );
+    let after: Vec<Vec<u8>> = ["/dev/vdb", "/dev/vdc"]
+        .iter()
+        .map(|p| disks.bytes(p))
+        .collect();
+    assert_eq!(before, after, "rejected requests change no label");
+    assert!(dm.names().is_empty());
+}
+
+#[test]
+fn a_half_done_create_is_rolled_back_and_redone() {
+    let (dm, _disks, e) = setup(3, 64 * MIB);
+    let s = params(&[("raidType", "raid5_ls")]);
+    dm.fail_next("load dmraid-v");
+    assert!(e.create_volume("v", &s, 8 * MIB as u64).is_err());
+    // Labels say incomplete; a retry undoes and finishes it.
+    let v = e.create_volume("v", &s, 8 * MIB as u64).unwrap();
+    assert!(v.status.is_some());
+    assert_eq!(dm.names().len(), 7);
+}
+
+#[test]
+fn foreign_signatures_are_refused_and_unnamed_disks_never_touched() {
+    let dm = Arc::new(FakeDm::new());
+    let disks = FakeDisks::new();
+    disks.add("/dev/vdb", 16 * MIB);
+    disks.add("/dev/sda", 16 * MIB);
+    let mut ext4 = [0u8; 2];
+    ext4.copy_from_slice(&[0x53, 0xEF]);
+    disks.poke("/dev/vdb", 1080, &ext4);
+    let e = Engine::new(
+        dm,
+        Arc::new(disks.clone()),
+        EngineConfig {
+            node: "n".into(),
+            globs: vec!["/dev/vd*".into()],
+            wipe: false,
+        },
+    );
+    let problems = e.claim_disks().unwrap();
+    assert_eq!(problems.len(), 1);
+    assert!(
+        problems[0].to_string().contains("ext2/3/4")
+            && problems[0].to_string().contains("--wipe-disks")
+    );
+    assert_eq!(disks.bytes("/dev/sda"), vec![0u8; 16 * MIB]);
+    assert_eq!(
+        &disks.bytes("/dev/vdb")[1080..1082],
+        &ext4,
+        "the refused disk is untouched"
+    );
+}
+
+#[test]
+fn an_unclean_shutdown_patches_the_superblocks_and_a_clean_one_does_not() {
+    let (_dm, disks, e) = setup(3, 64 * MIB);
+    let v = e
+        .create_volume("v", &params(&[("raidType", "raid5_ls")]), 8 * MIB as u64)
+        .unwrap();
+    // Pretend the kernel wrote superblocks ("clean", offset MaxSector) and a dirty bitmap.
+    let metas: Vec<(String, usize)> = {
+        let claimed = lock(&e.claimed);
+        claimed
+            .iter()
+            .flat_map(|c| {
+                c.label()
+                    .extents
+                    .iter()
+                    .filter(|x| x.role == Role::Meta)
+                    .map(|x| (c.info.path.display().to_string(), x.start as usize * 512))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    assert_eq!(metas.len(), 3);
+    let write_sb = |disks: &FakeDisks| {
+        for (p, off) in &metas {
+            let mut sb = vec![0u8; 64];
+            sb[0..4].copy_from_slice(b"DmRd");
+            sb[4..8].copy_from_slice(&1u32.to_le_bytes());
+            sb[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
+            disks.poke(p, *off, &sb);
+            let mut bm = vec![0u8; 64];
+            bm[0..4].copy_from_slice(b"bitm");
+            bm[40..48].copy_from_slice(&16384u64.to_le_bytes());
+            bm[52..56].copy_from_slice(&(1u32 << 20).to_le_bytes());
+            disks.poke(p, off + 4096, &bm);
+            disks.poke(p, off + 4096 + 256, &[0b101]);
+        }
+    };
+    let offset = |disks: &FakeDisks| -> Vec<u64> {
+        metas
+            .iter()
+            .map(|(p, off)| {
+                let b = disks.bytes(p);
+                superblock::parse_superblock(&b[*off..off + 64])
+                    .unwrap()
+                    .array_resync_offset
+            })
+            .collect()
+    };
+    // Crash: the process dies with the array up (no deactivate).
+    write_sb(&disks);
+    drop(e);
+    let e2 = engine(&Arc::new(FakeDm::new()), &disks);
+    assert!(e2.activate_all().is_empty());
+    assert_eq!(
+        offset(&disks),
+        vec![0, 0, 0],
+        "every leg's superblock patched"
+    );
+    assert_eq!(e2.volume("v").unwrap().unclean, Some((2, 8)));
+    // Orderly shutdown: marker set, next activation leaves superblocks alone.
+    assert!(e2.deactivate_all().is_empty());
+    write_sb(&disks);
+    let e3 = engine(&Arc::new(FakeDm::new()), &disks);
+    assert!(e3.activate_all().is_empty());
+    assert_eq!(offset(&disks), vec![u64::MAX; 3]);
+    assert_eq!(e3.volume("v").unwrap().unclean, None);
+    let _ = v;
+}
+
+#[test]
+fn concurrent_operations_on_one_volume_abort() {
+    let (_dm, _disks, e) = setup(3, 64 * MIB);
+    let _held = e.lock_volume("v").unwrap();
+    let err = e.delete_volume("v").unwrap_err();
+    assert_eq!(tonic::Status::from(err).code(), tonic::Code::Aborted);
+}

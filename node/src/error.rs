@@ -1,0 +1,78 @@
+//! The node crate's one error type, and the one place it maps to CSI
+//! status codes.
+
+use crate::allocator::NoRoom;
+use crate::dm::DmError;
+use crate::labels::LabelError;
+
+/// Something the node could not do, in an operator's words.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The dm-raid model refused the request.
+    #[error(transparent)]
+    Model(#[from] dmraid_api::Error),
+    /// Not enough room on the claimed disks.
+    #[error("no room for the volume: {0}")]
+    NoRoom(#[from] NoRoom),
+    /// A device-mapper call failed.
+    #[error(transparent)]
+    Dm(#[from] DmError),
+    /// A disk label could not be read or written.
+    #[error("{path}: {source}")]
+    Label {
+        /// The disk.
+        path: String,
+        /// What went wrong.
+        source: LabelError,
+    },
+    /// Disk I/O failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The disk or file.
+        path: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// A disk the operator named cannot be claimed.
+    #[error("{0}")]
+    Claim(String),
+    /// No such volume.
+    #[error("volume {0} does not exist on this node")]
+    NotFound(String),
+    /// Same name, different request.
+    #[error("volume {0} already exists with a different spec or size")]
+    AlreadyExists(String),
+    /// The volume is in a state that forbids the request.
+    #[error("{0}")]
+    Precondition(String),
+    /// A volume id the node cannot use.
+    #[error(
+        "volume id {0:?} is not usable: use 1-100 characters of a-z, A-Z, 0-9, '.', '_' and '-'"
+    )]
+    BadId(String),
+    /// Another operation on the same volume is running.
+    #[error("an operation on volume {0} is already in flight; retry")]
+    Busy(String),
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        use dmraid_api::ErrorKind;
+        use tonic::Code;
+        let code = match &e {
+            Error::Model(m) => match m.kind() {
+                ErrorKind::InvalidArgument => Code::InvalidArgument,
+                ErrorKind::OutOfRange => Code::OutOfRange,
+                ErrorKind::Corrupt => Code::Internal,
+            },
+            Error::NoRoom(_) => Code::ResourceExhausted,
+            Error::Dm(_) | Error::Label { .. } | Error::Io { .. } => Code::Internal,
+            Error::Claim(_) | Error::Precondition(_) => Code::FailedPrecondition,
+            Error::NotFound(_) => Code::NotFound,
+            Error::BadId(_) => Code::InvalidArgument,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::Busy(_) => Code::Aborted,
+        };
+        tonic::Status::new(code, e.to_string())
+    }
+}
