@@ -23,6 +23,59 @@ pub enum Command {
     Standalone(ServeArgs),
     /// Ask a running driver who it is: plugin info, capabilities, readiness.
     Identity(ClientArgs),
+    /// Drive the array engine directly on this machine's disks, without a
+    /// server (for tests and for recovery by hand).
+    #[command(hide = true)]
+    Engine(EngineArgs),
+}
+
+/// Flags of `dmraid-csi engine`.
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// Disks the engine may claim: device paths or globs (repeat the flag).
+    #[arg(long = "disks", value_name = "GLOB", required = true)]
+    pub disks: Vec<String>,
+    /// This node's name, as written in the labels.
+    #[arg(long)]
+    pub node_id: String,
+    /// Overwrite disks that carry a foreign signature.
+    #[arg(long)]
+    pub wipe_disks: bool,
+    /// The operation.
+    #[command(subcommand)]
+    pub op: EngineOp,
+}
+
+/// Engine operations.
+#[derive(Debug, Subcommand)]
+pub enum EngineOp {
+    /// Create a volume (idempotent for the same request).
+    Create {
+        /// Volume id.
+        id: String,
+        /// StorageClass parameter `key=value` (repeat).
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Size: bytes or a quantity such as 64Mi.
+        #[arg(long)]
+        size: String,
+    },
+    /// Delete a volume and free its extents.
+    Delete {
+        /// Volume id.
+        id: String,
+    },
+    /// Re-create every array from the disk labels (start-up).
+    Activate,
+    /// Stop every unused array and mark it cleanly shut down.
+    Deactivate,
+    /// Print a volume as JSON.
+    Show {
+        /// Volume id.
+        id: String,
+    },
+    /// Print the claimed disks.
+    Disks,
 }
 
 /// Flags of the serving subcommands.

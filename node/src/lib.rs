@@ -11,6 +11,7 @@ pub mod describe;
 pub mod disks;
 pub mod dm;
 pub mod engine;
+pub mod engine_cli;
 pub mod error;
 pub mod labels;
 pub mod signature;

@@ -96,6 +96,7 @@ async fn main() -> ExitCode {
         Command::Node(args) => serve(args, false).await,
         Command::Standalone(args) => serve(args, true).await,
         Command::Identity(args) => identity(&args.endpoint).await,
+        Command::Engine(args) => dmraid_node::engine_cli::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

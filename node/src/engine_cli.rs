@@ -1,0 +1,84 @@
+//! `dmraid-csi engine`: the array engine driven from the command line on
+//! this machine's disks, with the real kernel. Prints JSON on stdout.
+
+use crate::cli::{EngineArgs, EngineOp};
+use crate::disks::RealDisks;
+use crate::dm::KernelDm;
+use crate::engine::{Engine, EngineConfig};
+use dmraid_api::quantity::parse_size;
+use dmraid_api::RaidSpec;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Run one engine operation; errors come back as text for the exit message.
+pub fn run(args: EngineArgs) -> Result<(), String> {
+    let dm = KernelDm::open().map_err(|e| e.to_string())?;
+    let engine = Engine::new(
+        Arc::new(dm),
+        Arc::new(RealDisks),
+        EngineConfig {
+            node: args.node_id,
+            globs: args.disks,
+            wipe: args.wipe_disks,
+        },
+    );
+    for problem in engine.claim_disks().map_err(|e| e.to_string())? {
+        eprintln!("dmraid-csi: not claimed: {problem}");
+    }
+    let json =
+        |v: serde_json::Value| println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    match args.op {
+        EngineOp::Create { id, params, size } => {
+            let mut map = BTreeMap::new();
+            for p in params {
+                let (k, v) = p
+                    .split_once('=')
+                    .ok_or_else(|| format!("--param {p:?}: use KEY=VALUE"))?;
+                map.insert(k.to_string(), v.to_string());
+            }
+            let spec = RaidSpec::from_parameters(&map).map_err(|e| e.to_string())?;
+            let size = parse_size("size", &size).map_err(|e| e.to_string())?;
+            let v = engine
+                .create_volume(&id, &spec, size.0)
+                .map_err(|e| e.to_string())?;
+            json(serde_json::to_value(v).map_err(|e| e.to_string())?);
+        }
+        EngineOp::Delete { id } => engine.delete_volume(&id).map_err(|e| e.to_string())?,
+        EngineOp::Activate => {
+            let failures = engine.activate_all();
+            let mut out = Vec::new();
+            for id in engine.volume_ids() {
+                if let Ok(v) = engine.volume(&id) {
+                    out.push(serde_json::to_value(v).map_err(|e| e.to_string())?);
+                }
+            }
+            json(serde_json::Value::Array(out));
+            if !failures.is_empty() {
+                let text: Vec<String> = failures
+                    .iter()
+                    .map(|(id, e)| format!("{id}: {e}"))
+                    .collect();
+                return Err(format!("activation failed: {}", text.join("; ")));
+            }
+        }
+        EngineOp::Deactivate => {
+            let left = engine.deactivate_all();
+            if !left.is_empty() {
+                return Err(format!("left active (in use): {}", left.join(", ")));
+            }
+        }
+        EngineOp::Show { id } => {
+            let v = engine.volume(&id).map_err(|e| e.to_string())?;
+            json(serde_json::to_value(v).map_err(|e| e.to_string())?);
+        }
+        EngineOp::Disks => {
+            let disks: Vec<serde_json::Value> = engine
+                .disks()
+                .into_iter()
+                .map(|(path, size, free, uuid)| serde_json::json!({"path": path, "size": size, "free": free, "uuid": uuid}))
+                .collect();
+            json(serde_json::Value::Array(disks));
+        }
+    }
+    Ok(())
+}
