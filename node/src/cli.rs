@@ -23,6 +23,10 @@ pub enum Command {
     Standalone(ServeArgs),
     /// Ask a running driver who it is: plugin info, capabilities, readiness.
     Identity(ClientArgs),
+    /// Call the running driver's CSI services (a plain CSI client for people and tests).
+    Csi(CsiArgs),
+    /// List the running driver's volumes with their health.
+    Volumes(ClientArgs),
     /// Drive the array engine directly on this machine's disks, without a
     /// server (for tests and for recovery by hand).
     #[command(hide = true)]
@@ -103,6 +107,10 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Staging and target paths must lie under this directory
+    /// (default: /var/lib/kubelet for `node`, / for `standalone`).
+    #[arg(long)]
+    pub paths_under: Option<PathBuf>,
 }
 
 /// Flags of the client subcommands.
@@ -124,4 +132,109 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// Flags of `dmraid-csi csi`.
+#[derive(Debug, Args)]
+pub struct CsiArgs {
+    /// CSI endpoint of the running driver.
+    #[arg(
+        long,
+        env = "CSI_ENDPOINT",
+        default_value = "unix:///run/dmraid-csi/csi.sock"
+    )]
+    pub endpoint: String,
+    /// The call.
+    #[command(subcommand)]
+    pub call: CsiCall,
+}
+
+/// CSI calls.
+#[derive(Debug, Subcommand)]
+pub enum CsiCall {
+    /// CreateVolume.
+    Create {
+        /// Volume name.
+        name: String,
+        /// StorageClass parameter KEY=VALUE (repeat).
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Required bytes (a quantity such as 64Mi).
+        #[arg(long)]
+        size: String,
+        /// Ask for a raw block volume.
+        #[arg(long)]
+        block: bool,
+    },
+    /// DeleteVolume.
+    Delete {
+        /// Volume id.
+        id: String,
+    },
+    /// NodeStageVolume.
+    Stage {
+        /// Volume id.
+        id: String,
+        /// Staging path.
+        #[arg(long)]
+        staging: String,
+        /// Block volume.
+        #[arg(long)]
+        block: bool,
+        /// Filesystem (ext4 or xfs; default: the StorageClass's).
+        #[arg(long, default_value = "")]
+        fs: String,
+    },
+    /// NodeUnstageVolume.
+    Unstage {
+        /// Volume id.
+        id: String,
+        /// Staging path.
+        #[arg(long)]
+        staging: String,
+    },
+    /// NodePublishVolume.
+    Publish {
+        /// Volume id.
+        id: String,
+        /// Staging path.
+        #[arg(long, default_value = "")]
+        staging: String,
+        /// Target path.
+        #[arg(long)]
+        target: String,
+        /// Block volume.
+        #[arg(long)]
+        block: bool,
+        /// Read-only.
+        #[arg(long)]
+        readonly: bool,
+    },
+    /// NodeUnpublishVolume.
+    Unpublish {
+        /// Volume id.
+        id: String,
+        /// Target path.
+        #[arg(long)]
+        target: String,
+    },
+    /// NodeGetVolumeStats.
+    Stats {
+        /// Volume id.
+        id: String,
+        /// Published path.
+        #[arg(long)]
+        path: String,
+    },
+    /// ControllerGetVolume.
+    Get {
+        /// Volume id.
+        id: String,
+    },
+    /// GetCapacity for StorageClass parameters.
+    Capacity {
+        /// StorageClass parameter KEY=VALUE (repeat).
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+    },
 }

@@ -1,122 +1,425 @@
 //! The CSI Controller service of the standalone driver, served from the
-//! local engine. Until the engine lands, every call answers UNIMPLEMENTED
-//! with a message saying so.
+//! local engine: volumes live on this machine's disks.
 
+use crate::engine::{Engine, VolumeInfo};
+use crate::health;
+use dmraid_api::capacity::largest_volume;
+use dmraid_api::RaidSpec;
 use dmraid_proto::csi::controller_server::Controller;
+use dmraid_proto::csi::volume_capability::access_mode::Mode;
 use dmraid_proto::csi::*;
+use dmraid_proto::TOPOLOGY_KEY;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
-/// The standalone Controller service.
-#[derive(Default)]
-pub struct ControllerService;
+/// Size of a volume when the request names none (CSI leaves it to the plugin).
+pub const DEFAULT_SIZE: u64 = 1 << 30;
 
-fn not_yet(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "{rpc} is not implemented yet: it lands with the node engine (issue 6)"
-    ))
+/// The standalone Controller service.
+pub struct ControllerService {
+    engine: Option<Arc<Engine>>,
+    node_id: String,
 }
 
-fn never(rpc: &str) -> Status {
-    Status::unimplemented(format!("{rpc} is not offered by dmraid-csi"))
+impl ControllerService {
+    /// Serve volumes from `engine` (None: device-mapper is unavailable here).
+    pub fn new(engine: Option<Arc<Engine>>, node_id: String) -> Self {
+        ControllerService { engine, node_id }
+    }
+
+    fn engine(&self) -> Result<Arc<Engine>, Status> {
+        self.engine.clone().ok_or_else(|| {
+            Status::failed_precondition("device-mapper is not available on this machine (no /dev/mapper/control); volumes cannot be served")
+        })
+    }
+
+    fn topology(&self) -> Topology {
+        Topology {
+            segments: [(TOPOLOGY_KEY.to_string(), self.node_id.clone())].into(),
+        }
+    }
+
+    fn to_volume(&self, v: &VolumeInfo) -> Volume {
+        let s = &v.spec.spec;
+        Volume {
+            capacity_bytes: v.capacity as i64,
+            volume_id: v.id.clone(),
+            volume_context: [
+                ("raidType".to_string(), s.raid_type.to_string()),
+                ("legs".to_string(), s.legs.to_string()),
+                ("device".to_string(), v.device.clone()),
+            ]
+            .into(),
+            content_source: None,
+            accessible_topology: vec![self.topology()],
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::error::Error> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("engine task failed: {e}")))?
+        .map_err(Status::from)
+}
+
+/// The volume id for a CSI name: the name itself when it is a usable id,
+/// else a stable hash of it (same name, same id: CreateVolume is idempotent).
+pub fn volume_id(name: &str) -> String {
+    let usable = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if usable {
+        return name.to_string();
+    }
+    // FNV-1a, 64 bit: stable across versions and machines.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("v-{h:016x}")
+}
+
+fn check_capabilities(caps: &[VolumeCapability]) -> Result<(), Status> {
+    if caps.is_empty() {
+        return Err(Status::invalid_argument("volume_capabilities is required"));
+    }
+    for c in caps {
+        let mode = c.access_mode.as_ref().map(|m| m.mode).unwrap_or(0);
+        let ok = [
+            Mode::SingleNodeWriter,
+            Mode::SingleNodeReaderOnly,
+            Mode::SingleNodeSingleWriter,
+            Mode::SingleNodeMultiWriter,
+        ]
+        .iter()
+        .any(|m| *m as i32 == mode);
+        if !ok {
+            return Err(Status::invalid_argument(format!(
+                "access mode {} is not supported: dmraid-csi volumes are local to one node (use a SINGLE_NODE_* mode)",
+                Mode::try_from(mode).map(|m| m.as_str_name()).unwrap_or("UNKNOWN")
+            )));
+        }
+        if c.access_type.is_none() {
+            return Err(Status::invalid_argument(
+                "volume capability needs an access type (block or mount)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn spec_from(params: &std::collections::HashMap<String, String>) -> Result<RaidSpec, Status> {
+    let map: BTreeMap<String, String> =
+        params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    RaidSpec::from_parameters(&map).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 #[tonic::async_trait]
 impl Controller for ControllerService {
     async fn create_volume(
         &self,
-        _r: Request<CreateVolumeRequest>,
+        r: Request<CreateVolumeRequest>,
     ) -> Result<Response<CreateVolumeResponse>, Status> {
-        Err(not_yet("CreateVolume"))
+        let r = r.into_inner();
+        if r.name.is_empty() {
+            return Err(Status::invalid_argument("name is required"));
+        }
+        check_capabilities(&r.volume_capabilities)?;
+        if r.volume_content_source.is_some() {
+            return Err(Status::invalid_argument(
+                "volume content sources (snapshots, clones) are not supported",
+            ));
+        }
+        if let Some(req) = &r.accessibility_requirements {
+            let here = |t: &Topology| t.segments.get(TOPOLOGY_KEY) == Some(&self.node_id);
+            if !req.requisite.is_empty() && !req.requisite.iter().any(here) {
+                return Err(Status::resource_exhausted(format!(
+                    "this driver serves node {} only, which the requisite topology excludes",
+                    self.node_id
+                )));
+            }
+        }
+        let spec = spec_from(&r.parameters)?;
+        let range = r.capacity_range.unwrap_or_default();
+        if range.required_bytes < 0 || range.limit_bytes < 0 {
+            return Err(Status::invalid_argument(
+                "capacity_range bytes must not be negative",
+            ));
+        }
+        let size = match (range.required_bytes, range.limit_bytes) {
+            (0, 0) => DEFAULT_SIZE,
+            (0, limit) => (limit as u64).min(DEFAULT_SIZE),
+            (req, _) => req as u64,
+        };
+        let id = volume_id(&r.name);
+        let engine = self.engine()?;
+        let v = blocking(move || engine.create_volume(&id, &spec, size)).await?;
+        if range.limit_bytes > 0 && v.capacity > range.limit_bytes as u64 {
+            return Err(Status::out_of_range(format!(
+                "the smallest {} volume holding {} bytes has {} bytes, above limit_bytes {}",
+                v.spec.spec.raid_type, size, v.capacity, range.limit_bytes
+            )));
+        }
+        Ok(Response::new(CreateVolumeResponse {
+            volume: Some(self.to_volume(&v)),
+        }))
     }
+
     async fn delete_volume(
         &self,
-        _r: Request<DeleteVolumeRequest>,
+        r: Request<DeleteVolumeRequest>,
     ) -> Result<Response<DeleteVolumeResponse>, Status> {
-        Err(not_yet("DeleteVolume"))
+        let id = r.into_inner().volume_id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("volume_id is required"));
+        }
+        let engine = self.engine()?;
+        blocking(move || engine.delete_volume(&id)).await?;
+        Ok(Response::new(DeleteVolumeResponse {}))
     }
+
     async fn controller_publish_volume(
         &self,
         _r: Request<ControllerPublishVolumeRequest>,
     ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
-        Err(never(
-            "ControllerPublishVolume (volumes are node-local; no attach step)",
-        ))
+        Err(Status::unimplemented("ControllerPublishVolume is not offered: volumes are node-local, there is no attach step"))
     }
+
     async fn controller_unpublish_volume(
         &self,
         _r: Request<ControllerUnpublishVolumeRequest>,
     ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
-        Err(never(
-            "ControllerUnpublishVolume (volumes are node-local; no attach step)",
-        ))
+        Err(Status::unimplemented("ControllerUnpublishVolume is not offered: volumes are node-local, there is no attach step"))
     }
+
     async fn validate_volume_capabilities(
         &self,
-        _r: Request<ValidateVolumeCapabilitiesRequest>,
+        r: Request<ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
-        Err(not_yet("ValidateVolumeCapabilities"))
+        let r = r.into_inner();
+        if r.volume_id.is_empty() {
+            return Err(Status::invalid_argument("volume_id is required"));
+        }
+        if r.volume_capabilities.is_empty() {
+            return Err(Status::invalid_argument("volume_capabilities is required"));
+        }
+        let engine = self.engine()?;
+        let id = r.volume_id.clone();
+        blocking(move || engine.volume(&id)).await?;
+        let confirmed = check_capabilities(&r.volume_capabilities).is_ok().then(|| {
+            validate_volume_capabilities_response::Confirmed {
+                volume_context: r.volume_context.clone(),
+                volume_capabilities: r.volume_capabilities.clone(),
+                parameters: r.parameters.clone(),
+                mutable_parameters: Default::default(),
+            }
+        });
+        let message = if confirmed.is_some() {
+            String::new()
+        } else {
+            "only SINGLE_NODE_* access modes are supported".into()
+        };
+        Ok(Response::new(ValidateVolumeCapabilitiesResponse {
+            confirmed,
+            message,
+        }))
     }
+
     async fn list_volumes(
         &self,
-        _r: Request<ListVolumesRequest>,
+        r: Request<ListVolumesRequest>,
     ) -> Result<Response<ListVolumesResponse>, Status> {
-        Err(not_yet("ListVolumes"))
+        let r = r.into_inner();
+        let engine = self.engine()?;
+        let all = blocking(move || {
+            Ok(engine
+                .volume_ids()
+                .into_iter()
+                .filter_map(|id| engine.volume(&id).ok())
+                .collect::<Vec<_>>())
+        })
+        .await?;
+        let start: usize = if r.starting_token.is_empty() {
+            0
+        } else {
+            r.starting_token
+                .parse()
+                .ok()
+                .filter(|s| *s <= all.len())
+                .ok_or_else(|| {
+                    Status::aborted(format!(
+                        "starting_token {:?} is not one this driver issued",
+                        r.starting_token
+                    ))
+                })?
+        };
+        let max = if r.max_entries > 0 {
+            r.max_entries as usize
+        } else {
+            usize::MAX
+        };
+        let entries: Vec<_> = all[start..]
+            .iter()
+            .take(max)
+            .map(|v| {
+                let (abnormal, message) = health::condition(v);
+                list_volumes_response::Entry {
+                    volume: Some(self.to_volume(v)),
+                    status: Some(list_volumes_response::VolumeStatus {
+                        published_node_ids: vec![],
+                        volume_condition: Some(VolumeCondition { abnormal, message }),
+                    }),
+                }
+            })
+            .collect();
+        let next = start + entries.len();
+        Ok(Response::new(ListVolumesResponse {
+            entries,
+            next_token: if next < all.len() {
+                next.to_string()
+            } else {
+                String::new()
+            },
+        }))
     }
+
     async fn get_capacity(
         &self,
-        _r: Request<GetCapacityRequest>,
+        r: Request<GetCapacityRequest>,
     ) -> Result<Response<GetCapacityResponse>, Status> {
-        Err(not_yet("GetCapacity"))
+        let r = r.into_inner();
+        if let Some(t) = &r.accessible_topology {
+            if t.segments
+                .get(TOPOLOGY_KEY)
+                .is_some_and(|n| *n != self.node_id)
+            {
+                return Ok(Response::new(GetCapacityResponse {
+                    available_capacity: 0,
+                    ..Default::default()
+                }));
+            }
+        }
+        let spec = spec_from(&r.parameters)?;
+        let engine = self.engine()?;
+        let bytes = largest_volume(&spec, &engine.free_gaps());
+        Ok(Response::new(GetCapacityResponse {
+            available_capacity: bytes.0 as i64,
+            maximum_volume_size: Some(bytes.0 as i64),
+            minimum_volume_size: None,
+        }))
     }
+
     async fn controller_get_capabilities(
         &self,
         _r: Request<ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
-        // No capability is advertised until the engine can honour it.
+        use controller_service_capability::rpc::Type;
+        let caps = [
+            Type::CreateDeleteVolume,
+            Type::ListVolumes,
+            Type::GetCapacity,
+            Type::VolumeCondition,
+            Type::GetVolume,
+        ]
+        .into_iter()
+        .map(|t| ControllerServiceCapability {
+            r#type: Some(controller_service_capability::Type::Rpc(
+                controller_service_capability::Rpc { r#type: t as i32 },
+            )),
+        })
+        .collect();
         Ok(Response::new(ControllerGetCapabilitiesResponse {
-            capabilities: vec![],
+            capabilities: caps,
         }))
     }
+
     async fn create_snapshot(
         &self,
         _r: Request<CreateSnapshotRequest>,
     ) -> Result<Response<CreateSnapshotResponse>, Status> {
-        Err(never("CreateSnapshot"))
+        Err(Status::unimplemented(
+            "snapshots are not offered by dmraid-csi",
+        ))
     }
     async fn delete_snapshot(
         &self,
         _r: Request<DeleteSnapshotRequest>,
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
-        Err(never("DeleteSnapshot"))
+        Err(Status::unimplemented(
+            "snapshots are not offered by dmraid-csi",
+        ))
     }
     async fn list_snapshots(
         &self,
         _r: Request<ListSnapshotsRequest>,
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
-        Err(never("ListSnapshots"))
+        Err(Status::unimplemented(
+            "snapshots are not offered by dmraid-csi",
+        ))
     }
     async fn get_snapshot(
         &self,
         _r: Request<GetSnapshotRequest>,
     ) -> Result<Response<GetSnapshotResponse>, Status> {
-        Err(never("GetSnapshot"))
+        Err(Status::unimplemented(
+            "snapshots are not offered by dmraid-csi",
+        ))
     }
+
     async fn controller_expand_volume(
         &self,
         _r: Request<ControllerExpandVolumeRequest>,
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
-        Err(not_yet("ControllerExpandVolume"))
+        Err(Status::unimplemented("ControllerExpandVolume is not implemented yet: growing data extents and reloading the array is still to come (issue 6)"))
     }
+
     async fn controller_get_volume(
         &self,
-        _r: Request<ControllerGetVolumeRequest>,
+        r: Request<ControllerGetVolumeRequest>,
     ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
-        Err(not_yet("ControllerGetVolume"))
+        let id = r.into_inner().volume_id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("volume_id is required"));
+        }
+        let engine = self.engine()?;
+        let v = blocking(move || engine.volume(&id)).await?;
+        let (abnormal, message) = health::condition(&v);
+        Ok(Response::new(ControllerGetVolumeResponse {
+            volume: Some(self.to_volume(&v)),
+            status: Some(controller_get_volume_response::VolumeStatus {
+                published_node_ids: vec![],
+                volume_condition: Some(VolumeCondition { abnormal, message }),
+            }),
+        }))
     }
+
     async fn controller_modify_volume(
         &self,
         _r: Request<ControllerModifyVolumeRequest>,
     ) -> Result<Response<ControllerModifyVolumeResponse>, Status> {
-        Err(never("ControllerModifyVolume"))
+        Err(Status::unimplemented(
+            "ControllerModifyVolume is not offered by dmraid-csi",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_ids_are_names_or_stable_hashes() {
+        assert_eq!(volume_id("pvc-1234"), "pvc-1234");
+        let odd = volume_id("name with spaces/and slashes");
+        assert!(odd.starts_with("v-") && odd.len() == 18);
+        assert_eq!(odd, volume_id("name with spaces/and slashes"));
+        assert_ne!(odd, volume_id("name with spaces/and slashes!"));
     }
 }

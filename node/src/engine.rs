@@ -280,6 +280,25 @@ impl Engine {
             .collect()
     }
 
+    /// Free gaps per claimed, present disk, for capacity answers.
+    pub fn free_gaps(&self) -> Vec<Vec<Sectors>> {
+        lock(&self.claimed)
+            .iter()
+            .filter(|c| self.disks.present(&c.info.path))
+            .map(|c| {
+                DiskSpace::new(
+                    &c.label().disk_uuid,
+                    Bytes(c.info.size).sectors(),
+                    &c.label().extents,
+                )
+                .gaps()
+                .into_iter()
+                .map(|(_, len)| Sectors(len))
+                .collect()
+            })
+            .collect()
+    }
+
     fn lock_volume(&self, id: &str) -> Result<VolumeLock<'_>, Error> {
         check_id(id)?;
         if !lock(&self.busy).insert(id.to_string()) {

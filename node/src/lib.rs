@@ -5,6 +5,7 @@
 
 pub mod allocator;
 pub mod cli;
+pub mod csi_client;
 pub mod csi_controller;
 pub mod csi_node;
 pub mod describe;
@@ -13,6 +14,8 @@ pub mod dm;
 pub mod engine;
 pub mod engine_cli;
 pub mod error;
+pub mod health;
 pub mod labels;
+pub mod mount;
 pub mod signature;
 pub mod state_dir;

@@ -2,6 +2,9 @@
 
 use clap::Parser;
 use dmraid_node::cli::{Cli, Command, LogFormat, ServeArgs};
+use dmraid_node::disks::RealDisks;
+use dmraid_node::dm::KernelDm;
+use dmraid_node::engine::{Engine, EngineConfig};
 use dmraid_node::{csi_controller::ControllerService, csi_node::NodeService, state_dir};
 use dmraid_proto::csi::controller_server::ControllerServer;
 use dmraid_proto::csi::identity_client::IdentityClient;
@@ -11,6 +14,7 @@ use dmraid_proto::csi::{GetPluginCapabilitiesRequest, GetPluginInfoRequest, Prob
 use dmraid_proto::identity::{IdentityService, Readiness};
 use dmraid_proto::socket;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -39,22 +43,82 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
     let listener = socket::bind(&path).map_err(|e| e.to_string())?;
     let node_id = node_id(&args);
     let readiness = Readiness::new();
+    let engine = start_engine(&args, &node_id).await;
+    let root = args.paths_under.clone().unwrap_or_else(|| {
+        if standalone {
+            "/".into()
+        } else {
+            "/var/lib/kubelet".into()
+        }
+    });
     let mut router = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(IdentityService::new(
             standalone,
             readiness.clone(),
         )))
-        .add_service(NodeServer::new(NodeService::new(node_id.clone())));
+        .add_service(NodeServer::new(NodeService::new(
+            node_id.clone(),
+            engine.clone(),
+            root,
+        )));
     if standalone {
-        router = router.add_service(ControllerServer::new(ControllerService));
+        router = router.add_service(ControllerServer::new(ControllerService::new(
+            engine.clone(),
+            node_id.clone(),
+        )));
     }
-    readiness.set(true);
-    tracing::info!(endpoint = %path.display(), node = %node_id, standalone, "serving CSI");
+    // Ready once the arrays are back from the labels; never without device-mapper.
+    readiness.set(engine.is_some());
+    tracing::info!(endpoint = %path.display(), node = %node_id, standalone, ready = engine.is_some(), "serving CSI");
     socket::serve(router, listener, &path, socket::shutdown_signal())
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(engine) = engine {
+        let left = tokio::task::spawn_blocking(move || engine.deactivate_all())
+            .await
+            .unwrap_or_default();
+        for id in left {
+            tracing::warn!(volume = %id, "left active (in use); its next activation repairs it as after a crash");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The engine on this machine's disks, with every array re-activated from
+/// the labels; None (with a warning) where device-mapper is unavailable.
+async fn start_engine(args: &ServeArgs, node_id: &str) -> Option<Arc<Engine>> {
+    let dm = match KernelDm::open() {
+        Ok(dm) => dm,
+        Err(e) => {
+            tracing::warn!(error = %e, "device-mapper unavailable: serving identity only, volume calls fail, probe says not ready");
+            return None;
+        }
+    };
+    let engine = Arc::new(Engine::new(
+        Arc::new(dm),
+        Arc::new(RealDisks),
+        EngineConfig {
+            node: node_id.to_string(),
+            globs: args.disks.clone(),
+            wipe: args.wipe_disks,
+        },
+    ));
+    let e = engine.clone();
+    let outcome = tokio::task::spawn_blocking(move || (e.claim_disks(), e.activate_all())).await;
+    match outcome {
+        Ok((Ok(problems), failures)) => {
+            for p in problems {
+                tracing::warn!(problem = %p, "disk not claimed");
+            }
+            for (id, err) in failures {
+                tracing::error!(volume = %id, error = %err, "array not activated");
+            }
+        }
+        Ok((Err(e), _)) => tracing::error!(error = %e, "claiming disks failed"),
+        Err(e) => tracing::error!(error = %e, "start-up task failed"),
+    }
+    Some(engine)
 }
 
 async fn identity(endpoint: &str) -> Result<(), String> {
@@ -97,6 +161,8 @@ async fn main() -> ExitCode {
         Command::Standalone(args) => serve(args, true).await,
         Command::Identity(args) => identity(&args.endpoint).await,
         Command::Engine(args) => dmraid_node::engine_cli::run(args),
+        Command::Csi(args) => dmraid_node::csi_client::run(args).await,
+        Command::Volumes(args) => dmraid_node::csi_client::volumes(&args.endpoint).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -91,7 +91,9 @@ async fn standalone_identity_answers_over_the_socket() {
     assert!(services.contains(&(service::Type::VolumeAccessibilityConstraints as i32)));
 
     let probe = id.probe(ProbeRequest {}).await.unwrap().into_inner();
-    assert_eq!(probe.ready, Some(true));
+    // Ready only where device-mapper can serve volumes (not on this test host).
+    let dm = std::path::Path::new("/dev/mapper/control").exists();
+    assert_eq!(probe.ready, Some(dm));
 }
 
 #[tokio::test]

@@ -1,0 +1,189 @@
+//! The standalone driver end to end in the VM, through the real binary and a
+//! real gRPC client (`dmraid-csi csi ...`): create, stage, publish, write,
+//! unpublish, unstage, orderly stop, power off, boot, re-activation from the
+//! labels, stage again and read back; block mode; idempotence and refusals.
+
+use e2e::{Vm, MIB};
+use std::time::{Duration, Instant};
+
+const CSI: &str = "dmraid-csi csi --endpoint /run/csi.sock";
+const K: &str = "/var/lib/kubelet";
+
+fn start(vm: &mut Vm) -> u32 {
+    let pid = vm
+        .spawn("exec dmraid-csi standalone --endpoint /run/csi.sock --state-dir /var/lib/dmraid-csi --disks '/dev/vd*' --node-id vm --paths-under /var/lib/kubelet")
+        .unwrap();
+    vm.wait_until(
+        "dmraid-csi identity --endpoint /run/csi.sock | grep -q 'ready: *true'",
+        Instant::now() + Duration::from_secs(60),
+    )
+    .unwrap();
+    pid
+}
+
+fn stop(vm: &mut Vm, pid: u32) {
+    vm.run_ok(&format!("kill -TERM {pid}")).unwrap();
+    // The agent is PID 1 and does not reap orphans: a zombie counts as stopped.
+    vm.wait_until(
+        &format!("[ ! -e /proc/{pid} ] || grep -q '^State:.*Z' /proc/{pid}/status"),
+        Instant::now() + Duration::from_secs(60),
+    )
+    .unwrap();
+}
+
+fn code(vm: &mut Vm, cmd: &str) -> String {
+    let out = vm.run(cmd).unwrap();
+    assert_ne!(out.code, 0, "expected a refusal: {cmd}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn standalone_volumes_live_through_stage_publish_reboot_and_delete() {
+    let mut vm = Vm::builder()
+        .disks(&[512 * MIB; 4])
+        .with_driver()
+        .unwrap()
+        .boot()
+        .unwrap();
+    let pid = start(&mut vm);
+    let vols = [
+        (
+            "r1",
+            "--param raidType=raid1 --param legs=2",
+            "32Mi",
+            "ext4",
+        ),
+        (
+            "r5",
+            "--param raidType=raid5_ls --param sync=nosync --param fsType=xfs",
+            "320Mi",
+            "xfs",
+        ),
+        ("r6", "--param raidType=raid6_zr", "32Mi", "ext4"),
+        (
+            "r10",
+            "--param raidType=raid10 --param legs=4",
+            "32Mi",
+            "ext4",
+        ),
+    ];
+    let mut sums = std::collections::BTreeMap::new();
+    for (name, params, size, fs) in vols {
+        let out = vm
+            .run_ok(&format!("{CSI} create {name} {params} --size {size}"))
+            .unwrap();
+        assert!(out.contains(&format!("volume_id={name}")), "{out}");
+        // Same request: same volume. Different size: ALREADY_EXISTS.
+        vm.run_ok(&format!("{CSI} create {name} {params} --size {size}"))
+            .unwrap();
+        assert!(
+            code(&mut vm, &format!("{CSI} create {name} {params} --size 8Mi"))
+                .contains("AlreadyExists")
+        );
+        let st = format!("{K}/staging/{name}");
+        let tg = format!("{K}/pods/p/{name}");
+        vm.run_ok(&format!("{CSI} stage {name} --staging {st}"))
+            .unwrap();
+        vm.run_ok(&format!("{CSI} stage {name} --staging {st}"))
+            .unwrap();
+        assert!(vm
+            .run_ok(&format!("grep ' {st} ' /proc/mounts"))
+            .unwrap()
+            .contains(fs));
+        vm.run_ok(&format!(
+            "{CSI} publish {name} --staging {st} --target {tg}"
+        ))
+        .unwrap();
+        let sum = vm.run_ok(&format!("dd if=/dev/urandom of={tg}/pattern bs=1M count=4 2>/dev/null && sync && md5sum < {tg}/pattern")).unwrap();
+        sums.insert(name, sum.split_whitespace().next().unwrap().to_string());
+        let stats = vm
+            .run_ok(&format!("{CSI} stats {name} --path {tg}"))
+            .unwrap();
+        assert!(stats.contains("abnormal=false"), "{stats}");
+        assert!(stats.contains("BYTES: total="), "{stats}");
+        // In use: delete refused.
+        assert!(code(&mut vm, &format!("{CSI} delete {name}")).contains("FailedPrecondition"));
+        vm.run_ok(&format!("{CSI} unpublish {name} --target {tg}"))
+            .unwrap();
+        vm.run_ok(&format!("{CSI} unstage {name} --staging {st}"))
+            .unwrap();
+    }
+    // Block mode: a device node at the target, used raw.
+    vm.run_ok(&format!(
+        "{CSI} create blk --param raidType=raid1 --size 16Mi --block"
+    ))
+    .unwrap();
+    vm.run_ok(&format!(
+        "{CSI} stage blk --staging {K}/staging/blk --block"
+    ))
+    .unwrap();
+    vm.run_ok(&format!(
+        "{CSI} publish blk --target {K}/pods/p/blk --block"
+    ))
+    .unwrap();
+    let want = vm.run_ok(&format!("dd if=/dev/urandom of=/tmp/b bs=1M count=2 2>/dev/null; dd if=/tmp/b of={K}/pods/p/blk bs=1M oflag=direct 2>/dev/null; md5sum < /tmp/b")).unwrap();
+    assert_eq!(
+        vm.run_ok(&format!(
+            "dd if={K}/pods/p/blk bs=1M count=2 iflag=direct 2>/dev/null | md5sum"
+        ))
+        .unwrap(),
+        want
+    );
+    vm.run_ok(&format!("{CSI} unpublish blk --target {K}/pods/p/blk"))
+        .unwrap();
+
+    // Refusals with the right codes, nothing changed.
+    assert!(code(
+        &mut vm,
+        &format!("{CSI} stage nosuch --staging {K}/staging/x")
+    )
+    .contains("NotFound"));
+    assert!(code(
+        &mut vm,
+        &format!("{CSI} publish r1 --staging {K}/staging/r1 --target /tmp/outside")
+    )
+    .contains("InvalidArgument"));
+    assert!(code(
+        &mut vm,
+        &format!("{CSI} create bad --param raidType=raid5_ls --param chunkSize=48Ki --size 8Mi")
+    )
+    .contains("chunkSize"));
+    assert!(code(
+        &mut vm,
+        &format!("{CSI} create huge --param raidType=raid5_ls --size 4Gi")
+    )
+    .contains("ResourceExhausted"));
+    let volumes = vm
+        .run_ok("dmraid-csi volumes --endpoint /run/csi.sock")
+        .unwrap();
+    assert_eq!(volumes.lines().count(), 6, "{volumes}");
+    assert!(!volumes.contains("bad") && !volumes.contains("huge"));
+
+    // Orderly stop, power off, boot: the arrays come back from the labels.
+    stop(&mut vm, pid);
+    assert!(!vm.run_ok("dmsetup ls").unwrap().contains("dmraid-r1"));
+    vm.shutdown().unwrap();
+    vm.boot_again().unwrap();
+    start(&mut vm);
+    for (name, _, _, _) in vols {
+        let st = format!("{K}/staging/{name}");
+        vm.run_ok(&format!("{CSI} stage {name} --staging {st}"))
+            .unwrap();
+        let got = vm.run_ok(&format!("md5sum < {st}/pattern")).unwrap();
+        assert_eq!(
+            got.split_whitespace().next().unwrap(),
+            sums[name],
+            "{name}: data after reboot"
+        );
+        let get = vm.run_ok(&format!("{CSI} get {name}")).unwrap();
+        assert!(get.contains("abnormal=false"), "{get}");
+        vm.run_ok(&format!("{CSI} unstage {name} --staging {st}"))
+            .unwrap();
+        vm.run_ok(&format!("{CSI} delete {name}")).unwrap();
+        vm.run_ok(&format!("{CSI} delete {name}")).unwrap();
+    }
+    assert!(
+        !vm.run_ok("dmsetup ls").unwrap().contains("dmraid-r"),
+        "arrays and extents freed"
+    );
+}

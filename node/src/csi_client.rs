@@ -1,0 +1,221 @@
+//! `dmraid-csi csi ...` and `dmraid-csi volumes`: a CSI client over the
+//! driver's Unix socket, for people and for the tests in the VM. Failures
+//! print the gRPC code and message and exit non-zero.
+
+use crate::cli::{CsiArgs, CsiCall};
+use dmraid_api::quantity::parse_size;
+use dmraid_proto::csi::controller_client::ControllerClient;
+use dmraid_proto::csi::node_client::NodeClient;
+use dmraid_proto::csi::volume_capability::{
+    access_mode::Mode, AccessMode, AccessType, BlockVolume, MountVolume,
+};
+use dmraid_proto::csi::*;
+use dmraid_proto::socket;
+use std::collections::HashMap;
+
+fn capability(block: bool, fs: &str) -> VolumeCapability {
+    VolumeCapability {
+        access_type: Some(if block {
+            AccessType::Block(BlockVolume {})
+        } else {
+            AccessType::Mount(MountVolume {
+                fs_type: fs.to_string(),
+                mount_flags: vec![],
+                volume_mount_group: String::new(),
+            })
+        }),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+    }
+}
+
+fn params(kv: &[String]) -> Result<HashMap<String, String>, String> {
+    kv.iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| format!("--param {p:?}: use KEY=VALUE"))
+        })
+        .collect()
+}
+
+fn status(s: tonic::Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
+}
+
+/// Run one CSI call and print its answer.
+pub async fn run(args: CsiArgs) -> Result<(), String> {
+    let ch = socket::connect(&args.endpoint)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut ctl = ControllerClient::new(ch.clone());
+    let mut node = NodeClient::new(ch);
+    match args.call {
+        CsiCall::Create {
+            name,
+            params: p,
+            size,
+            block,
+        } => {
+            let bytes = parse_size("size", &size).map_err(|e| e.to_string())?;
+            let v = ctl
+                .create_volume(CreateVolumeRequest {
+                    name,
+                    capacity_range: Some(CapacityRange {
+                        required_bytes: bytes.0 as i64,
+                        limit_bytes: 0,
+                    }),
+                    volume_capabilities: vec![capability(block, "")],
+                    parameters: params(&p)?,
+                    ..Default::default()
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .volume
+                .unwrap_or_default();
+            println!(
+                "volume_id={} capacity_bytes={} device={}",
+                v.volume_id,
+                v.capacity_bytes,
+                v.volume_context.get("device").cloned().unwrap_or_default()
+            );
+        }
+        CsiCall::Delete { id } => {
+            ctl.delete_volume(DeleteVolumeRequest {
+                volume_id: id,
+                ..Default::default()
+            })
+            .await
+            .map_err(status)?;
+        }
+        CsiCall::Stage {
+            id,
+            staging,
+            block,
+            fs,
+        } => {
+            node.node_stage_volume(NodeStageVolumeRequest {
+                volume_id: id,
+                staging_target_path: staging,
+                volume_capability: Some(capability(block, &fs)),
+                ..Default::default()
+            })
+            .await
+            .map_err(status)?;
+        }
+        CsiCall::Unstage { id, staging } => {
+            node.node_unstage_volume(NodeUnstageVolumeRequest {
+                volume_id: id,
+                staging_target_path: staging,
+            })
+            .await
+            .map_err(status)?;
+        }
+        CsiCall::Publish {
+            id,
+            staging,
+            target,
+            block,
+            readonly,
+        } => {
+            node.node_publish_volume(NodePublishVolumeRequest {
+                volume_id: id,
+                staging_target_path: staging,
+                target_path: target,
+                volume_capability: Some(capability(block, "")),
+                readonly,
+                ..Default::default()
+            })
+            .await
+            .map_err(status)?;
+        }
+        CsiCall::Unpublish { id, target } => {
+            node.node_unpublish_volume(NodeUnpublishVolumeRequest {
+                volume_id: id,
+                target_path: target,
+            })
+            .await
+            .map_err(status)?;
+        }
+        CsiCall::Stats { id, path } => {
+            let s = node
+                .node_get_volume_stats(NodeGetVolumeStatsRequest {
+                    volume_id: id,
+                    volume_path: path,
+                    staging_target_path: String::new(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            for u in s.usage {
+                let unit = volume_usage::Unit::try_from(u.unit)
+                    .map(|u| u.as_str_name())
+                    .unwrap_or("?");
+                println!(
+                    "{unit}: total={} used={} available={}",
+                    u.total, u.used, u.available
+                );
+            }
+            if let Some(c) = s.volume_condition {
+                println!("abnormal={} message={}", c.abnormal, c.message);
+            }
+        }
+        CsiCall::Get { id } => {
+            let r = ctl
+                .controller_get_volume(ControllerGetVolumeRequest { volume_id: id })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let v = r.volume.unwrap_or_default();
+            let c = r
+                .status
+                .and_then(|s| s.volume_condition)
+                .unwrap_or_default();
+            println!(
+                "volume_id={} capacity_bytes={} abnormal={} message={}",
+                v.volume_id, v.capacity_bytes, c.abnormal, c.message
+            );
+        }
+        CsiCall::Capacity { params: p } => {
+            let r = ctl
+                .get_capacity(GetCapacityRequest {
+                    parameters: params(&p)?,
+                    ..Default::default()
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!("available_capacity={}", r.available_capacity);
+        }
+    }
+    Ok(())
+}
+
+/// `dmraid-csi volumes`: every volume, its size and health.
+pub async fn volumes(endpoint: &str) -> Result<(), String> {
+    let ch = socket::connect(endpoint).await.map_err(|e| e.to_string())?;
+    let r = ControllerClient::new(ch)
+        .list_volumes(ListVolumesRequest::default())
+        .await
+        .map_err(status)?
+        .into_inner();
+    println!("{:<24} {:>12}  {:<8} HEALTH", "VOLUME", "SIZE", "STATE");
+    for e in r.entries {
+        let v = e.volume.unwrap_or_default();
+        let c = e
+            .status
+            .and_then(|s| s.volume_condition)
+            .unwrap_or_default();
+        let size = dmraid_api::units::Bytes(v.capacity_bytes as u64);
+        println!(
+            "{:<24} {:>12}  {:<8} {}",
+            v.volume_id,
+            size.to_string(),
+            if c.abnormal { "ABNORMAL" } else { "ok" },
+            c.message
+        );
+    }
+    Ok(())
+}
