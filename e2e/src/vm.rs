@@ -48,10 +48,20 @@ pub struct VmBuilder {
 
 /// Where the workspace's binaries are (`$CARGO_TARGET_DIR/{debug,release}`).
 fn target_dir() -> PathBuf {
-    // Test executables live in <target>/<profile>/deps/.
+    // Test executables live in <target>/<profile>/deps/, binaries in <target>/<profile>/.
     std::env::current_exe()
         .ok()
-        .and_then(|p| p.parent()?.parent()?.parent().map(Path::to_path_buf))
+        .and_then(|p| {
+            p.ancestors()
+                .find(|a| {
+                    matches!(
+                        a.file_name().and_then(|n| n.to_str()),
+                        Some("debug" | "release")
+                    )
+                })
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+        })
         .unwrap_or_else(|| PathBuf::from("target"))
 }
 
