@@ -181,6 +181,8 @@ fn standalone_volumes_live_through_stage_publish_reboot_and_delete() {
             .unwrap();
         vm.run_ok(&format!("{CSI} delete {name}")).unwrap();
         vm.run_ok(&format!("{CSI} delete {name}")).unwrap();
+        vm.run_ok(&format!("[ ! -e /var/lib/dmraid-csi/volumes/{name}.yaml ]"))
+            .unwrap();
     }
     assert!(
         !vm.run_ok("dmsetup ls").unwrap().contains("dmraid-r"),

@@ -20,12 +20,22 @@ pub const DEFAULT_SIZE: u64 = 1 << 30;
 pub struct ControllerService {
     engine: Option<Arc<Engine>>,
     node_id: String,
+    state_dir: std::path::PathBuf,
 }
 
 impl ControllerService {
     /// Serve volumes from `engine` (None: device-mapper is unavailable here).
-    pub fn new(engine: Option<Arc<Engine>>, node_id: String) -> Self {
-        ControllerService { engine, node_id }
+    /// Volume specs are also written as YAML under `state_dir/volumes/`.
+    pub fn new(
+        engine: Option<Arc<Engine>>,
+        node_id: String,
+        state_dir: std::path::PathBuf,
+    ) -> Self {
+        ControllerService {
+            engine,
+            node_id,
+            state_dir,
+        }
     }
 
     fn engine(&self) -> Result<Arc<Engine>, Status> {
@@ -181,7 +191,11 @@ impl Controller for ControllerService {
             return Err(Status::invalid_argument("volume_id is required"));
         }
         let engine = self.engine()?;
+        let deleted = id.clone();
         blocking(move || engine.delete_volume(&id)).await?;
+        if let Err(e) = crate::state_dir::forget_volume(&self.state_dir, &deleted) {
+            tracing::warn!(volume = %deleted, error = %e, "could not remove the volume's YAML");
+        }
         Ok(Response::new(DeleteVolumeResponse {}))
     }
 

@@ -280,8 +280,8 @@ impl Engine {
             .collect()
     }
 
-    /// Free gaps per claimed, present disk, for capacity answers.
-    pub fn free_gaps(&self) -> Vec<Vec<Sectors>> {
+    /// The allocator's view of every claimed disk that is present.
+    fn spaces(&self) -> Vec<DiskSpace> {
         lock(&self.claimed)
             .iter()
             .filter(|c| self.disks.present(&c.info.path))
@@ -291,11 +291,15 @@ impl Engine {
                     Bytes(c.info.size).sectors(),
                     &c.label().extents,
                 )
-                .gaps()
-                .into_iter()
-                .map(|(_, len)| Sectors(len))
-                .collect()
             })
+            .collect()
+    }
+
+    /// Free gaps per claimed, present disk, for capacity answers.
+    pub fn free_gaps(&self) -> Vec<Vec<Sectors>> {
+        self.spaces()
+            .iter()
+            .map(|d| d.gaps().into_iter().map(|(_, len)| Sectors(len)).collect())
             .collect()
     }
 
@@ -412,17 +416,7 @@ impl Engine {
             self.free_extents(id)?;
         }
 
-        let spaces: Vec<DiskSpace> = lock(&self.claimed)
-            .iter()
-            .filter(|c| self.disks.present(&c.info.path))
-            .map(|c| {
-                DiskSpace::new(
-                    &c.label().disk_uuid,
-                    Bytes(c.info.size).sectors(),
-                    &c.label().extents,
-                )
-            })
-            .collect();
+        let spaces = self.spaces();
         let placements = allocator::place(&spaces, spec.legs, 0, META_EXTENT, leg, &[])?;
         let blob = serde_json::to_value(&wanted).map_err(|e| Error::Precondition(e.to_string()))?;
         self.edit_labels(|label| {

@@ -65,6 +65,7 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
         router = router.add_service(ControllerServer::new(ControllerService::new(
             engine.clone(),
             node_id.clone(),
+            args.state_dir.clone(),
         )));
     }
     // Ready once the arrays are back from the labels; never without device-mapper.
