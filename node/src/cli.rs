@@ -226,6 +226,17 @@ pub enum CsiCall {
         #[arg(long)]
         path: String,
     },
+    /// ControllerExpandVolume, then NodeExpandVolume on `--path` when given.
+    Expand {
+        /// Volume id.
+        id: String,
+        /// New size (a quantity such as 128Mi).
+        #[arg(long)]
+        size: String,
+        /// A path the volume is published or staged at (grows the filesystem).
+        #[arg(long)]
+        path: Option<String>,
+    },
     /// ControllerGetVolume.
     Get {
         /// Volume id.

@@ -162,6 +162,35 @@ pub async fn run(args: CsiArgs) -> Result<(), String> {
                 println!("abnormal={} message={}", c.abnormal, c.message);
             }
         }
+        CsiCall::Expand { id, size, path } => {
+            let bytes = parse_size("size", &size).map_err(|e| e.to_string())?.0 as i64;
+            let r = ctl
+                .controller_expand_volume(ControllerExpandVolumeRequest {
+                    volume_id: id.clone(),
+                    capacity_range: Some(CapacityRange {
+                        required_bytes: bytes,
+                        limit_bytes: 0,
+                    }),
+                    volume_capability: Some(capability(false, "")),
+                    ..Default::default()
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!(
+                "capacity_bytes={} node_expansion_required={}",
+                r.capacity_bytes, r.node_expansion_required
+            );
+            if let Some(path) = path {
+                node.node_expand_volume(NodeExpandVolumeRequest {
+                    volume_id: id,
+                    volume_path: path,
+                    ..Default::default()
+                })
+                .await
+                .map_err(status)?;
+            }
+        }
         CsiCall::Get { id } => {
             let r = ctl
                 .controller_get_volume(ControllerGetVolumeRequest { volume_id: id })

@@ -389,9 +389,41 @@ impl Controller for ControllerService {
 
     async fn controller_expand_volume(
         &self,
-        _r: Request<ControllerExpandVolumeRequest>,
+        r: Request<ControllerExpandVolumeRequest>,
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
-        Err(Status::unimplemented("ControllerExpandVolume is not implemented yet: growing data extents and reloading the array is still to come (issue 6)"))
+        let r = r.into_inner();
+        if r.volume_id.is_empty() {
+            return Err(Status::invalid_argument("volume_id is required"));
+        }
+        let range = r.capacity_range.unwrap_or_default();
+        if range.required_bytes <= 0 {
+            return Err(Status::invalid_argument(
+                "capacity_range.required_bytes must be positive",
+            ));
+        }
+        let block = matches!(
+            r.volume_capability
+                .as_ref()
+                .and_then(|c| c.access_type.as_ref()),
+            Some(volume_capability::AccessType::Block(_))
+        );
+        let engine = self.engine()?;
+        let id = r.volume_id.clone();
+        let size = range.required_bytes as u64;
+        let v = blocking(move || engine.expand_volume(&id, size)).await?;
+        if range.limit_bytes > 0 && v.capacity > range.limit_bytes as u64 {
+            return Err(Status::out_of_range(format!(
+                "grown capacity {} exceeds limit_bytes {}",
+                v.capacity, range.limit_bytes
+            )));
+        }
+        if let Err(e) = crate::state_dir::save_volume(&self.state_dir, &v.id, &v.spec) {
+            tracing::warn!(volume = %v.id, error = %e, "could not update the volume's YAML");
+        }
+        Ok(Response::new(ControllerExpandVolumeResponse {
+            capacity_bytes: v.capacity as i64,
+            node_expansion_required: !block,
+        }))
     }
 
     async fn controller_get_volume(

@@ -299,11 +299,42 @@ impl Node for NodeService {
 
     async fn node_expand_volume(
         &self,
-        _r: Request<NodeExpandVolumeRequest>,
+        r: Request<NodeExpandVolumeRequest>,
     ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
-        Err(Status::unimplemented(
-            "NodeExpandVolume is not implemented yet: volume expansion is still to come (issue 6)",
-        ))
+        let r = r.into_inner();
+        if r.volume_path.is_empty() {
+            return Err(Status::invalid_argument("volume_path is required"));
+        }
+        let (device, _) = self.device(&r.volume_id).await?;
+        let path = PathBuf::from(&r.volume_path);
+        if !path.exists() {
+            return Err(Status::not_found(format!(
+                "volume_path {} does not exist",
+                path.display()
+            )));
+        }
+        let capacity = {
+            let engine = self.engine()?;
+            let id = r.volume_id.clone();
+            tokio::task::spawn_blocking(move || engine.volume(&id))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(Status::from)?
+                .capacity
+        };
+        if path.is_dir() {
+            let m = mount::mount_at(&path).map_err(io_status)?.ok_or_else(|| {
+                Status::failed_precondition(format!("{} is not mounted", path.display()))
+            })?;
+            let fs = m.fstype.clone();
+            tokio::task::spawn_blocking(move || mount::grow(&device, &path, &fs))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(io_status)?;
+        }
+        Ok(Response::new(NodeExpandVolumeResponse {
+            capacity_bytes: capacity as i64,
+        }))
     }
 
     async fn node_get_capabilities(

@@ -540,6 +540,92 @@ impl Engine {
         Ok(())
     }
 
+    /// Grow a volume to at least `size` bytes: each data extent grows in
+    /// place (the labels first), the data linears and then the array are
+    /// reloaded with the new length, and the kernel resyncs only the new
+    /// region. Smaller or equal sizes return the volume as it is.
+    pub fn expand_volume(&self, id: &str, size: u64) -> Result<VolumeInfo, Error> {
+        let _guard = self.lock_volume(id)?;
+        let (record, legs) = self
+            .find(id)
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let mut vs = Self::spec_of(&record)?;
+        let new_leg = leg_for_size(&vs.spec, Bytes(size))?;
+        if new_leg.0 <= vs.leg_data {
+            return self.volume(id);
+        }
+        if legs.len() < vs.spec.legs as usize {
+            return Err(Error::Precondition(format!(
+                "volume {id} is degraded ({} of {} legs present); rebuild it before growing it",
+                legs.len(),
+                vs.spec.legs
+            )));
+        }
+        let spaces = self.spaces();
+        for (leg, (disk, _, data)) in &legs {
+            let uuid = self.uuid_of(&disk.path)?;
+            let space = spaces
+                .iter()
+                .find(|s| s.id == uuid)
+                .ok_or_else(|| Error::NotFound(uuid.clone()))?;
+            if !allocator::can_grow(space, *data, vs.leg_data, new_leg.0) {
+                return Err(Error::Precondition(format!(
+                    "leg {leg} of {id} on {} cannot grow in place to {} (the space after it is taken); moving extents is not supported yet",
+                    disk.path.display(),
+                    Bytes(new_leg.0 * 512)
+                )));
+            }
+        }
+        // The array must be able to take the new size before anything changes.
+        let dummy: Vec<Option<LegDevs>> = (0..vs.spec.legs)
+            .map(|_| {
+                Some(LegDevs {
+                    meta: "0:0".into(),
+                    data: "0:0".into(),
+                })
+            })
+            .collect();
+        RaidTable::build(&vs.spec, new_leg, dummy, false, &[])?;
+        let old = vs.leg_data;
+        vs.leg_data = new_leg.0;
+        vs.requested = size;
+        let blob = serde_json::to_value(&vs).map_err(|e| Error::Precondition(e.to_string()))?;
+        self.edit_labels(|label| {
+            for e in label
+                .extents
+                .iter_mut()
+                .filter(|e| e.volume == id && e.role == Role::Data && e.len == old)
+            {
+                e.len = new_leg.0;
+            }
+            if let Some(r) = label.volumes.get_mut(id) {
+                r.spec = blob.clone();
+            }
+        })?;
+        for (leg, (disk, _, data)) in &legs {
+            dm::reload(
+                self.dm.as_ref(),
+                &leg_name(id, *leg, Role::Data),
+                &[Target::new(
+                    0,
+                    new_leg.0,
+                    "linear",
+                    format!("{} {data}", disk.devno),
+                )],
+            )?;
+        }
+        self.activate_volume(id, false)?;
+        self.volume(id)
+    }
+
+    fn uuid_of(&self, path: &std::path::Path) -> Result<String, Error> {
+        lock(&self.claimed)
+            .iter()
+            .find(|c| c.info.path == path)
+            .map(|c| c.label().disk_uuid.clone())
+            .ok_or_else(|| Error::NotFound(path.display().to_string()))
+    }
+
     /// Remove the volume's devices (array first, then legs). Missing devices are fine.
     fn teardown(&self, id: &str) -> Result<(), Error> {
         let name = array_name(id);

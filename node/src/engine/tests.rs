@@ -285,3 +285,30 @@ fn concurrent_operations_on_one_volume_abort() {
     let err = e.delete_volume("v").unwrap_err();
     assert_eq!(tonic::Status::from(err).code(), tonic::Code::Aborted);
 }
+
+#[test]
+fn expand_grows_extents_in_place_and_reloads_with_the_new_length() {
+    let (dm, _disks, e) = setup(3, 128 * MIB);
+    let s = params(&[("raidType", "raid5_ls")]);
+    let v = e.create_volume("g", &s, 16 * MIB as u64).unwrap();
+    let grown = e.expand_volume("g", 48 * MIB as u64).unwrap();
+    assert!(grown.capacity >= 48 * MIB as u64 && grown.capacity > v.capacity);
+    let t = RaidTable::parse(&dm.table("dmraid-g").unwrap()[0].line()).unwrap();
+    assert_eq!(t.length.bytes().0, grown.capacity);
+    assert_eq!(
+        dm.table("dmraid-g-d0").unwrap()[0].length,
+        grown.spec.leg_data
+    );
+    // Smaller: unchanged. Idempotent at the same size.
+    assert_eq!(
+        e.expand_volume("g", MIB as u64).unwrap().capacity,
+        grown.capacity
+    );
+    // Blocked by a neighbour: a clear refusal, nothing changed.
+    e.create_volume("n", &s, 8 * MIB as u64).unwrap();
+    let err = e.expand_volume("g", 100 * MIB as u64).unwrap_err();
+    assert!(matches!(err, Error::Precondition(_)), "{err}");
+    assert_eq!(e.volume("g").unwrap().capacity, grown.capacity);
+    // Labels carry the new size across a restart.
+    drop(e);
+}
