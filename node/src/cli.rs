@@ -26,7 +26,9 @@ pub enum Command {
     /// Call the running driver's CSI services (a plain CSI client for people and tests).
     Csi(CsiArgs),
     /// List the running driver's volumes with their health.
-    Volumes(ClientArgs),
+    Volumes(VolumesArgs),
+    /// Show the disks the globs match and what their labels say (reads only).
+    Disks(DisksArgs),
     /// Drive the array engine directly on this machine's disks, without a
     /// server (for tests and for recovery by hand).
     #[command(hide = true)]
@@ -248,4 +250,27 @@ pub enum CsiCall {
         #[arg(long = "param", value_name = "KEY=VALUE")]
         params: Vec<String>,
     },
+}
+
+/// Flags of `dmraid-csi volumes`.
+#[derive(Debug, Args)]
+pub struct VolumesArgs {
+    /// CSI endpoint of the running driver.
+    #[arg(
+        long,
+        env = "CSI_ENDPOINT",
+        default_value = "unix:///run/dmraid-csi/csi.sock"
+    )]
+    pub endpoint: String,
+    /// Keep watching, with progress bars, until no resync or rebuild runs.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// Flags of `dmraid-csi disks`.
+#[derive(Debug, Args)]
+pub struct DisksArgs {
+    /// Device paths or globs (repeat), as given to the driver.
+    #[arg(long = "disks", value_name = "GLOB", required = true)]
+    pub disks: Vec<String>,
 }

@@ -222,28 +222,92 @@ pub async fn run(args: CsiArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// `dmraid-csi volumes`: every volume, its size and health.
-pub async fn volumes(endpoint: &str) -> Result<(), String> {
+/// `dmraid-csi volumes`: every volume, its size and health; with `wait`,
+/// redrawn with progress bars until no resync, rebuild or scrub runs.
+pub async fn volumes(endpoint: &str, wait: bool) -> Result<(), String> {
     let ch = socket::connect(endpoint).await.map_err(|e| e.to_string())?;
-    let r = ControllerClient::new(ch)
-        .list_volumes(ListVolumesRequest::default())
-        .await
-        .map_err(status)?
-        .into_inner();
-    println!("{:<24} {:>12}  {:<8} HEALTH", "VOLUME", "SIZE", "STATE");
-    for e in r.entries {
-        let v = e.volume.unwrap_or_default();
-        let c = e
-            .status
-            .and_then(|s| s.volume_condition)
-            .unwrap_or_default();
-        let size = dmraid_api::units::Bytes(v.capacity_bytes as u64);
+    let mut client = ControllerClient::new(ch);
+    loop {
+        let r = client
+            .list_volumes(ListVolumesRequest::default())
+            .await
+            .map_err(status)?
+            .into_inner();
+        println!("{:<24} {:>12}  {:<8} HEALTH", "VOLUME", "SIZE", "STATE");
+        let mut busy = false;
+        for e in r.entries {
+            let v = e.volume.unwrap_or_default();
+            let c = e
+                .status
+                .and_then(|s| s.volume_condition)
+                .unwrap_or_default();
+            let size = dmraid_api::units::Bytes(v.capacity_bytes as u64);
+            println!(
+                "{:<24} {:>12}  {:<8} {}",
+                v.volume_id,
+                size.to_string(),
+                if c.abnormal { "ABNORMAL" } else { "ok" },
+                c.message
+            );
+            if let Some(p) = crate::health::progress(&c.message) {
+                busy = true;
+                println!("{:<24} {}", "", crate::health::bar(p));
+            }
+        }
+        if !wait || !busy {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        println!();
+    }
+}
+
+/// `dmraid-csi disks`: what each matched disk's label says, without writing anything.
+pub fn disks(globs: &[String]) -> Result<(), String> {
+    use crate::disks::{Disks, RealDisks};
+    println!(
+        "{:<28} {:>10} {:>10}  {:<16} VOLUMES / NOTE",
+        "DISK", "SIZE", "FREE", "NODE"
+    );
+    for d in RealDisks.discover(globs).map_err(|e| e.to_string())? {
+        let size = dmraid_api::units::Bytes(d.size);
+        let mut dev = RealDisks
+            .open(&d.path)
+            .map_err(|e| format!("{}: {e}", d.path.display()))?;
+        let line = match crate::labels::read(&mut dev) {
+            Ok(loaded) => match loaded.label {
+                Some(l) => {
+                    let space =
+                        crate::allocator::DiskSpace::new(&l.disk_uuid, size.sectors(), &l.extents);
+                    let vols: Vec<&str> = l.volumes.keys().map(String::as_str).collect();
+                    format!(
+                        "{:>10}  {:<16} {}",
+                        dmraid_api::units::Bytes(space.free() * 512).to_string(),
+                        l.node,
+                        vols.join(",")
+                    )
+                }
+                None => {
+                    let mut head = vec![0u8; crate::signature::HEAD_BYTES.min(d.size as usize)];
+                    use std::io::{Read, Seek};
+                    let _ = dev.seek(std::io::SeekFrom::Start(0));
+                    let note = match dev
+                        .read_exact(&mut head)
+                        .ok()
+                        .and_then(|_| crate::signature::detect(&head))
+                    {
+                        Some(sig) => format!("not claimed: carries {sig}"),
+                        None => "blank: will be claimed".to_string(),
+                    };
+                    format!("{:>10}  {:<16} {note}", "-", "-")
+                }
+            },
+            Err(e) => format!("{:>10}  {:<16} label unreadable: {e}", "-", "-"),
+        };
         println!(
-            "{:<24} {:>12}  {:<8} {}",
-            v.volume_id,
-            size.to_string(),
-            if c.abnormal { "ABNORMAL" } else { "ok" },
-            c.message
+            "{:<28} {:>10} {line}",
+            d.path.display().to_string(),
+            size.to_string()
         );
     }
     Ok(())

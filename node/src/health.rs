@@ -79,6 +79,33 @@ pub fn condition(v: &VolumeInfo) -> (bool, String) {
     (abnormal, format!("{kind}: {healthy_text}"))
 }
 
+/// The resync/rebuild/scrub percentage inside a condition message written by
+/// [`condition`], for progress bars in the CLI.
+pub fn progress(message: &str) -> Option<u32> {
+    ["rebuilding", "resyncing", "scrubbing"]
+        .iter()
+        .find_map(|word| {
+            let rest = &message[message.find(word)?..];
+            let pct = rest.find('%')?;
+            let digits: String = rest[..pct]
+                .chars()
+                .rev()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            digits.chars().rev().collect::<String>().parse().ok()
+        })
+}
+
+/// A text progress bar: `[#####-----]  50%`.
+pub fn bar(pct: u32) -> String {
+    let filled = (pct.min(100) / 5) as usize;
+    format!(
+        "[{}{}] {pct:>3}%",
+        "#".repeat(filled),
+        "-".repeat(20 - filled)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +163,9 @@ mod tests {
         let (abnormal, msg) = condition(&vol("raid5_ls 4 AAaA 41/100 recover 0", None));
         assert!(!abnormal);
         assert!(msg.contains("rebuilding leg 2 onto /dev/vdd: 41%"), "{msg}");
+        assert_eq!(progress(&msg), Some(41));
+        assert_eq!(progress("raid1: healthy, all legs in sync"), None);
+        assert_eq!(bar(50), "[##########----------]  50%");
         let (abnormal, msg) = condition(&vol("raid5_ls 4 AADA 10/10 idle 0", Some(2)));
         assert!(abnormal && msg.contains("leg 2: disk missing"), "{msg}");
         let (_, msg) = condition(&vol("raid5_ls 4 ADDA 10/10 idle 0", None));

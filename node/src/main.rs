@@ -163,7 +163,8 @@ async fn main() -> ExitCode {
         Command::Identity(args) => identity(&args.endpoint).await,
         Command::Engine(args) => dmraid_node::engine_cli::run(args),
         Command::Csi(args) => dmraid_node::csi_client::run(args).await,
-        Command::Volumes(args) => dmraid_node::csi_client::volumes(&args.endpoint).await,
+        Command::Volumes(args) => dmraid_node::csi_client::volumes(&args.endpoint, args.wait).await,
+        Command::Disks(args) => dmraid_node::csi_client::disks(&args.disks),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
