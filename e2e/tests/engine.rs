@@ -9,8 +9,6 @@ use e2e::raid;
 use e2e::{Vm, MIB};
 use std::time::{Duration, Instant};
 
-const ENGINE: &str = "dmraid-csi engine --disks '/dev/vd*' --node-id vm";
-
 fn status(vm: &mut Vm, id: &str) -> RaidStatus {
     let _ = vm.run_ok(&format!("dmsetup status dmraid-{id}")).unwrap();
     RaidStatus::parse(
@@ -36,16 +34,33 @@ fn wait_healthy(vm: &mut Vm, id: &str) -> RaidStatus {
 #[test]
 fn engine_builds_arrays_from_labels_and_survives_restart_and_power_cut() {
     let mut vm = Vm::builder()
-        .disks(&[96 * MIB; 4])
+        .disks(&[96 * MIB; 5])
         .with_driver()
         .unwrap()
         .boot()
         .unwrap();
+    // Disks 0-3 are named to the driver; disk 4 is not, and must never be written.
+    let named: Vec<String> = (0..4).map(|i| vm.disk_dev(i).unwrap()).collect();
+    let unnamed = vm.disk_dev(4).unwrap();
+    vm.run_ok(&format!(
+        "dd if=/dev/urandom of={unnamed} bs=1M count=2 2>/dev/null"
+    ))
+    .unwrap();
+    let unnamed_sum = vm.run_ok(&format!("md5sum < {unnamed}")).unwrap();
+    let engine_cmd = format!(
+        "dmraid-csi engine {} --node-id vm",
+        named
+            .iter()
+            .map(|d| format!("--disks {d}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let engine_cmd = engine_cmd.as_str();
     // A disk with a filesystem is never claimed, and never written.
     let d3 = vm.disk_dev(3).unwrap();
     vm.run_ok(&format!("mkfs.ext4 -q -F {d3}")).unwrap();
     let before = vm.run_ok(&format!("md5sum < {d3}")).unwrap();
-    let out = vm.run(&format!("{ENGINE} disks")).unwrap();
+    let out = vm.run(&format!("{engine_cmd} disks")).unwrap();
     assert_eq!(out.code, 0);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -60,23 +75,23 @@ fn engine_builds_arrays_from_labels_and_survives_restart_and_power_cut() {
     );
 
     vm.run_ok(&format!(
-        "{ENGINE} create v5 --param raidType=raid5_ls --size 32Mi"
+        "{engine_cmd} create v5 --param raidType=raid5_ls --size 32Mi"
     ))
     .unwrap();
     vm.run_ok(&format!(
-        "{ENGINE} create v1 --param raidType=raid1 --param legs=3 --size 16Mi"
+        "{engine_cmd} create v1 --param raidType=raid1 --param legs=3 --size 16Mi"
     ))
     .unwrap();
     assert_eq!(wait_healthy(&mut vm, "v5").legs.len(), 3);
     assert_eq!(wait_healthy(&mut vm, "v1").legs.len(), 3);
     // Same request again: the same volume.
     vm.run_ok(&format!(
-        "{ENGINE} create v5 --param raidType=raid5_ls --size 32Mi"
+        "{engine_cmd} create v5 --param raidType=raid5_ls --size 32Mi"
     ))
     .unwrap();
     let err = vm
         .run(&format!(
-            "{ENGINE} create v5 --param raidType=raid5_ls --size 8Mi"
+            "{engine_cmd} create v5 --param raidType=raid5_ls --size 8Mi"
         ))
         .unwrap();
     assert_ne!(err.code, 0);
@@ -86,12 +101,12 @@ fn engine_builds_arrays_from_labels_and_survives_restart_and_power_cut() {
     let p1 = raid::write_pattern(&mut vm, "/dev/mapper/dmraid-v1", 4).unwrap();
 
     // Orderly stop and start: from the labels alone, no resync.
-    vm.run_ok(&format!("{ENGINE} deactivate")).unwrap();
+    vm.run_ok(&format!("{engine_cmd} deactivate")).unwrap();
     assert!(
         !vm.run_ok("dmsetup ls").unwrap().contains("dmraid-"),
         "all devices gone"
     );
-    vm.run_ok(&format!("{ENGINE} activate")).unwrap();
+    vm.run_ok(&format!("{engine_cmd} activate")).unwrap();
     assert!(
         status(&mut vm, "v5").healthy(),
         "a clean restart resyncs nothing"
@@ -110,7 +125,7 @@ fn engine_builds_arrays_from_labels_and_survives_restart_and_power_cut() {
     vm.run_ok("sleep 1").unwrap();
     vm.power_cut();
     vm.boot_again().unwrap();
-    let shown = vm.run_ok(&format!("{ENGINE} activate")).unwrap();
+    let shown = vm.run_ok(&format!("{engine_cmd} activate")).unwrap();
     assert!(
         shown.contains("\"unclean\": ["),
         "the crash is recognised: {shown}"
@@ -131,20 +146,22 @@ fn engine_builds_arrays_from_labels_and_survives_restart_and_power_cut() {
     );
 
     // Delete one volume: the other is untouched and the space is reused.
-    vm.run_ok(&format!("{ENGINE} delete v1")).unwrap();
+    vm.run_ok(&format!("{engine_cmd} delete v1")).unwrap();
     assert!(!vm.run_ok("dmsetup ls").unwrap().contains("dmraid-v1"));
     assert_eq!(
         raid::read_md5(&mut vm, "/dev/mapper/dmraid-v5", 8).unwrap(),
         p5
     );
     vm.run_ok(&format!(
-        "{ENGINE} create v6 --param raidType=raid10 --param legs=3 --size 16Mi"
+        "{engine_cmd} create v6 --param raidType=raid10 --param legs=3 --size 16Mi"
     ))
     .unwrap();
     wait_healthy(&mut vm, "v6");
     // Deleting a volume in use is refused.
     let busy = vm
-        .run(&format!("exec 3</dev/mapper/dmraid-v6; {ENGINE} delete v6"))
+        .run(&format!(
+            "exec 3</dev/mapper/dmraid-v6; {engine_cmd} delete v6"
+        ))
         .unwrap();
     assert_ne!(busy.code, 0);
     assert!(String::from_utf8_lossy(&busy.stderr).contains("in use"));
@@ -152,5 +169,10 @@ fn engine_builds_arrays_from_labels_and_survives_restart_and_power_cut() {
         vm.run_ok(&format!("md5sum < {d3}")).unwrap(),
         before,
         "the refused disk was never written"
+    );
+    assert_eq!(
+        vm.run_ok(&format!("md5sum < {unnamed}")).unwrap(),
+        unnamed_sum,
+        "a disk not named was never written"
     );
 }
