@@ -145,7 +145,8 @@ fn leg_name(id: &str, leg: u32, role: Role) -> String {
         Role::Meta => 'm',
         Role::Data => 'd',
     };
-    format!("dmraid-{id}-{r}{leg}")
+    // '+' cannot appear in a volume id, so no leg name is another volume's array name.
+    format!("dmraid-{id}+{r}{leg}")
 }
 
 fn new_uuid() -> String {
@@ -638,15 +639,10 @@ impl Engine {
             }
             self.dm.remove(&name)?;
         }
-        let prefix = format!("dmraid-{id}-");
+        let prefix = format!("dmraid-{id}+");
         for dev in self.dm.list()? {
-            if let Some(rest) = dev.name.strip_prefix(&prefix) {
-                if rest.len() > 1
-                    && (rest.starts_with('m') || rest.starts_with('d'))
-                    && rest[1..].bytes().all(|b| b.is_ascii_digit())
-                {
-                    self.dm.remove(&dev.name)?;
-                }
+            if dev.name.starts_with(&prefix) {
+                self.dm.remove(&dev.name)?;
             }
         }
         Ok(())

@@ -296,7 +296,7 @@ fn expand_grows_extents_in_place_and_reloads_with_the_new_length() {
     let t = RaidTable::parse(&dm.table("dmraid-g").unwrap()[0].line()).unwrap();
     assert_eq!(t.length.bytes().0, grown.capacity);
     assert_eq!(
-        dm.table("dmraid-g-d0").unwrap()[0].length,
+        dm.table("dmraid-g+d0").unwrap()[0].length,
         grown.spec.leg_data
     );
     // Smaller: unchanged. Idempotent at the same size.
@@ -311,4 +311,21 @@ fn expand_grows_extents_in_place_and_reloads_with_the_new_length() {
     assert_eq!(e.volume("g").unwrap().capacity, grown.capacity);
     // Labels carry the new size across a restart.
     drop(e);
+}
+
+#[test]
+fn device_names_of_one_volume_never_catch_another() {
+    let (dm, _disks, e) = setup(3, 64 * MIB);
+    let s = params(&[("raidType", "raid1"), ("legs", "2")]);
+    e.create_volume("a", &s, 4 * MIB as u64).unwrap();
+    e.create_volume("a-m0", &s, 4 * MIB as u64).unwrap();
+    e.create_volume("a+x", &s, 4 * MIB as u64).unwrap_err();
+    e.delete_volume("a").unwrap();
+    let left = dm.names();
+    assert!(left.contains(&"dmraid-a-m0".to_string()), "{left:?}");
+    assert_eq!(
+        left.iter().filter(|n| n.starts_with("dmraid-a-m0")).count(),
+        5,
+        "{left:?}"
+    );
 }
