@@ -20,6 +20,8 @@ pub enum LegState {
     Syncing,
     /// `D`: failed.
     Dead,
+    /// `-`: no device in this position (loaded as `- -`; measured on 6.1).
+    Missing,
 }
 
 /// What the array is doing.
@@ -115,6 +117,7 @@ impl RaidStatus {
                 'A' => Ok(LegState::InSync),
                 'a' => Ok(LegState::Syncing),
                 'D' => Ok(LegState::Dead),
+                '-' => Ok(LegState::Missing),
                 other => Err(bad(format!("health char {other:?}"))),
             })
             .collect::<Result<Vec<_>>>()?;
@@ -157,12 +160,12 @@ impl RaidStatus {
         }
     }
 
-    /// Positions of failed legs.
+    /// Positions of failed or missing legs: neither holds data.
     pub fn dead_legs(&self) -> Vec<usize> {
         self.legs
             .iter()
             .enumerate()
-            .filter(|(_, l)| **l == LegState::Dead)
+            .filter(|(_, l)| matches!(l, LegState::Dead | LegState::Missing))
             .map(|(i, _)| i)
             .collect()
     }
@@ -218,6 +221,15 @@ mod tests {
         assert!(!s.data_lost(2));
         let lost = RaidStatus::parse("raid5_ls 4 ADDA 0/516096 idle 0").unwrap();
         assert!(lost.data_lost(2));
+    }
+
+    #[test]
+    fn a_missing_position_is_a_dash() {
+        // What 6.1 prints for a leg loaded as `- -`.
+        let s = RaidStatus::parse("raid5_ls 4 A-AA 32768/32768 idle 0 0 -").unwrap();
+        assert_eq!(s.legs[1], LegState::Missing);
+        assert_eq!(s.dead_legs(), vec![1]);
+        assert_eq!(s.redundancy_left(2), 0);
     }
 
     #[test]

@@ -365,6 +365,7 @@ fn sync_translation_matches_the_kernel() {
                         LegState::InSync => 'A',
                         LegState::Syncing => 'a',
                         LegState::Dead => 'D',
+                        LegState::Missing => '-',
                     })
                     .collect();
                 (h, st.action.map(|a| a.name()).unwrap_or("-").to_string())

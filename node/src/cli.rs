@@ -71,6 +71,17 @@ pub enum EngineOp {
         /// Volume id.
         id: String,
     },
+    /// Replace a failed or missing leg on a spare disk and start its rebuild.
+    Rebuild {
+        /// Volume id.
+        id: String,
+        /// The leg (default: the first failed one).
+        #[arg(long)]
+        leg: Option<u32>,
+        /// The disk to rebuild onto (default: the one with most room not used by the volume).
+        #[arg(long)]
+        disk: Option<std::path::PathBuf>,
+    },
     /// Re-create every array from the disk labels (start-up).
     Activate,
     /// Stop every unused array and mark it cleanly shut down.

@@ -446,7 +446,8 @@ impl FakeDm {
         Self::default()
     }
 
-    /// Make `status` report `params` (the words after `raid`) for device `name`.
+    /// Make `status` report `params` (the words after `raid`) for device
+    /// `name`, until its next table swap.
     pub fn set_status(&self, name: &str, params: &str) {
         self.lock()
             .statuses
@@ -585,6 +586,10 @@ impl DeviceMapper for FakeDm {
 
     fn resume(&self, name: &str) -> Result<DmInfo, DmError> {
         let mut st = self.record("resume", name)?;
+        // A new table gets a fresh status: what a test set described the old one.
+        if st.devices.get(name).is_some_and(|d| d.inactive.is_some()) {
+            st.statuses.remove(name);
+        }
         let dev = st
             .devices
             .get_mut(name)

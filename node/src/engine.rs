@@ -619,6 +619,215 @@ impl Engine {
         self.volume(id)
     }
 
+    /// Replace a failed or missing leg: a new meta/data pair on a disk no
+    /// other leg uses (or on `disk`), `rebuild <leg>` loaded live, and as
+    /// soon as the kernel has taken the new leg the same table again without
+    /// `rebuild`, so a later activation does not rebuild twice (DESIGN
+    /// "Replacing a leg"). The old extents are kept as Retiring until the
+    /// array is in sync ([`Engine::reap_retired`]).
+    pub fn replace_leg(
+        &self,
+        id: &str,
+        leg: Option<u32>,
+        disk: Option<PathBuf>,
+    ) -> Result<VolumeInfo, Error> {
+        let _guard = self.lock_volume(id)?;
+        let (record, legs) = self
+            .find(id)
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let vs = Self::spec_of(&record)?;
+        let name = array_name(id);
+        if !self.dm.info(&name)?.is_some_and(|i| i.live_table) {
+            return Err(Error::Precondition(format!(
+                "volume {id} is not active; activate it first"
+            )));
+        }
+        let line = self
+            .dm
+            .status(&name)?
+            .first()
+            .map(|t| t.params.clone())
+            .unwrap_or_default();
+        let status = RaidStatus::parse(&line)?;
+        let failed: Vec<u32> = (0..vs.spec.legs)
+            .filter(|l| !legs.contains_key(l) || status.dead_legs().contains(&(*l as usize)))
+            .collect();
+        let leg = match leg {
+            Some(l) if l >= vs.spec.legs => {
+                return Err(Error::Precondition(format!(
+                    "volume {id} has legs 0..{}; there is no leg {l}",
+                    vs.spec.legs - 1
+                )))
+            }
+            Some(l) if !failed.contains(&l) => {
+                return Err(Error::Precondition(format!(
+                    "leg {l} of {id} is healthy; nothing to rebuild"
+                )))
+            }
+            Some(l) => l,
+            None => *failed
+                .first()
+                .ok_or_else(|| Error::Precondition(format!("volume {id} has no failed leg")))?,
+        };
+        if vs.spec.raid_type.is_parity()
+            && status.action == Some(dmraid_api::status::SyncAction::Resync)
+            && status.synced < status.total
+        {
+            return Err(Error::Precondition(format!(
+                "volume {id} is still resyncing ({:.0}%): parity is not complete, a rebuild now could rebuild garbage; wait for the resync",
+                status.ratio() * 100.0
+            )));
+        }
+        let mut avoid = Vec::new();
+        for (disk_info, _, _) in legs.values() {
+            avoid.push(self.uuid_of(&disk_info.path)?);
+        }
+        let mut spaces = self.spaces();
+        if let Some(want) = &disk {
+            let uuid = self.uuid_of(want)?;
+            spaces.retain(|s| s.id == uuid);
+        }
+        let placement =
+            allocator::place(&spaces, 1, leg, META_EXTENT, Sectors(vs.leg_data), &avoid)?.remove(0);
+        self.edit_labels(|label| {
+            for e in label
+                .extents
+                .iter_mut()
+                .filter(|e| e.volume == id && e.leg == leg && e.state == ExtentState::Active)
+            {
+                e.state = ExtentState::Retiring;
+            }
+            if label.disk_uuid == placement.disk {
+                label.extents.push(Extent {
+                    volume: id.into(),
+                    leg,
+                    role: Role::Meta,
+                    start: placement.meta_start,
+                    len: META_EXTENT.0,
+                    state: ExtentState::Active,
+                });
+                label.extents.push(Extent {
+                    volume: id.into(),
+                    leg,
+                    role: Role::Data,
+                    start: placement.data_start,
+                    len: vs.leg_data,
+                    state: ExtentState::Active,
+                });
+                label
+                    .volumes
+                    .entry(id.to_string())
+                    .or_insert_with(|| record.clone());
+            }
+        })?;
+        let path = self.path_of(&placement.disk)?;
+        {
+            let mut dev = self.disks.open(&path).map_err(Self::io_err(&path))?;
+            dev.seek(SeekFrom::Start(placement.meta_start * 512))
+                .map_err(Self::io_err(&path))?;
+            dev.write_all(&vec![0u8; META_WIPE])
+                .map_err(Self::io_err(&path))?;
+            dev.sync_data().map_err(Self::io_err(&path))?;
+        }
+        let table_for = |rebuild: &[u32]| -> Result<RaidTable, Error> {
+            let (_, legs) = self
+                .find(id)
+                .ok_or_else(|| Error::NotFound(id.to_string()))?;
+            let mut devs = Vec::new();
+            for l in 0..vs.spec.legs {
+                devs.push(match legs.get(&l) {
+                    Some((d, meta, data)) => {
+                        let m = dm::activate(
+                            self.dm.as_ref(),
+                            &leg_name(id, l, Role::Meta),
+                            None,
+                            &[Target::new(
+                                0,
+                                META_EXTENT.0,
+                                "linear",
+                                format!("{} {meta}", d.devno),
+                            )],
+                        )?;
+                        let dd = dm::activate(
+                            self.dm.as_ref(),
+                            &leg_name(id, l, Role::Data),
+                            None,
+                            &[Target::new(
+                                0,
+                                vs.leg_data,
+                                "linear",
+                                format!("{} {data}", d.devno),
+                            )],
+                        )?;
+                        Some(LegDevs {
+                            meta: m.devno(),
+                            data: dd.devno(),
+                        })
+                    }
+                    None => None,
+                });
+            }
+            Ok(RaidTable::build(
+                &vs.spec,
+                Sectors(vs.leg_data),
+                devs,
+                false,
+                rebuild,
+            )?)
+        };
+        let rebuilding = table_for(&[leg])?;
+        dm::reload(
+            self.dm.as_ref(),
+            &name,
+            &[Target::new(
+                0,
+                rebuilding.length.0,
+                "raid",
+                rebuilding.params(),
+            )],
+        )?;
+        // Read twice: the first status after a load can be stale (VM-NOTES).
+        let _ = self.dm.status(&name)?;
+        let taken = self
+            .dm
+            .status(&name)?
+            .first()
+            .and_then(|t| RaidStatus::parse(&t.params).ok());
+        if taken
+            .as_ref()
+            .is_some_and(|s| s.dead_legs().contains(&(leg as usize)))
+        {
+            return Err(Error::Precondition(format!(
+                "the kernel did not take the new leg {leg} of {id} (still D); see dmesg"
+            )));
+        }
+        let steady = table_for(&[])?;
+        dm::reload(
+            self.dm.as_ref(),
+            &name,
+            &[Target::new(0, steady.length.0, "raid", steady.params())],
+        )?;
+        self.volume(id)
+    }
+
+    /// Free the extents of replaced legs once the array is back in sync.
+    /// Returns how many extents were freed.
+    pub fn reap_retired(&self, id: &str) -> Result<usize, Error> {
+        let v = self.volume(id)?;
+        if !v.status.as_ref().is_some_and(|s| s.healthy()) {
+            return Ok(0);
+        }
+        let mut freed = 0;
+        self.edit_labels(|label| {
+            let before = label.extents.len();
+            label
+                .extents
+                .retain(|e| !(e.volume == id && e.state == ExtentState::Retiring));
+            freed += before - label.extents.len();
+        })?;
+        Ok(freed)
+    }
+
     fn uuid_of(&self, path: &std::path::Path) -> Result<String, Error> {
         lock(&self.claimed)
             .iter()
@@ -701,6 +910,7 @@ impl Engine {
                 })?;
                 self.activate_volume(&id, false)
             })();
+            let result = result.and_then(|_| self.reap_retired(&id).map(|_| ()));
             if let Err(e) = result {
                 failures.push((id, e));
             }

@@ -44,6 +44,13 @@ pub fn run(args: EngineArgs) -> Result<(), String> {
             json(serde_json::to_value(v).map_err(|e| e.to_string())?);
         }
         EngineOp::Delete { id } => engine.delete_volume(&id).map_err(|e| e.to_string())?,
+        EngineOp::Rebuild { id, leg, disk } => {
+            engine.activate_all();
+            let v = engine
+                .replace_leg(&id, leg, disk)
+                .map_err(|e| e.to_string())?;
+            json(serde_json::to_value(v).map_err(|e| e.to_string())?);
+        }
         EngineOp::Activate => {
             let failures = engine.activate_all();
             let mut out = Vec::new();

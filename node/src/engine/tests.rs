@@ -329,3 +329,45 @@ fn device_names_of_one_volume_never_catch_another() {
         "{left:?}"
     );
 }
+
+#[test]
+fn a_failed_leg_is_replaced_on_a_spare_and_old_extents_freed_when_in_sync() {
+    let (dm, _disks, e) = setup(4, 64 * MIB);
+    let s = params(&[("raidType", "raid5_ls")]);
+    let v = e.create_volume("r", &s, 8 * MIB as u64).unwrap();
+    // Healthy: nothing to rebuild.
+    assert!(matches!(
+        e.replace_leg("r", Some(1), None),
+        Err(Error::Precondition(_))
+    ));
+    // Still resyncing a parity array: refused.
+    dm.set_status("dmraid-r", "raid5_ls 3 aDa 10/8192 resync 0");
+    assert!(e
+        .replace_leg("r", Some(1), None)
+        .unwrap_err()
+        .to_string()
+        .contains("still resyncing"));
+    dm.set_status("dmraid-r", "raid5_ls 3 ADA 8192/8192 idle 0");
+    let old_disk = v.legs[1].disk.clone().unwrap();
+    let after = e.replace_leg("r", None, None).unwrap();
+    let new_disk = after.legs[1].disk.clone().unwrap();
+    assert_ne!(new_disk, old_disk);
+    assert!(
+        !v.legs.iter().any(|l| l.disk.as_ref() == Some(&new_disk)),
+        "the spare, not another leg's disk"
+    );
+    // The kernel saw `rebuild 1`, then the same table without it.
+    let loads: Vec<String> = dm
+        .log()
+        .into_iter()
+        .filter(|l| l == "load dmraid-r")
+        .collect();
+    assert!(loads.len() >= 3);
+    let live = RaidTable::parse(&dm.table("dmraid-r").unwrap()[0].line()).unwrap();
+    assert!(live.rebuild.is_empty());
+    // Old extents stay until the array is in sync, then are freed.
+    dm.set_status("dmraid-r", "raid5_ls 3 AaA 100/8192 recover 0");
+    assert_eq!(e.reap_retired("r").unwrap(), 0);
+    dm.set_status("dmraid-r", "raid5_ls 3 AAA 8192/8192 idle 0");
+    assert_eq!(e.reap_retired("r").unwrap(), 2);
+}
