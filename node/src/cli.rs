@@ -120,6 +120,13 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Rebuild onto a spare or newly added disk by itself when a leg is lost
+    /// (`--auto-rebuild false` leaves it to `dmraid-csi engine rebuild`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_rebuild: bool,
+    /// Seconds between health rounds when no device-mapper event comes.
+    #[arg(long, default_value_t = 10)]
+    pub monitor_interval: u64,
     /// Staging and target paths must lie under this directory
     /// (default: /var/lib/kubelet for `node`, / for `standalone`).
     #[arg(long)]

@@ -296,6 +296,11 @@ impl Engine {
             .collect()
     }
 
+    /// Block until a device-mapper event or `timeout`; true when woken by an event.
+    pub fn wait_for_event(&self, timeout: std::time::Duration) -> Result<bool, Error> {
+        Ok(self.dm.wait_for_event(timeout)?)
+    }
+
     /// Free gaps per claimed, present disk, for capacity answers.
     pub fn free_gaps(&self) -> Vec<Vec<Sectors>> {
         self.spaces()

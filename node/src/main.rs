@@ -68,12 +68,25 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
             args.state_dir.clone(),
         )));
     }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let monitor = engine.clone().map(|engine| {
+        let cfg = dmraid_node::monitor::MonitorConfig {
+            auto_rebuild: args.auto_rebuild,
+            interval: std::time::Duration::from_secs(args.monitor_interval.max(1)),
+        };
+        let stop = stop.clone();
+        std::thread::spawn(move || dmraid_node::monitor::run(engine, cfg, stop))
+    });
     // Ready once the arrays are back from the labels; never without device-mapper.
     readiness.set(engine.is_some());
     tracing::info!(endpoint = %path.display(), node = %node_id, standalone, ready = engine.is_some(), "serving CSI");
     socket::serve(router, listener, &path, socket::shutdown_signal())
         .await
         .map_err(|e| e.to_string())?;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(m) = monitor {
+        let _ = tokio::task::spawn_blocking(move || m.join()).await;
+    }
     if let Some(engine) = engine {
         let left = tokio::task::spawn_blocking(move || engine.deactivate_all())
             .await
