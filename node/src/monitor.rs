@@ -111,7 +111,10 @@ mod tests {
         engine.claim_disks().unwrap();
         let p: BTreeMap<String, String> = [("raidType".to_string(), "raid5_ls".to_string())].into();
         let spec = dmraid_api::RaidSpec::from_parameters(&p).unwrap();
-        engine.create_volume("v", &spec, 8 << 20).unwrap();
+        let old = engine.create_volume("v", &spec, 8 << 20).unwrap().legs[1]
+            .disk
+            .clone()
+            .unwrap();
         let cfg = MonitorConfig {
             auto_rebuild: true,
             interval: Duration::from_millis(1),
@@ -138,10 +141,14 @@ mod tests {
         let free: u64 = engine
             .disks()
             .iter()
-            .filter(|d| d.0 == std::path::Path::new("/dev/vdc"))
+            .filter(|d| d.0 == old)
             .map(|d| d.2)
             .sum();
-        assert!(free > 60 << 20, "old leg freed on /dev/vdc: {free}");
+        assert!(
+            free > 60 << 20,
+            "old leg freed on {}: {free}",
+            old.display()
+        );
     }
 
     #[test]
