@@ -84,3 +84,116 @@ fn a_removed_disk_is_reported_and_the_leg_rebuilt_onto_the_spare_by_itself() {
         seen.as_secs_f64()
     );
 }
+
+fn start_driver(vm: &mut Vm) -> u32 {
+    let pid = vm
+        .spawn("exec dmraid-csi standalone --endpoint /run/csi.sock --disks '/dev/vd*' --node-id vm --monitor-interval 1 2>>/tmp/driver.log")
+        .unwrap();
+    vm.wait_until(
+        "dmraid-csi identity --endpoint /run/csi.sock | grep -q 'ready: *true'",
+        Instant::now() + Duration::from_secs(60),
+    )
+    .unwrap();
+    pid
+}
+
+fn leg_disk(vm: &mut Vm, skip: &[usize]) -> usize {
+    let show = vm
+        .run_ok("dmraid-csi engine --disks '/dev/vd*' --node-id vm show v")
+        .unwrap();
+    (0..vm.disk_count())
+        .filter(|i| !skip.contains(i))
+        .find(|i| {
+            vm.disk_dev(*i)
+                .map(|d| show.contains(&format!("\"{d}\"")))
+                .unwrap_or(false)
+        })
+        .expect("a disk holding a leg")
+}
+
+#[test]
+fn raid6_heals_two_losses_one_on_a_spare_one_on_a_disk_added_later_and_a_killed_driver_does_not_rebuild_twice(
+) {
+    let mut vm = Vm::builder()
+        .disks(&[64 * MIB; 5])
+        .with_driver()
+        .unwrap()
+        .boot()
+        .unwrap();
+    let pid = start_driver(&mut vm);
+    // 4 legs + 1 spare; recovery throttled so the driver can be killed mid-rebuild.
+    vm.run_ok(&format!("{CSI} create v --param raidType=raid6_zr --param legs=4 --param maxRecoveryRate=4Mi --size 32Mi")).unwrap();
+    vm.run_ok("dmraid-csi volumes --endpoint /run/csi.sock --wait")
+        .unwrap();
+    let want = vm
+        .run_ok("dd if=/dev/urandom of=/tmp/p bs=1M count=8 2>/dev/null && dd if=/tmp/p of=/dev/mapper/dmraid-v bs=1M oflag=direct 2>/dev/null && md5sum < /tmp/p")
+        .unwrap();
+
+    // First loss: rebuilt onto the spare; kill the driver while it recovers.
+    let first = leg_disk(&mut vm, &[]);
+    vm.hot_remove_disk(first).unwrap();
+    vm.run_ok("dd if=/dev/urandom of=/dev/mapper/dmraid-v bs=64k seek=200 count=4 oflag=direct 2>/dev/null").unwrap();
+    vm.wait_until(
+        "dmsetup status dmraid-v | grep -q recover",
+        Instant::now() + Duration::from_secs(30),
+    )
+    .unwrap();
+    let progress = |vm: &mut Vm| -> u64 {
+        let st = vm.run_ok("dmsetup status dmraid-v").unwrap();
+        st.split_whitespace()
+            .nth(6)
+            .and_then(|r| r.split('/').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let count = "dmesg | grep -c 'recovery of RAID array' || true";
+    let before_kill = vm.run_ok(count).unwrap();
+    let at_kill = progress(&mut vm);
+    vm.run_ok(&format!("kill -9 {pid}")).unwrap();
+    start_driver(&mut vm);
+    let after_restart = progress(&mut vm);
+    vm.wait_until(
+        "dmsetup status dmraid-v | grep -q ' AAAA .* idle'",
+        Instant::now() + Duration::from_secs(180),
+    )
+    .unwrap();
+    assert_eq!(
+        vm.run_ok(count).unwrap(),
+        before_kill,
+        "the restarted driver must not start a second rebuild"
+    );
+    assert!(
+        after_restart >= at_kill,
+        "recovery went back after the restart: {at_kill} -> {after_restart}"
+    );
+
+    // Second loss with no spare left: reported, then healed by a disk added later.
+    let second = leg_disk(&mut vm, &[first]);
+    vm.hot_remove_disk(second).unwrap();
+    vm.run_ok("dd if=/dev/urandom of=/dev/mapper/dmraid-v bs=64k seek=300 count=4 oflag=direct 2>/dev/null").unwrap();
+    vm.wait_until(
+        "grep -q 'cannot rebuild yet' /tmp/driver.log",
+        Instant::now() + Duration::from_secs(30),
+    )
+    .unwrap();
+    let volumes = vm
+        .run_ok("dmraid-csi volumes --endpoint /run/csi.sock")
+        .unwrap();
+    assert!(volumes.contains("ABNORMAL"), "{volumes}");
+    vm.hot_add_disk(64 * MIB).unwrap();
+    vm.wait_until(
+        "dmsetup status dmraid-v | grep -q ' AAAA .* idle'",
+        Instant::now() + Duration::from_secs(180),
+    )
+    .unwrap();
+    assert_eq!(
+        vm.run_ok("dd if=/dev/mapper/dmraid-v bs=1M count=8 iflag=direct 2>/dev/null | md5sum")
+            .unwrap(),
+        want
+    );
+    vm.run_ok("dmsetup message dmraid-v 0 check").unwrap();
+    vm.wait_until(
+        "dmsetup status dmraid-v | grep -q ' idle 0 '",
+        Instant::now() + Duration::from_secs(120),
+    )
+    .unwrap();
+}
