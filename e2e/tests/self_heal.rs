@@ -16,7 +16,8 @@ fn a_removed_disk_is_reported_and_the_leg_rebuilt_onto_the_spare_by_itself() {
         .unwrap()
         .boot()
         .unwrap();
-    vm.spawn("exec dmraid-csi standalone --endpoint /run/csi.sock --disks '/dev/vd*' --node-id vm --monitor-interval 1 2>/tmp/driver.log")
+    vm.run_ok("ifconfig lo 127.0.0.1 up").unwrap();
+    vm.spawn("exec dmraid-csi standalone --endpoint /run/csi.sock --disks '/dev/vd*' --node-id vm --monitor-interval 1 --metrics-addr 127.0.0.1:9808 2>/tmp/driver.log")
         .unwrap();
     vm.wait_until(
         "dmraid-csi identity --endpoint /run/csi.sock | grep -q 'ready: *true'",
@@ -79,6 +80,19 @@ fn a_removed_disk_is_reported_and_the_leg_rebuilt_onto_the_spare_by_itself() {
         .run_ok("dmraid-csi volumes --endpoint /run/csi.sock")
         .unwrap();
     assert!(volumes.contains("healthy"), "{volumes}");
+    // The monitor's metrics saw the rebuild.
+    vm.wait_until(
+        "wget -qO- http://127.0.0.1:9808/metrics | grep -q 'dmraid_rebuild_bytes_total{volume=\"v\"} [1-9]'",
+        Instant::now() + Duration::from_secs(20),
+    )
+    .unwrap();
+    let text = vm
+        .run_ok("wget -qO- http://127.0.0.1:9808/metrics")
+        .unwrap();
+    assert!(
+        text.contains("dmraid_volume_legs{volume=\"v\",state=\"in_sync\"} 4"),
+        "{text}"
+    );
     println!(
         "failure visible after {:.1} s (includes the hot-remove itself)",
         seen.as_secs_f64()

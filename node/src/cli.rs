@@ -124,6 +124,9 @@ pub struct ServeArgs {
     /// (`--auto-rebuild false` leaves it to `dmraid-csi engine rebuild`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_rebuild: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9808); off when unset.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
     /// Seconds between health rounds when no device-mapper event comes.
     #[arg(long, default_value_t = 10)]
     pub monitor_interval: u64,

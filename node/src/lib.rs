@@ -16,6 +16,7 @@ pub mod engine_cli;
 pub mod error;
 pub mod health;
 pub mod labels;
+pub mod metrics;
 pub mod monitor;
 pub mod mount;
 pub mod signature;

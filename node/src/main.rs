@@ -69,13 +69,24 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
         )));
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let metrics = match &args.metrics_addr {
+        Some(addr) => {
+            let m = Arc::new(dmraid_node::metrics::Metrics::new());
+            dmraid_node::metrics::serve(addr, m.clone())
+                .map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
+            tracing::info!(addr = %addr, "serving metrics at /metrics");
+            Some(m)
+        }
+        None => None,
+    };
     let monitor = engine.clone().map(|engine| {
         let cfg = dmraid_node::monitor::MonitorConfig {
             auto_rebuild: args.auto_rebuild,
             interval: std::time::Duration::from_secs(args.monitor_interval.max(1)),
         };
         let stop = stop.clone();
-        std::thread::spawn(move || dmraid_node::monitor::run(engine, cfg, stop))
+        let metrics = metrics.clone();
+        std::thread::spawn(move || dmraid_node::monitor::run(engine, cfg, stop, metrics))
     });
     // Ready once the arrays are back from the labels; never without device-mapper.
     readiness.set(engine.is_some());

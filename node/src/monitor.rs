@@ -22,7 +22,12 @@ pub struct MonitorConfig {
 }
 
 /// One round: returns the conditions seen, by volume.
-pub fn round(engine: &Engine, cfg: &MonitorConfig, last: &mut BTreeMap<String, String>) {
+pub fn round(
+    engine: &Engine,
+    cfg: &MonitorConfig,
+    last: &mut BTreeMap<String, String>,
+    metrics: Option<&crate::metrics::Metrics>,
+) {
     if let Ok(problems) = engine.claim_disks() {
         for p in problems {
             let key = format!("claim:{p}");
@@ -33,6 +38,9 @@ pub fn round(engine: &Engine, cfg: &MonitorConfig, last: &mut BTreeMap<String, S
     }
     for id in engine.volume_ids() {
         let Ok(v) = engine.volume(&id) else { continue };
+        if let Some(m) = metrics {
+            m.observe(&v);
+        }
         let (abnormal, message) = health::condition(&v);
         if last.get(&id) != Some(&message) {
             if abnormal {
@@ -74,10 +82,15 @@ pub fn round(engine: &Engine, cfg: &MonitorConfig, last: &mut BTreeMap<String, S
 
 /// Run rounds until `stop` is set: on every device-mapper event, and at
 /// least every `cfg.interval`.
-pub fn run(engine: Arc<Engine>, cfg: MonitorConfig, stop: Arc<AtomicBool>) {
+pub fn run(
+    engine: Arc<Engine>,
+    cfg: MonitorConfig,
+    stop: Arc<AtomicBool>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+) {
     let mut last = BTreeMap::new();
     while !stop.load(Ordering::SeqCst) {
-        round(&engine, &cfg, &mut last);
+        round(&engine, &cfg, &mut last, metrics.as_deref());
         if let Err(e) = engine.wait_for_event(cfg.interval) {
             tracing::warn!(error = %e, "waiting for device-mapper events failed; polling");
             std::thread::sleep(cfg.interval);
@@ -121,7 +134,7 @@ mod tests {
         };
         let mut last = BTreeMap::new();
         dm.set_status("dmraid-v", "raid5_ls 3 ADA 8192/8192 idle 0");
-        round(&engine, &cfg, &mut last);
+        round(&engine, &cfg, &mut last, None);
         assert!(last["v"].contains("failed"), "{last:?}");
         assert!(
             last["rebuild:v"].contains("no room"),
@@ -129,7 +142,7 @@ mod tests {
         );
         // The operator adds a disk: the next round claims it and rebuilds onto it.
         disks.add("/dev/vde", 64 << 20);
-        round(&engine, &cfg, &mut last);
+        round(&engine, &cfg, &mut last, None);
         let v = engine.volume("v").unwrap();
         assert_eq!(
             v.legs[1].disk.as_deref(),
@@ -137,7 +150,7 @@ mod tests {
         );
         assert!(dm.table("dmraid-v").unwrap()[0].params.contains("3 "));
         // In sync (the fake reports healthy after the swap): the old extents are freed.
-        round(&engine, &cfg, &mut last);
+        round(&engine, &cfg, &mut last, None);
         let free: u64 = engine
             .disks()
             .iter()
@@ -186,6 +199,7 @@ mod tests {
                 interval: Duration::from_millis(1),
             },
             &mut last,
+            None,
         );
         assert_eq!(engine.volume("v").unwrap().legs, before);
         assert!(last["v"].contains("failed"));
