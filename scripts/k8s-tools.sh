@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Builds the Kubernetes tools the tests run for real: kube-apiserver and etcd
+# (the API server the cluster-side tests talk to), csi-sanity (the CSI
+# conformance suite) and helm. Everything comes from the Go module proxy at
+# pinned versions and lands in $DMRAID_CACHE/bin; a tool already built at the
+# pinned version is kept, so a warm cache passes through in a second.
+#
+#   scripts/k8s-tools.sh            build what is missing
+#   scripts/k8s-tools.sh --print    print the bin dir (for scripts and tests)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$here/env.sh"
+
+KUBERNETES_VERSION=v1.36.3 # kube-apiserver (k8s.io/kubernetes)
+STAGING_VERSION=v0.36.3    # the k8s.io/* staging modules of that release
+ETCD_VERSION=v3.6.7
+CSI_TEST_VERSION=v5.4.0
+HELM_VERSION=v3.21.4
+
+bin="$DMRAID_CACHE/bin"
+if [ "${1:-}" = "--print" ]; then
+  echo "$bin"
+  exit 0
+fi
+mkdir -p "$bin"
+build="$DMRAID_CACHE/go-build"
+mkdir -p "$build"
+export GOFLAGS="-trimpath -mod=mod"
+export CGO_ENABLED=0
+
+# up_to_date NAME VERSION: the binary exists and was built at VERSION.
+up_to_date() { [ -x "$bin/$1" ] && [ "$(cat "$bin/$1.version" 2>/dev/null)" = "$2" ]; }
+stamp() { echo "$2" >"$bin/$1.version"; echo "k8s-tools: $1 $2 ready"; }
+
+# kube-apiserver: k8s.io/kubernetes replaces its staging modules with
+# ./staging paths, which `go install pkg@version` refuses. A throwaway module
+# requires it and points every staging module at its published version.
+if ! up_to_date kube-apiserver "$KUBERNETES_VERSION"; then
+  echo "k8s-tools: building kube-apiserver $KUBERNETES_VERSION (several minutes on a cold cache)"
+  dir="$build/kubernetes-$KUBERNETES_VERSION"
+  mkdir -p "$dir"
+  mod="$(curl -fsSL "${GOPROXY_URL:-https://proxy.golang.org}/k8s.io/kubernetes/@v/$KUBERNETES_VERSION.mod")"
+  {
+    echo "module dmraid-csi.local/k8s-tools"
+    echo
+    echo "go $(awk '/^go /{print $2; exit}' <<<"$mod")"
+    echo
+    echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
+    echo
+    echo "replace ("
+    sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\t\1 => \1 '"$STAGING_VERSION"'#p' <<<"$mod"
+    echo ")"
+  } >"$dir/go.mod"
+  cat >"$dir/tools.go" <<'EOF'
+//go:build tools
+
+package tools
+
+import _ "k8s.io/kubernetes/cmd/kube-apiserver"
+EOF
+  (cd "$dir" && go mod tidy >/dev/null 2>&1 || true
+   cd "$dir" && go build -o "$bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+  stamp kube-apiserver "$KUBERNETES_VERSION"
+fi
+
+if ! up_to_date etcd "$ETCD_VERSION"; then
+  echo "k8s-tools: building etcd $ETCD_VERSION"
+  GOBIN="$bin" go install "go.etcd.io/etcd/server/v3@$ETCD_VERSION" 2>/dev/null \
+    && mv -f "$bin/v3" "$bin/etcd" 2>/dev/null || {
+    # server/v3 carries replace directives in some releases; build it from a module that requires it.
+    dir="$build/etcd-$ETCD_VERSION"
+    mkdir -p "$dir"
+    cat >"$dir/go.mod" <<EOF
+module dmraid-csi.local/etcd
+
+go 1.24
+
+require go.etcd.io/etcd/server/v3 $ETCD_VERSION
+EOF
+    cat >"$dir/tools.go" <<'EOF'
+//go:build tools
+
+package tools
+
+import _ "go.etcd.io/etcd/server/v3"
+EOF
+    (cd "$dir" && go mod tidy >/dev/null && go build -o "$bin/etcd" go.etcd.io/etcd/server/v3)
+  }
+  stamp etcd "$ETCD_VERSION"
+fi
+
+if ! up_to_date csi-sanity "$CSI_TEST_VERSION"; then
+  echo "k8s-tools: building csi-sanity $CSI_TEST_VERSION"
+  GOBIN="$bin" go install "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$CSI_TEST_VERSION"
+  stamp csi-sanity "$CSI_TEST_VERSION"
+fi
+
+if ! up_to_date helm "$HELM_VERSION"; then
+  echo "k8s-tools: building helm $HELM_VERSION"
+  GOBIN="$bin" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  stamp helm "$HELM_VERSION"
+fi
+echo "k8s-tools: ok ($bin)"
