@@ -11,7 +11,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/env.sh"
 
-KUBERNETES_VERSION=v1.36.3 # kube-apiserver (k8s.io/kubernetes)
+KUBERNETES_VERSION=v1.36.3 # kube-apiserver (k8s.io/kubernetes), built with its version stamped
 STAGING_VERSION=v0.36.3    # the k8s.io/* staging modules of that release
 ETCD_VERSION=v3.6.7
 CSI_TEST_VERSION=v5.4.0
@@ -59,7 +59,9 @@ package tools
 import _ "k8s.io/kubernetes/cmd/kube-apiserver"
 EOF
   (cd "$dir" && go mod tidy >/dev/null 2>&1 || true
-   cd "$dir" && go build -o "$bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+   cd "$dir" && go build -o "$bin/kube-apiserver" \
+     -ldflags "-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(cut -d. -f2 <<<"$KUBERNETES_VERSION") -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION" \
+     k8s.io/kubernetes/cmd/kube-apiserver)
   stamp kube-apiserver "$KUBERNETES_VERSION"
 fi
 

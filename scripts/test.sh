@@ -10,6 +10,8 @@ step() { printf '\n=== %s ===\n' "$*"; }
 
 step "install"
 bash scripts/install.sh
+step "Go-built test tools (kube-apiserver, etcd, csi-sanity, helm)"
+bash scripts/k8s-tools.sh
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy"

@@ -5,6 +5,7 @@
 //! exhaustively.
 
 pub mod capacity;
+pub mod crd;
 pub mod error;
 pub mod params;
 pub mod quantity;

@@ -1,15 +1,14 @@
-//! `dmraid-csi-controller`: the cluster-side CSI Controller service. It
-//! serves Identity now; the Controller calls answer UNIMPLEMENTED until the
-//! Kubernetes side (RaidVolume objects, reconcilers) lands.
+//! `dmraid-csi-controller`: the CSI Identity and Controller services for a
+//! Kubernetes cluster, backed by `RaidVolume`/`RaidNode` objects.
 
 use clap::Parser;
-use dmraid_proto::csi::controller_server::{Controller, ControllerServer};
+use dmraid_controller::csi::ClusterController;
+use dmraid_proto::csi::controller_server::ControllerServer;
 use dmraid_proto::csi::identity_server::IdentityServer;
-use dmraid_proto::csi::*;
 use dmraid_proto::identity::{IdentityService, Readiness};
 use dmraid_proto::socket;
 use std::process::ExitCode;
-use tonic::{Request, Response, Status};
+use std::time::Duration;
 
 /// dmraid-csi-controller: the CSI Controller service for a Kubernetes cluster.
 #[derive(Debug, Parser)]
@@ -18,127 +17,38 @@ struct Args {
     /// CSI endpoint: unix:///path/to/csi.sock or a plain path.
     #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///csi/csi.sock")]
     endpoint: String,
+    /// Kubeconfig file; without it the in-cluster service account (or $KUBECONFIG) is used.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// Seconds a call waits for the node to make, grow or tear down an array
+    /// before answering DEADLINE_EXCEEDED (the provisioner retries).
+    #[arg(long, default_value_t = 60)]
+    node_timeout: u64,
+    /// Log format.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
 }
 
-struct ClusterController;
-
-fn not_yet(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "{rpc} is not implemented yet in cluster mode: it lands with the Kubernetes side (issue 8)"
-    ))
-}
-
-#[tonic::async_trait]
-impl Controller for ClusterController {
-    async fn create_volume(
-        &self,
-        _r: Request<CreateVolumeRequest>,
-    ) -> Result<Response<CreateVolumeResponse>, Status> {
-        Err(not_yet("CreateVolume"))
-    }
-    async fn delete_volume(
-        &self,
-        _r: Request<DeleteVolumeRequest>,
-    ) -> Result<Response<DeleteVolumeResponse>, Status> {
-        Err(not_yet("DeleteVolume"))
-    }
-    async fn controller_publish_volume(
-        &self,
-        _r: Request<ControllerPublishVolumeRequest>,
-    ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
-        Err(Status::unimplemented(
-            "ControllerPublishVolume is not offered: volumes are node-local",
-        ))
-    }
-    async fn controller_unpublish_volume(
-        &self,
-        _r: Request<ControllerUnpublishVolumeRequest>,
-    ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
-        Err(Status::unimplemented(
-            "ControllerUnpublishVolume is not offered: volumes are node-local",
-        ))
-    }
-    async fn validate_volume_capabilities(
-        &self,
-        _r: Request<ValidateVolumeCapabilitiesRequest>,
-    ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
-        Err(not_yet("ValidateVolumeCapabilities"))
-    }
-    async fn list_volumes(
-        &self,
-        _r: Request<ListVolumesRequest>,
-    ) -> Result<Response<ListVolumesResponse>, Status> {
-        Err(not_yet("ListVolumes"))
-    }
-    async fn get_capacity(
-        &self,
-        _r: Request<GetCapacityRequest>,
-    ) -> Result<Response<GetCapacityResponse>, Status> {
-        Err(not_yet("GetCapacity"))
-    }
-    async fn controller_get_capabilities(
-        &self,
-        _r: Request<ControllerGetCapabilitiesRequest>,
-    ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
-        Ok(Response::new(ControllerGetCapabilitiesResponse {
-            capabilities: vec![],
-        }))
-    }
-    async fn create_snapshot(
-        &self,
-        _r: Request<CreateSnapshotRequest>,
-    ) -> Result<Response<CreateSnapshotResponse>, Status> {
-        Err(Status::unimplemented(
-            "snapshots are not offered by dmraid-csi",
-        ))
-    }
-    async fn delete_snapshot(
-        &self,
-        _r: Request<DeleteSnapshotRequest>,
-    ) -> Result<Response<DeleteSnapshotResponse>, Status> {
-        Err(Status::unimplemented(
-            "snapshots are not offered by dmraid-csi",
-        ))
-    }
-    async fn list_snapshots(
-        &self,
-        _r: Request<ListSnapshotsRequest>,
-    ) -> Result<Response<ListSnapshotsResponse>, Status> {
-        Err(Status::unimplemented(
-            "snapshots are not offered by dmraid-csi",
-        ))
-    }
-    async fn get_snapshot(
-        &self,
-        _r: Request<GetSnapshotRequest>,
-    ) -> Result<Response<GetSnapshotResponse>, Status> {
-        Err(Status::unimplemented(
-            "snapshots are not offered by dmraid-csi",
-        ))
-    }
-    async fn controller_expand_volume(
-        &self,
-        _r: Request<ControllerExpandVolumeRequest>,
-    ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
-        Err(not_yet("ControllerExpandVolume"))
-    }
-    async fn controller_get_volume(
-        &self,
-        _r: Request<ControllerGetVolumeRequest>,
-    ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
-        Err(not_yet("ControllerGetVolume"))
-    }
-    async fn controller_modify_volume(
-        &self,
-        _r: Request<ControllerModifyVolumeRequest>,
-    ) -> Result<Response<ControllerModifyVolumeResponse>, Status> {
-        Err(Status::unimplemented(
-            "ControllerModifyVolume is not offered by dmraid-csi",
-        ))
-    }
+async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, String> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            format!(
+                "no Kubernetes configuration (not in a pod, no $KUBECONFIG, no --kubeconfig): {e}"
+            )
+        })?,
+    };
+    kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    let client = client(args.kubeconfig.as_deref()).await?;
     let path = socket::socket_path(&args.endpoint).map_err(|e| e.to_string())?;
     let listener = socket::bind(&path).map_err(|e| e.to_string())?;
     let readiness = Readiness::new();
@@ -147,7 +57,10 @@ async fn run(args: Args) -> Result<(), String> {
             true,
             readiness.clone(),
         )))
-        .add_service(ControllerServer::new(ClusterController));
+        .add_service(ControllerServer::new(ClusterController::new(
+            client,
+            Duration::from_secs(args.node_timeout.max(1)),
+        )));
     readiness.set(true);
     tracing::info!(endpoint = %path.display(), "serving CSI controller");
     socket::serve(router, listener, &path, socket::shutdown_signal())
@@ -157,10 +70,18 @@ async fn run(args: Args) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Args::parse()).await {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dmraid-csi-controller: {e}");

@@ -1,7 +1,9 @@
 //! Test harness: real kernels in QEMU with real (virtual) disks and fault
 //! injection, for every test that touches device-mapper.
 
+pub mod apiserver;
 pub mod initramfs;
+pub mod kube_util;
 pub mod qmp;
 pub mod raid;
 pub mod vm;

@@ -9,6 +9,7 @@ pub mod csi {
 }
 
 pub mod identity;
+pub mod requests;
 pub mod socket;
 
 /// The driver name every CSI client sees.

@@ -1,0 +1,837 @@
+//! The CSI Controller service in a cluster. Volumes are `RaidVolume`
+//! objects: CreateVolume validates the StorageClass parameters, picks the
+//! node (the scheduler's choice under WaitForFirstConsumer) after checking
+//! its room in `RaidNode`, writes the object and waits for that node to
+//! report the array; DeleteVolume deletes the object and waits for the node
+//! to tear the array down (its finalizer); expansion raises the requested
+//! bytes and waits for the node. Capacity and health come from the objects.
+
+use crate::error::Error;
+use dmraid_api::capacity::{largest_volume, leg_for_size};
+use dmraid_api::crd::{
+    human_bytes, ClaimRef, Phase, RaidNode, RaidVolume, RaidVolumeSpec, VolumeMode, NODE_LABEL,
+};
+use dmraid_api::units::Bytes;
+use dmraid_api::RaidSpec;
+use dmraid_proto::csi::controller_server::Controller;
+use dmraid_proto::csi::*;
+use dmraid_proto::requests::{
+    check_capabilities, requested_size, snapshots_not_offered, wants_block,
+};
+use dmraid_proto::TOPOLOGY_KEY;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// Keys the provisioner adds with `--extra-create-metadata`.
+const PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
+const PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
+const PV_NAME: &str = "csi.storage.k8s.io/pv/name";
+
+/// The cluster Controller service.
+#[derive(Clone)]
+pub struct ClusterController {
+    volumes: Api<RaidVolume>,
+    nodes: Api<RaidNode>,
+    /// How long a call waits for the node to act.
+    timeout: Duration,
+    inflight: Arc<Mutex<BTreeSet<String>>>,
+}
+
+/// Held while a call on one volume runs.
+struct InFlight {
+    set: Arc<Mutex<BTreeSet<String>>>,
+    id: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// The object name (and CSI volume id) for a CreateVolume name: the name
+/// itself when it is a valid object name the node engine accepts (PV names
+/// such as `pvc-<uuid>` are), else a stable hash of it.
+pub fn volume_id(name: &str) -> String {
+    let usable = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
+    if usable {
+        return name.to_string();
+    }
+    // FNV-1a, 64 bit: stable across versions and machines.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("v-{h:016x}")
+}
+
+/// The StorageClass parameters, validated (the parser passes over the
+/// sidecars' own `csi.storage.k8s.io/*` keys, fstype aside).
+fn spec_from(params: &HashMap<String, String>) -> Result<RaidSpec, Error> {
+    let map: BTreeMap<String, String> =
+        params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    RaidSpec::from_parameters(&map).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// The nodes a request may land on, in the order to try them; empty means any.
+pub fn candidate_nodes(req: Option<&TopologyRequirement>) -> Vec<String> {
+    let Some(req) = req else { return vec![] };
+    let mut out: Vec<String> = Vec::new();
+    for t in req.preferred.iter().chain(req.requisite.iter()) {
+        if let Some(n) = t.segments.get(TOPOLOGY_KEY) {
+            if !out.contains(n) {
+                out.push(n.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Why an existing volume does not match a new request, if it does not.
+pub fn mismatch(
+    existing: &RaidVolumeSpec,
+    capacity: u64,
+    name: &str,
+    spec: &RaidSpec,
+    mode: VolumeMode,
+    size: u64,
+    limit: Option<u64>,
+) -> Option<String> {
+    if existing.csi_name != name {
+        return Some(format!(
+            "it was made for name {:?}, not {name:?}",
+            existing.csi_name
+        ));
+    }
+    if existing.raid != *spec {
+        return Some(format!(
+            "it is {} × {} with other parameters than this request's {} × {}",
+            existing.raid.raid_type, existing.raid.legs, spec.raid_type, spec.legs
+        ));
+    }
+    if existing.volume_mode != mode {
+        return Some(format!("it is a {:?} volume", existing.volume_mode));
+    }
+    let have = capacity.max(existing.requested_bytes);
+    if have < size {
+        return Some(format!(
+            "it holds {have} bytes, less than the {size} asked for"
+        ));
+    }
+    if let Some(l) = limit {
+        if capacity > l {
+            return Some(format!("it holds {capacity} bytes, above limit_bytes {l}"));
+        }
+    }
+    None
+}
+
+impl ClusterController {
+    /// Serve from the API server `client` talks to; calls wait up to `timeout` for a node.
+    pub fn new(client: Client, timeout: Duration) -> Self {
+        ClusterController {
+            volumes: Api::all(client.clone()),
+            nodes: Api::all(client),
+            timeout,
+            inflight: Arc::default(),
+        }
+    }
+
+    fn begin(&self, id: &str) -> Result<InFlight, Error> {
+        let mut set = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if !set.insert(id.to_string()) {
+            return Err(Error::InFlight(id.to_string()));
+        }
+        Ok(InFlight {
+            set: self.inflight.clone(),
+            id: id.to_string(),
+        })
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<RaidVolume>, Error> {
+        self.volumes
+            .get_opt(id)
+            .await
+            .map_err(|e| Error::kube(&format!("reading RaidVolume {id}"), e))
+    }
+
+    /// The node to put a new volume on: the first candidate with room,
+    /// or (no topology given) the node with the most room.
+    async fn pick_node(
+        &self,
+        spec: &RaidSpec,
+        size: u64,
+        candidates: &[String],
+    ) -> Result<String, Error> {
+        let all = self
+            .nodes
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| Error::kube("listing RaidNodes", e))?;
+        let room = |n: &RaidNode| {
+            n.status
+                .as_ref()
+                .map(|s| largest_volume(spec, &s.free_extents()).0)
+                .unwrap_or(0)
+        };
+        let want = format!(
+            "{} × {} of {}",
+            spec.raid_type,
+            spec.legs,
+            human_bytes(size)
+        );
+        if candidates.is_empty() {
+            let best = all.items.iter().max_by_key(|n| room(n));
+            return match best {
+                Some(n) if room(n) >= size => Ok(n.name_any()),
+                Some(n) => Err(Error::NoRoom(format!(
+                    "no node has room for {want}: the roomiest, {}, fits {}",
+                    n.name_any(),
+                    human_bytes(room(n))
+                ))),
+                None => Err(Error::NoRoom(
+                    "no node runs the dmraid-csi node plugin (no RaidNode objects)".into(),
+                )),
+            };
+        }
+        let mut why = Vec::new();
+        for c in candidates {
+            match all.items.iter().find(|n| n.name_any() == *c) {
+                Some(n) if room(n) >= size => return Ok(c.clone()),
+                Some(n) => why.push(format!("{c} fits {}", human_bytes(room(n)))),
+                None => why.push(format!("{c} runs no dmraid-csi node plugin (no RaidNode)")),
+            }
+        }
+        Err(Error::NoRoom(format!(
+            "no room for {want}: {}",
+            why.join("; ")
+        )))
+    }
+
+    /// Wait until `done` says the object is finished (Some(result)) or the deadline passes.
+    async fn wait_for<T>(
+        &self,
+        id: &str,
+        what: &str,
+        mut done: impl FnMut(Option<&RaidVolume>) -> Option<Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut last = None;
+        loop {
+            let obj = self.get(id).await?;
+            if let Some(r) = done(obj.as_ref()) {
+                return r;
+            }
+            last = obj.and_then(|o| o.status).map(|s| s.message).or(last);
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout(format!(
+                    "volume {id}: {what} did not finish within {:?}{}; the call can be retried",
+                    self.timeout,
+                    last.filter(|m| !m.is_empty())
+                        .map(|m| format!(" (node says: {m})"))
+                        .unwrap_or_default()
+                )));
+            }
+            // A watch would wake sooner but costs a connection per call; the node
+            // reports within a second, so a short poll keeps the call simple.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn to_volume(v: &RaidVolume) -> Volume {
+        let st = v.status.clone().unwrap_or_default();
+        let mut ctx = HashMap::new();
+        ctx.insert("raidType".to_string(), v.spec.raid.raid_type.to_string());
+        ctx.insert("legs".to_string(), v.spec.raid.legs.to_string());
+        Volume {
+            capacity_bytes: st.capacity_bytes.max(v.spec.requested_bytes) as i64,
+            volume_id: v.name_any(),
+            volume_context: ctx,
+            content_source: None,
+            accessible_topology: vec![Topology {
+                segments: [(TOPOLOGY_KEY.to_string(), v.spec.node.clone())].into(),
+            }],
+        }
+    }
+
+    fn condition(v: &RaidVolume) -> VolumeCondition {
+        match &v.status {
+            Some(s) if !s.message.is_empty() => VolumeCondition {
+                abnormal: s.abnormal,
+                message: s.message.clone(),
+            },
+            _ => VolumeCondition {
+                abnormal: false,
+                message: format!("waiting for node {} to report", v.spec.node),
+            },
+        }
+    }
+
+    /// Outcome of a create as the node reports it.
+    fn created(v: Option<&RaidVolume>) -> Option<Result<RaidVolume, Error>> {
+        let v = v?;
+        let st = v.status.as_ref()?;
+        match st.phase {
+            Phase::Ready => Some(Ok(v.clone())),
+            Phase::Failed => {
+                let (reason, message) = ready_condition(v);
+                Some(Err(Error::NodeFailed {
+                    node: v.spec.node.clone(),
+                    reason,
+                    message,
+                }))
+            }
+            _ => None,
+        }
+    }
+
+    async fn create(&self, r: CreateVolumeRequest) -> Result<Volume, Error> {
+        if r.name.is_empty() {
+            return Err(Error::Invalid("name is required".into()));
+        }
+        check_capabilities(&r.volume_capabilities)
+            .map_err(|s| Error::Invalid(s.message().into()))?;
+        if r.volume_content_source.is_some() {
+            return Err(Error::Invalid(
+                "volume content sources (snapshots, clones) are not supported".into(),
+            ));
+        }
+        let spec = spec_from(&r.parameters)?;
+        let (size, limit) = requested_size(r.capacity_range.as_ref())
+            .map_err(|s| Error::Invalid(s.message().into()))?;
+        let leg = leg_for_size(&spec, Bytes(size)).map_err(|e| Error::Invalid(e.to_string()))?;
+        let mode = if wants_block(&r.volume_capabilities) {
+            VolumeMode::Block
+        } else {
+            VolumeMode::Filesystem
+        };
+        let id = volume_id(&r.name);
+        let _flight = self.begin(&id)?;
+        let existing = match self.get(&id).await? {
+            Some(v) => v,
+            None => {
+                let node = self
+                    .pick_node(
+                        &spec,
+                        size,
+                        &candidate_nodes(r.accessibility_requirements.as_ref()),
+                    )
+                    .await?;
+                let claim = match (r.parameters.get(PVC_NAMESPACE), r.parameters.get(PVC_NAME)) {
+                    (Some(ns), Some(name)) => Some(ClaimRef {
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                        pv: r.parameters.get(PV_NAME).cloned().unwrap_or_default(),
+                    }),
+                    _ => None,
+                };
+                let mut obj = RaidVolume::new(
+                    &id,
+                    RaidVolumeSpec {
+                        node: node.clone(),
+                        csi_name: r.name.clone(),
+                        requested_bytes: size,
+                        leg_sectors: leg.0,
+                        volume_mode: mode,
+                        raid: spec.clone(),
+                        claim,
+                    },
+                );
+                obj.metadata.labels = Some([(NODE_LABEL.to_string(), node.clone())].into());
+                tracing::info!(volume = %id, node = %node, raid = %spec.raid_type, legs = spec.legs, bytes = size, "creating RaidVolume");
+                match self.volumes.create(&PostParams::default(), &obj).await {
+                    Ok(v) => v,
+                    // Made by a call we lost track of: check it like any existing one.
+                    Err(kube::Error::Api(s)) if s.code == 409 => self
+                        .get(&id)
+                        .await?
+                        .ok_or_else(|| Error::Unavailable(format!("RaidVolume {id} vanished")))?,
+                    Err(e) => return Err(Error::kube(&format!("creating RaidVolume {id}"), e)),
+                }
+            }
+        };
+        if existing.metadata.deletion_timestamp.is_some() {
+            return Err(Error::InFlight(id));
+        }
+        let capacity = existing
+            .status
+            .as_ref()
+            .map(|s| s.capacity_bytes)
+            .unwrap_or(0);
+        if let Some(why) = mismatch(&existing.spec, capacity, &r.name, &spec, mode, size, limit) {
+            return Err(Error::AlreadyExists { id, why });
+        }
+        let ready = self
+            .wait_for(&id, "creating the array", Self::created)
+            .await;
+        match ready {
+            Ok(v) => {
+                let vol = Self::to_volume(&v);
+                if let Some(l) = limit {
+                    if vol.capacity_bytes as u64 > l {
+                        return Err(Error::Invalid(format!(
+                            "the smallest {} volume holding {size} bytes has {} bytes, above limit_bytes {l}",
+                            spec.raid_type, vol.capacity_bytes
+                        )));
+                    }
+                }
+                Ok(vol)
+            }
+            Err(e @ Error::NodeFailed { .. }) => {
+                // Nothing was made; drop the object so a retry starts afresh (maybe elsewhere).
+                tracing::warn!(volume = %id, error = %e, "node could not make the array; deleting the RaidVolume");
+                let _ = self.volumes.delete(&id, &DeleteParams::default()).await;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), Error> {
+        if id.is_empty() {
+            return Err(Error::Invalid("volume_id is required".into()));
+        }
+        let _flight = self.begin(id)?;
+        match self.volumes.delete(id, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            Err(e) => return Err(Error::kube(&format!("deleting RaidVolume {id}"), e)),
+        }
+        tracing::info!(volume = %id, "RaidVolume deleted; waiting for its node to tear the array down");
+        self.wait_for(id, "tearing the array down", |v| match v {
+            None => Some(Ok(())),
+            Some(_) => None,
+        })
+        .await
+    }
+
+    async fn expand(&self, id: &str, size: u64, limit: Option<u64>) -> Result<(u64, bool), Error> {
+        let _flight = self.begin(id)?;
+        let v = self
+            .get(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let block = v.spec.volume_mode == VolumeMode::Block;
+        let have = v.status.as_ref().map(|s| s.capacity_bytes).unwrap_or(0);
+        if have >= size {
+            return Ok((have, !block));
+        }
+        leg_for_size(&v.spec.raid, Bytes(size)).map_err(|e| Error::Invalid(e.to_string()))?;
+        let patch =
+            serde_json::json!({ "spec": { "requestedBytes": size.max(v.spec.requested_bytes) } });
+        let after = self
+            .volumes
+            .patch(id, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| Error::kube(&format!("expanding RaidVolume {id}"), e))?;
+        let generation = after.metadata.generation.unwrap_or(0);
+        tracing::info!(volume = %id, bytes = size, "expansion asked of the node");
+        let grown = self
+            .wait_for(id, "expanding the array", |v| {
+                let v = v?;
+                let st = v.status.as_ref()?;
+                if st.capacity_bytes >= size {
+                    return Some(Ok(st.capacity_bytes));
+                }
+                if st.observed_generation.unwrap_or(0) >= generation {
+                    let (reason, message) = error_condition(v)?;
+                    return Some(Err(Error::NodeFailed {
+                        node: v.spec.node.clone(),
+                        reason,
+                        message,
+                    }));
+                }
+                None
+            })
+            .await?;
+        if let Some(l) = limit {
+            if grown > l {
+                return Err(Error::Invalid(format!(
+                    "the array grew to {grown} bytes, above limit_bytes {l}"
+                )));
+            }
+        }
+        Ok((grown, !block))
+    }
+}
+
+/// (reason, message) of the Ready condition.
+fn ready_condition(v: &RaidVolume) -> (String, String) {
+    v.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| (c.reason.clone(), c.message.clone()))
+        .unwrap_or_else(|| ("Unknown".into(), "the node gave no reason".into()))
+}
+
+/// (reason, message) of the failure of the last operation, if the node reported one.
+fn error_condition(v: &RaidVolume) -> Option<(String, String)> {
+    v.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "OperationFailed" && c.status == "True")
+        .map(|c| (c.reason.clone(), c.message.clone()))
+}
+
+#[tonic::async_trait]
+impl Controller for ClusterController {
+    async fn create_volume(
+        &self,
+        r: Request<CreateVolumeRequest>,
+    ) -> Result<Response<CreateVolumeResponse>, Status> {
+        let volume = self.create(r.into_inner()).await?;
+        Ok(Response::new(CreateVolumeResponse {
+            volume: Some(volume),
+        }))
+    }
+
+    async fn delete_volume(
+        &self,
+        r: Request<DeleteVolumeRequest>,
+    ) -> Result<Response<DeleteVolumeResponse>, Status> {
+        self.delete(&r.into_inner().volume_id).await?;
+        Ok(Response::new(DeleteVolumeResponse {}))
+    }
+
+    async fn controller_publish_volume(
+        &self,
+        _r: Request<ControllerPublishVolumeRequest>,
+    ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
+        Err(Status::unimplemented(
+            "ControllerPublishVolume is not offered: volumes are node-local, there is no attach step",
+        ))
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        _r: Request<ControllerUnpublishVolumeRequest>,
+    ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
+        Err(Status::unimplemented(
+            "ControllerUnpublishVolume is not offered: volumes are node-local, there is no attach step",
+        ))
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        r: Request<ValidateVolumeCapabilitiesRequest>,
+    ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
+        let r = r.into_inner();
+        if r.volume_id.is_empty() {
+            return Err(Status::invalid_argument("volume_id is required"));
+        }
+        if r.volume_capabilities.is_empty() {
+            return Err(Status::invalid_argument("volume_capabilities is required"));
+        }
+        if self.get(&r.volume_id).await?.is_none() {
+            return Err(Error::NotFound(r.volume_id).into());
+        }
+        let confirmed = match check_capabilities(&r.volume_capabilities) {
+            Ok(()) => Some(validate_volume_capabilities_response::Confirmed {
+                volume_context: r.volume_context,
+                volume_capabilities: r.volume_capabilities,
+                parameters: r.parameters,
+                mutable_parameters: HashMap::new(),
+            }),
+            Err(_) => None,
+        };
+        let message = if confirmed.is_some() {
+            String::new()
+        } else {
+            "only SINGLE_NODE_* access modes with a block or mount access type are supported".into()
+        };
+        Ok(Response::new(ValidateVolumeCapabilitiesResponse {
+            confirmed,
+            message,
+        }))
+    }
+
+    async fn list_volumes(
+        &self,
+        r: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        let r = r.into_inner();
+        let mut all = self
+            .volumes
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| Error::kube("listing RaidVolumes", e))?
+            .items;
+        all.sort_by_key(|v| v.name_any());
+        let start: usize = if r.starting_token.is_empty() {
+            0
+        } else {
+            r.starting_token
+                .parse()
+                .ok()
+                .filter(|s| *s <= all.len())
+                .ok_or_else(|| {
+                    Status::aborted(format!(
+                        "starting_token {:?} is not one this driver issued",
+                        r.starting_token
+                    ))
+                })?
+        };
+        let max = if r.max_entries > 0 {
+            r.max_entries as usize
+        } else {
+            usize::MAX
+        };
+        let entries: Vec<_> = all[start..]
+            .iter()
+            .take(max)
+            .map(|v| list_volumes_response::Entry {
+                volume: Some(Self::to_volume(v)),
+                status: Some(list_volumes_response::VolumeStatus {
+                    published_node_ids: vec![],
+                    volume_condition: Some(Self::condition(v)),
+                }),
+            })
+            .collect();
+        let next = start + entries.len();
+        Ok(Response::new(ListVolumesResponse {
+            entries,
+            next_token: if next < all.len() {
+                next.to_string()
+            } else {
+                String::new()
+            },
+        }))
+    }
+
+    async fn get_capacity(
+        &self,
+        r: Request<GetCapacityRequest>,
+    ) -> Result<Response<GetCapacityResponse>, Status> {
+        let r = r.into_inner();
+        let spec = spec_from(&r.parameters)?;
+        let wanted = r
+            .accessible_topology
+            .as_ref()
+            .and_then(|t| t.segments.get(TOPOLOGY_KEY).cloned());
+        let nodes = self
+            .nodes
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| Error::kube("listing RaidNodes", e))?;
+        let best = nodes
+            .items
+            .iter()
+            .filter(|n| wanted.as_ref().is_none_or(|w| n.name_any() == *w))
+            .filter_map(|n| n.status.as_ref())
+            .map(|s| largest_volume(&spec, &s.free_extents()).0)
+            .max()
+            .unwrap_or(0);
+        Ok(Response::new(GetCapacityResponse {
+            available_capacity: best as i64,
+            maximum_volume_size: Some(best as i64),
+            minimum_volume_size: None,
+        }))
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        _r: Request<ControllerGetCapabilitiesRequest>,
+    ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
+        use controller_service_capability::rpc::Type;
+        let caps = [
+            Type::CreateDeleteVolume,
+            Type::ListVolumes,
+            Type::GetCapacity,
+            Type::ExpandVolume,
+            Type::VolumeCondition,
+            Type::GetVolume,
+        ]
+        .into_iter()
+        .map(|t| ControllerServiceCapability {
+            r#type: Some(controller_service_capability::Type::Rpc(
+                controller_service_capability::Rpc { r#type: t as i32 },
+            )),
+        })
+        .collect();
+        Ok(Response::new(ControllerGetCapabilitiesResponse {
+            capabilities: caps,
+        }))
+    }
+
+    async fn create_snapshot(
+        &self,
+        _r: Request<CreateSnapshotRequest>,
+    ) -> Result<Response<CreateSnapshotResponse>, Status> {
+        Err(snapshots_not_offered())
+    }
+
+    async fn delete_snapshot(
+        &self,
+        _r: Request<DeleteSnapshotRequest>,
+    ) -> Result<Response<DeleteSnapshotResponse>, Status> {
+        Err(snapshots_not_offered())
+    }
+
+    async fn list_snapshots(
+        &self,
+        _r: Request<ListSnapshotsRequest>,
+    ) -> Result<Response<ListSnapshotsResponse>, Status> {
+        Err(snapshots_not_offered())
+    }
+
+    async fn get_snapshot(
+        &self,
+        _r: Request<GetSnapshotRequest>,
+    ) -> Result<Response<GetSnapshotResponse>, Status> {
+        Err(snapshots_not_offered())
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        r: Request<ControllerExpandVolumeRequest>,
+    ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
+        let r = r.into_inner();
+        if r.volume_id.is_empty() {
+            return Err(Status::invalid_argument("volume_id is required"));
+        }
+        let (size, limit) = requested_size(r.capacity_range.as_ref())?;
+        let (bytes, node_expansion_required) = self.expand(&r.volume_id, size, limit).await?;
+        Ok(Response::new(ControllerExpandVolumeResponse {
+            capacity_bytes: bytes as i64,
+            node_expansion_required,
+        }))
+    }
+
+    async fn controller_get_volume(
+        &self,
+        r: Request<ControllerGetVolumeRequest>,
+    ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
+        let id = r.into_inner().volume_id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("volume_id is required"));
+        }
+        let v = self.get(&id).await?.ok_or(Error::NotFound(id))?;
+        Ok(Response::new(ControllerGetVolumeResponse {
+            volume: Some(Self::to_volume(&v)),
+            status: Some(controller_get_volume_response::VolumeStatus {
+                published_node_ids: vec![],
+                volume_condition: Some(Self::condition(&v)),
+            }),
+        }))
+    }
+
+    async fn controller_modify_volume(
+        &self,
+        _r: Request<ControllerModifyVolumeRequest>,
+    ) -> Result<Response<ControllerModifyVolumeResponse>, Status> {
+        Err(Status::unimplemented(
+            "ControllerModifyVolume is not offered by dmraid-csi",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pv_names_are_their_own_ids_and_others_hash() {
+        let pv = "pvc-0b0e3c1e-7c43-4a4b-9a53-2a4f1b2f6b01";
+        assert_eq!(volume_id(pv), pv);
+        let h = volume_id("sanity-Create Volume_1");
+        assert!(h.starts_with("v-") && h.len() == 18, "{h}");
+        assert_eq!(h, volume_id("sanity-Create Volume_1"));
+        assert_ne!(h, volume_id("sanity-Create Volume_2"));
+        assert!(volume_id("-x").starts_with("v-"));
+    }
+
+    #[test]
+    fn preferred_nodes_come_before_requisite_ones() {
+        let t = |n: &str| Topology {
+            segments: [(TOPOLOGY_KEY.to_string(), n.to_string())].into(),
+        };
+        let req = TopologyRequirement {
+            requisite: vec![t("a"), t("b")],
+            preferred: vec![t("b")],
+        };
+        assert_eq!(candidate_nodes(Some(&req)), ["b", "a"]);
+        assert!(candidate_nodes(None).is_empty());
+    }
+
+    fn spec(t: &str) -> RaidSpec {
+        spec_from(&[("raidType".to_string(), t.to_string())].into()).unwrap()
+    }
+
+    #[test]
+    fn same_name_other_parameters_is_a_conflict() {
+        let existing = RaidVolumeSpec {
+            node: "n".into(),
+            csi_name: "pvc-1".into(),
+            requested_bytes: 1 << 30,
+            leg_sectors: 0,
+            volume_mode: VolumeMode::Filesystem,
+            raid: spec("raid1"),
+            claim: None,
+        };
+        let fs = VolumeMode::Filesystem;
+        let cap = (1 << 30) + 4096;
+        assert_eq!(
+            mismatch(&existing, cap, "pvc-1", &spec("raid1"), fs, 1 << 30, None),
+            None
+        );
+        assert!(mismatch(
+            &existing,
+            cap,
+            "pvc-1",
+            &spec("raid5_ls"),
+            fs,
+            1 << 30,
+            None
+        )
+        .is_some());
+        assert!(mismatch(
+            &existing,
+            cap,
+            "pvc-1",
+            &spec("raid1"),
+            VolumeMode::Block,
+            1 << 30,
+            None
+        )
+        .is_some());
+        assert!(mismatch(&existing, cap, "pvc-1", &spec("raid1"), fs, 2 << 30, None).is_some());
+        assert!(mismatch(
+            &existing,
+            cap,
+            "pvc-1",
+            &spec("raid1"),
+            fs,
+            1 << 30,
+            Some(1 << 30)
+        )
+        .is_some());
+    }
+
+    #[test]
+    fn provisioner_metadata_is_not_a_raid_parameter() {
+        let p: HashMap<String, String> = [
+            ("raidType".to_string(), "raid1".to_string()),
+            (PVC_NAME.to_string(), "data".to_string()),
+            (PVC_NAMESPACE.to_string(), "default".to_string()),
+        ]
+        .into();
+        assert_eq!(spec_from(&p).unwrap(), spec("raid1"));
+        let bad: HashMap<String, String> = [("raidTyp".to_string(), "raid1".to_string())].into();
+        assert!(matches!(spec_from(&bad), Err(Error::Invalid(_))));
+    }
+}
