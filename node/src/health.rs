@@ -106,6 +106,165 @@ pub fn bar(pct: u32) -> String {
     )
 }
 
+/// What the health surfaces keep of a volume between two rounds, to tell
+/// what changed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    /// Per-position state (None: the array is not active) and disk.
+    pub legs: Vec<(Option<LegState>, Option<String>)>,
+    /// The kernel's sync action.
+    pub action: Option<SyncAction>,
+    /// Mismatches after the last check.
+    pub mismatches: Option<u64>,
+    /// Unclean-shutdown repair in progress.
+    pub unclean: Option<(u64, u64)>,
+}
+
+impl Snapshot {
+    /// The snapshot of a volume now.
+    pub fn of(v: &VolumeInfo) -> Snapshot {
+        let st = v.status.as_ref();
+        Snapshot {
+            legs: v
+                .legs
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let state = st.and_then(|s| s.legs.get(i).copied());
+                    let state = if l.disk.is_none() {
+                        Some(LegState::Missing)
+                    } else {
+                        state
+                    };
+                    (state, l.disk.as_ref().map(|d| d.display().to_string()))
+                })
+                .collect(),
+            action: st.and_then(|s| s.action),
+            mismatches: st.and_then(|s| s.mismatches),
+            unclean: v.unclean,
+        }
+    }
+}
+
+/// Something that happened to a volume, for Kubernetes Events and the
+/// status's recent history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthEvent {
+    /// Warning (true) or Normal.
+    pub warning: bool,
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// What happened, in words.
+    pub message: String,
+}
+
+fn ev(warning: bool, reason: &'static str, message: String) -> HealthEvent {
+    HealthEvent {
+        warning,
+        reason,
+        message,
+    }
+}
+
+/// The events between the last snapshot (None: first sight) and now.
+pub fn transitions(prev: Option<&Snapshot>, v: &VolumeInfo) -> Vec<HealthEvent> {
+    let now = Snapshot::of(v);
+    let kind = v.spec.spec.raid_type;
+    let mut out = Vec::new();
+    let (_, condition) = condition(v);
+    let lost = |s: &Snapshot, i: usize| {
+        matches!(
+            s.legs.get(i).map(|l| l.0),
+            Some(Some(LegState::Dead)) | Some(Some(LegState::Missing))
+        )
+    };
+    for (i, (_, disk)) in now.legs.iter().enumerate() {
+        let was_lost = prev.is_some_and(|p| lost(p, i));
+        if lost(&now, i) && !was_lost {
+            let disk = disk
+                .clone()
+                .or_else(|| prev.and_then(|p| p.legs.get(i).and_then(|l| l.1.clone())))
+                .unwrap_or_else(|| "missing disk".into());
+            out.push(ev(
+                true,
+                "LegFailed",
+                format!("{kind} leg {i} ({disk}) failed; {condition}"),
+            ));
+        }
+    }
+    let Some(prev) = prev else {
+        if let Some((dirty, regions)) = now.unclean {
+            out.push(ev(
+                true,
+                "UncleanShutdown",
+                format!("unclean shutdown: resyncing {dirty} of {regions} regions"),
+            ));
+        }
+        return out;
+    };
+    for (i, (state, disk)) in now.legs.iter().enumerate() {
+        let before = prev.legs.get(i);
+        let moved = before.is_some_and(|b| b.1 != *disk) && disk.is_some();
+        if moved && *state == Some(LegState::Syncing) {
+            out.push(ev(
+                false,
+                "RebuildStarted",
+                format!(
+                    "rebuilding {kind} leg {i} onto {}",
+                    disk.clone().unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    let finished = |a: SyncAction| {
+        prev.action == Some(a) && now.action != Some(a) && now.action.is_some()
+    };
+    let all_in_sync = now.legs.iter().all(|l| l.0 == Some(LegState::InSync));
+    // A rebuild shows as some legs in sync and some syncing; it may end
+    // between two rounds without a round ever seeing action "recover".
+    let prev_mixed = prev.legs.iter().any(|l| l.0 == Some(LegState::InSync))
+        && prev.legs.iter().any(|l| l.0 == Some(LegState::Syncing));
+    let rebuild_done = all_in_sync
+        && (prev.action == Some(SyncAction::Recover) || prev_mixed)
+        && now.action != Some(SyncAction::Recover);
+    if rebuild_done {
+        out.push(ev(
+            false,
+            "RebuildFinished",
+            format!("{kind}: rebuild finished, all legs in sync"),
+        ));
+    } else if finished(SyncAction::Resync) && all_in_sync {
+        out.push(ev(false, "ResyncFinished", format!("{kind}: resync finished")));
+    }
+    if finished(SyncAction::Check) || finished(SyncAction::Repair) {
+        let m = now.mismatches.unwrap_or(0);
+        let what = if prev.action == Some(SyncAction::Repair) {
+            "repair"
+        } else {
+            "check"
+        };
+        out.push(ev(
+            m > 0,
+            if m > 0 {
+                "MismatchesFound"
+            } else {
+                "CheckFinished"
+            },
+            format!("{kind}: {what} finished, {m} mismatched sectors"),
+        ));
+    }
+    for a in [SyncAction::Check, SyncAction::Repair] {
+        if now.action == Some(a) && prev.action != Some(a) {
+            out.push(ev(
+                false,
+                "CheckStarted",
+                format!("{kind}: {} started", if a == SyncAction::Check { "check" } else { "repair" }),
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +298,49 @@ mod tests {
             status: Some(RaidStatus::parse(status).unwrap()),
             unclean: None,
         }
+    }
+
+    #[test]
+    fn a_leg_loss_then_rebuild_then_sync_tell_their_story() {
+        let healthy = vol("raid5_ls 4 AAAA 10/10 idle 0", None);
+        assert!(transitions(None, &healthy).is_empty());
+        let s0 = Snapshot::of(&healthy);
+        let failed = vol("raid5_ls 4 AADA 10/10 idle 0", None);
+        let e = transitions(Some(&s0), &failed);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].warning && e[0].reason == "LegFailed");
+        assert!(e[0].message.contains("leg 2 (/dev/vdd)"), "{}", e[0].message);
+        let s1 = Snapshot::of(&failed);
+        assert!(transitions(Some(&s1), &failed).is_empty(), "no repeat");
+        let mut rebuilding = vol("raid5_ls 4 AAaA 1/10 recover 0", None);
+        rebuilding.legs[2].disk = Some("/dev/vdf".into());
+        let e = transitions(Some(&s1), &rebuilding);
+        assert_eq!(e[0].reason, "RebuildStarted", "{e:?}");
+        assert!(e[0].message.contains("/dev/vdf"));
+        let s2 = Snapshot::of(&rebuilding);
+        let mut done = vol("raid5_ls 4 AAAA 10/10 idle 0", None);
+        done.legs[2].disk = Some("/dev/vdf".into());
+        let e = transitions(Some(&s2), &done);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].reason, "RebuildFinished");
+    }
+
+    #[test]
+    fn missing_disks_checks_and_unclean_starts_are_reported() {
+        let gone = vol("raid5_ls 4 AAAA 10/10 idle 0", Some(1));
+        let s = Snapshot::of(&vol("raid5_ls 4 AAAA 10/10 idle 0", None));
+        let e = transitions(Some(&s), &gone);
+        assert!(e[0].message.contains("leg 1 (/dev/vdc)"), "{e:?}");
+        let checking = vol("raid5_ls 4 AAAA 5/10 check 0", None);
+        let e = transitions(Some(&s), &checking);
+        assert_eq!(e[0].reason, "CheckStarted");
+        let e = transitions(Some(&Snapshot::of(&checking)), &vol("raid5_ls 4 AAAA 10/10 idle 8", None));
+        assert!(e[0].warning && e[0].reason == "MismatchesFound", "{e:?}");
+        let mut unclean = vol("raid5_ls 4 AAAA 3/10 resync 0", None);
+        unclean.unclean = Some((3, 192));
+        let e = transitions(None, &unclean);
+        assert_eq!(e[0].reason, "UncleanShutdown");
+        assert!(e[0].message.contains("3 of 192"));
     }
 
     #[test]

@@ -86,7 +86,7 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
         };
         let stop = stop.clone();
         let metrics = metrics.clone();
-        std::thread::spawn(move || dmraid_node::monitor::run(engine, cfg, stop, metrics))
+        std::thread::spawn(move || dmraid_node::monitor::run(engine, cfg, stop, metrics, None))
     });
     // Ready once the arrays are back from the labels; never without device-mapper.
     readiness.set(engine.is_some());

@@ -21,17 +21,56 @@ pub struct MonitorConfig {
     pub interval: Duration,
 }
 
-/// One round: returns the conditions seen, by volume.
+/// What the monitor tells the cluster side (status writer, event recorder).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A volume's condition or progress changed.
+    Changed(String),
+    /// Something happened to a volume.
+    Event(String, health::HealthEvent),
+    /// A round ended (disks may have come or gone).
+    Round,
+}
+
+/// Where notices go: the cluster task's channel.
+pub type Notices = tokio::sync::mpsc::UnboundedSender<Notice>;
+
+/// What one round remembers for the next.
+#[derive(Debug, Default)]
+pub struct RoundState {
+    /// The last condition message per volume (and per `claim:`/`rebuild:` problem).
+    pub last: BTreeMap<String, String>,
+    /// The last snapshot per volume, to tell what changed.
+    pub snaps: BTreeMap<String, health::Snapshot>,
+}
+
+fn tell(notices: Option<&Notices>, n: Notice) {
+    if let Some(tx) = notices {
+        let _ = tx.send(n);
+    }
+}
+
+fn record(notices: Option<&Notices>, id: &str, e: health::HealthEvent) {
+    if e.warning {
+        tracing::warn!(volume = %id, reason = e.reason, message = %e.message, "event");
+    } else {
+        tracing::info!(volume = %id, reason = e.reason, message = %e.message, "event");
+    }
+    tell(notices, Notice::Event(id.to_string(), e));
+}
+
+/// One round over every volume.
 pub fn round(
     engine: &Engine,
     cfg: &MonitorConfig,
-    last: &mut BTreeMap<String, String>,
+    state: &mut RoundState,
     metrics: Option<&crate::metrics::Metrics>,
+    notices: Option<&Notices>,
 ) {
     if let Ok(problems) = engine.claim_disks() {
         for p in problems {
             let key = format!("claim:{p}");
-            if last.insert(key.clone(), String::new()).is_none() {
+            if state.last.insert(key.clone(), String::new()).is_none() {
                 tracing::warn!(problem = %p, "disk not claimed");
             }
         }
@@ -41,28 +80,63 @@ pub fn round(
         if let Some(m) = metrics {
             m.observe(&v);
         }
+        for e in health::transitions(state.snaps.get(&id), &v) {
+            record(notices, &id, e);
+        }
+        state.snaps.insert(id.clone(), health::Snapshot::of(&v));
         let (abnormal, message) = health::condition(&v);
-        if last.get(&id) != Some(&message) {
+        if state.last.get(&id) != Some(&message) {
+            tell(notices, Notice::Changed(id.clone()));
             if abnormal {
                 tracing::warn!(volume = %id, condition = %message, "volume condition changed");
             } else {
                 tracing::info!(volume = %id, condition = %message, "volume condition changed");
             }
-            last.insert(id.clone(), message);
+            state.last.insert(id.clone(), message);
         }
         let Some(status) = &v.status else { continue };
         let lost = !status.dead_legs().is_empty() || v.legs.iter().any(|l| l.disk.is_none());
         if lost && cfg.auto_rebuild {
             match engine.replace_leg(&id, None, None) {
                 Ok(after) => {
-                    tracing::info!(volume = %id, legs = ?after.legs, "rebuild started onto a spare")
+                    tracing::info!(volume = %id, legs = ?after.legs, "rebuild started onto a spare");
+                    let before = state.snaps.get(&id).cloned().unwrap_or_default();
+                    let now = health::Snapshot::of(&after);
+                    for (i, leg) in now.legs.iter().enumerate() {
+                        if before.legs.get(i).is_some_and(|b| b.1 != leg.1) {
+                            let disk = leg.1.clone().unwrap_or_default();
+                            let message = format!(
+                                "rebuilding {} leg {i} onto {disk}",
+                                after.spec.spec.raid_type
+                            );
+                            record(
+                                notices,
+                                &id,
+                                health::HealthEvent {
+                                    warning: false,
+                                    reason: "RebuildStarted",
+                                    message,
+                                },
+                            );
+                        }
+                    }
+                    state.snaps.insert(id.clone(), now);
+                    tell(notices, Notice::Changed(id.clone()));
                 }
                 Err(e) => {
                     let key = format!("rebuild:{id}");
                     let text = e.to_string();
-                    if last.get(&key) != Some(&text) {
-                        tracing::warn!(volume = %id, error = %text, "cannot rebuild yet");
-                        last.insert(key, text);
+                    if state.last.get(&key) != Some(&text) {
+                        record(
+                            notices,
+                            &id,
+                            health::HealthEvent {
+                                warning: true,
+                                reason: "RebuildBlocked",
+                                message: format!("cannot rebuild yet: {text}"),
+                            },
+                        );
+                        state.last.insert(key, text);
                     }
                 }
             }
@@ -87,10 +161,12 @@ pub fn run(
     cfg: MonitorConfig,
     stop: Arc<AtomicBool>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    notices: Option<Notices>,
 ) {
-    let mut last = BTreeMap::new();
+    let mut state = RoundState::default();
     while !stop.load(Ordering::SeqCst) {
-        round(&engine, &cfg, &mut last, metrics.as_deref());
+        round(&engine, &cfg, &mut state, metrics.as_deref(), notices.as_ref());
+        tell(notices.as_ref(), Notice::Round);
         if let Err(e) = engine.wait_for_event(cfg.interval) {
             tracing::warn!(error = %e, "waiting for device-mapper events failed; polling");
             std::thread::sleep(cfg.interval);
@@ -132,25 +208,43 @@ mod tests {
             auto_rebuild: true,
             interval: Duration::from_millis(1),
         };
-        let mut last = BTreeMap::new();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut st = RoundState::default();
+        round(&engine, &cfg, &mut st, None, Some(&tx));
         dm.set_status("dmraid-v", "raid5_ls 3 ADA 8192/8192 idle 0");
-        round(&engine, &cfg, &mut last, None);
+        round(&engine, &cfg, &mut st, None, Some(&tx));
+        let last = &st.last;
         assert!(last["v"].contains("failed"), "{last:?}");
         assert!(
             last["rebuild:v"].contains("no room"),
             "no spare yet: {last:?}"
         );
+        let mut reasons = Vec::new();
+        while let Ok(n) = rx.try_recv() {
+            if let Notice::Event(v, e) = n {
+                assert_eq!(v, "v");
+                reasons.push(e.reason);
+            }
+        }
+        assert_eq!(reasons, ["LegFailed", "RebuildBlocked"]);
         // The operator adds a disk: the next round claims it and rebuilds onto it.
         disks.add("/dev/vde", 64 << 20);
-        round(&engine, &cfg, &mut last, None);
+        round(&engine, &cfg, &mut st, None, Some(&tx));
         let v = engine.volume("v").unwrap();
+        let started: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|n| match n {
+                Notice::Event(_, e) if e.reason == "RebuildStarted" => Some(e.message),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(started, ["rebuilding raid5_ls leg 1 onto /dev/vde"]);
         assert_eq!(
             v.legs[1].disk.as_deref(),
             Some(std::path::Path::new("/dev/vde"))
         );
         assert!(dm.table("dmraid-v").unwrap()[0].params.contains("3 "));
         // In sync (the fake reports healthy after the swap): the old extents are freed.
-        round(&engine, &cfg, &mut last, None);
+        round(&engine, &cfg, &mut st, None, Some(&tx));
         let free: u64 = engine
             .disks()
             .iter()
@@ -191,17 +285,18 @@ mod tests {
             .unwrap();
         let before = engine.volume("v").unwrap().legs;
         dm.set_status("dmraid-v", "raid5_ls 3 ADA 8192/8192 idle 0");
-        let mut last = BTreeMap::new();
+        let mut st = RoundState::default();
         round(
             &engine,
             &MonitorConfig {
                 auto_rebuild: false,
                 interval: Duration::from_millis(1),
             },
-            &mut last,
+            &mut st,
+            None,
             None,
         );
         assert_eq!(engine.volume("v").unwrap().legs, before);
-        assert!(last["v"].contains("failed"));
+        assert!(st.last["v"].contains("failed"));
     }
 }
