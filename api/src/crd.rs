@@ -282,7 +282,7 @@ pub fn human_bytes(b: u64) -> String {
     for (name, shift) in UNITS {
         let unit = 1u64 << shift;
         if b >= unit {
-            if b % unit == 0 {
+            if b.is_multiple_of(unit) {
                 return format!("{}{name}", b >> shift);
             }
             let whole = b as f64 / unit as f64;

@@ -15,7 +15,7 @@ source "$here/../../scripts/env.sh"
 
 pkg="${DMRAID_KERNEL_PKG:-linux-image-6.1.0-50-cloud-amd64}"
 vm="$DMRAID_CACHE/vm"
-stamp="$vm/base/.provisioned-$pkg-v4"
+stamp="$vm/base/.provisioned-$pkg-v5"
 if [ -f "$stamp" ]; then
   echo "provision: VM pieces cached ($pkg)"
   exit 0
@@ -82,7 +82,7 @@ p=$(command -v xfs_io || true); [ -n "$p" ] && copy_with_libs "$p" "/usr/sbin/xf
 mkdir -p "$base/etc"; cp /etc/mke2fs.conf "$base/etc/" 2>/dev/null || true
 
 # kernel modules and their dependencies, decompressed (busybox insmod can't read .xz)
-mods="dm-mod dm-raid raid456 raid1 raid10 raid0 dm-delay dm-flakey virtio_blk virtio_pci virtio_console xfs"
+mods="dm-mod dm-raid raid456 raid1 raid10 raid0 dm-delay dm-flakey virtio_blk virtio_pci virtio_console virtio_net xfs"
 order="$base/modules.order"
 : > "$order"
 for m in $mods; do

@@ -44,6 +44,7 @@ pub struct VmBuilder {
     files: Vec<(PathBuf, String)>,
     boot_timeout: Duration,
     command_timeout: Duration,
+    network: bool,
 }
 
 /// Where the workspace's binaries are (`$CARGO_TARGET_DIR/{debug,release}`).
@@ -79,6 +80,7 @@ impl Default for VmBuilder {
             files: Vec::new(),
             boot_timeout: Duration::from_secs(90),
             command_timeout: Duration::from_secs(300),
+            network: false,
         }
     }
 }
@@ -110,6 +112,13 @@ impl VmBuilder {
                 .to_string()
         })?;
         Ok(self.file(bin, "/bin/dmraid-csi"))
+    }
+
+    /// A virtio NIC on QEMU user networking, configured as 10.0.2.15 with
+    /// the host reachable at 10.0.2.2 (its loopback services included).
+    pub fn network(mut self) -> Self {
+        self.network = true;
+        self
     }
 
     /// Longest a single guest command may take.
@@ -155,6 +164,7 @@ impl VmBuilder {
             agent: None,
             next_id: 1,
             boots: 0,
+            network: self.network,
         };
         vm.start()?;
         Ok(vm)
@@ -195,6 +205,7 @@ pub struct Vm {
     agent: Option<Agent>,
     next_id: u64,
     boots: u32,
+    network: bool,
 }
 
 impl Vm {
@@ -241,6 +252,9 @@ impl Vm {
                 agent_path.display()
             ))
             .args(["-device", "virtserialport,chardev=agent,name=agent"]);
+        if self.network {
+            cmd.args(["-nic", "user,model=virtio-net-pci"]);
+        }
         for (i, disk) in self.disks.iter().enumerate() {
             if !disk.attached {
                 continue;
@@ -269,6 +283,13 @@ impl Vm {
             return Err(format!(
                 "VM did not boot: {e}\nqemu stderr: {stderr}\n--- console ---\n{tail}"
             ));
+        }
+        if self.network {
+            // QEMU's user network: the guest is 10.0.2.15, the host 10.0.2.2.
+            self.run_ok(
+                "ifconfig lo 127.0.0.1 up && ifconfig eth0 10.0.2.15 netmask 255.255.255.0 up && route add default gw 10.0.2.2",
+            )
+            .map_err(|e| format!("guest network: {e}"))?;
         }
         Ok(())
     }

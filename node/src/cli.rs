@@ -130,6 +130,11 @@ pub struct ServeArgs {
     /// Seconds between health rounds when no device-mapper event comes.
     #[arg(long, default_value_t = 10)]
     pub monitor_interval: u64,
+    /// `node` only: kubeconfig for the API server; without it the pod's
+    /// service account (or $KUBECONFIG) is used, and with none the node
+    /// serves CSI Node calls only, reconciling no RaidVolumes.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
     /// Staging and target paths must lie under this directory
     /// (default: /var/lib/kubelet for `node`, / for `standalone`).
     #[arg(long)]

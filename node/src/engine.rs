@@ -71,6 +71,23 @@ pub struct VolumeInfo {
     pub unclean: Option<(u64, u64)>,
 }
 
+/// A claimed disk, for the node's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskReport {
+    /// Device path.
+    pub path: PathBuf,
+    /// Label UUID.
+    pub id: String,
+    /// Bytes.
+    pub size: u64,
+    /// Bytes not in any extent.
+    pub free: u64,
+    /// Lengths of the free gaps.
+    pub gaps: Vec<Sectors>,
+    /// Whether the disk is there now.
+    pub present: bool,
+}
+
 /// The operator's claim settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -277,6 +294,32 @@ impl Engine {
                     space.free() * 512,
                     c.label().disk_uuid.clone(),
                 )
+            })
+            .collect()
+    }
+
+    /// Every claimed disk with its free gaps and whether it is present now.
+    pub fn disk_report(&self) -> Vec<DiskReport> {
+        lock(&self.claimed)
+            .iter()
+            .map(|c| {
+                let space = DiskSpace::new(
+                    &c.label().disk_uuid,
+                    Bytes(c.info.size).sectors(),
+                    &c.label().extents,
+                );
+                DiskReport {
+                    path: c.info.path.clone(),
+                    id: c.label().disk_uuid.clone(),
+                    size: c.info.size,
+                    free: space.free() * 512,
+                    gaps: space
+                        .gaps()
+                        .into_iter()
+                        .map(|(_, len)| Sectors(len))
+                        .collect(),
+                    present: self.disks.present(&c.info.path),
+                }
             })
             .collect()
     }

@@ -54,9 +54,16 @@ pub fn condition(v: &VolumeInfo) -> (bool, String) {
                 .filter(|(_, l)| **l == LegState::Syncing)
                 .map(|(i, _)| format!("leg {i} onto {}", disk(i)))
                 .collect();
-            parts.push(format!("rebuilding {}: {pct}%", rebuilding.join(", ")));
+            if rebuilding.is_empty() {
+                parts.push(format!("recovering: {pct}%"));
+            } else {
+                parts.push(format!("rebuilding {}: {pct}%", rebuilding.join(", ")));
+            }
         }
         Some(SyncAction::Resync) => parts.push(format!("resyncing: {pct}%")),
+        _ if st.legs.contains(&LegState::Syncing) => {
+            parts.push(format!("legs not yet in sync, resync pending: {pct}%"))
+        }
         Some(SyncAction::Check) | Some(SyncAction::Repair) => {
             parts.push(format!("scrubbing: {pct}%"))
         }
@@ -82,7 +89,7 @@ pub fn condition(v: &VolumeInfo) -> (bool, String) {
 /// The resync/rebuild/scrub percentage inside a condition message written by
 /// [`condition`], for progress bars in the CLI.
 pub fn progress(message: &str) -> Option<u32> {
-    ["rebuilding", "resyncing", "scrubbing"]
+    ["rebuilding", "resyncing", "scrubbing", "resync pending"]
         .iter()
         .find_map(|word| {
             let rest = &message[message.find(word)?..];
@@ -172,6 +179,10 @@ pub fn transitions(prev: Option<&Snapshot>, v: &VolumeInfo) -> Vec<HealthEvent> 
     let kind = v.spec.spec.raid_type;
     let mut out = Vec::new();
     let (_, condition) = condition(v);
+    let condition = condition
+        .strip_prefix(&format!("{kind}: "))
+        .unwrap_or(&condition)
+        .to_string();
     let lost = |s: &Snapshot, i: usize| {
         matches!(
             s.legs.get(i).map(|l| l.0),
@@ -216,25 +227,37 @@ pub fn transitions(prev: Option<&Snapshot>, v: &VolumeInfo) -> Vec<HealthEvent> 
             ));
         }
     }
-    let finished = |a: SyncAction| {
-        prev.action == Some(a) && now.action != Some(a) && now.action.is_some()
-    };
+    let finished =
+        |a: SyncAction| prev.action == Some(a) && now.action != Some(a) && now.action.is_some();
     let all_in_sync = now.legs.iter().all(|l| l.0 == Some(LegState::InSync));
-    // A rebuild shows as some legs in sync and some syncing; it may end
-    // between two rounds without a round ever seeing action "recover".
-    let prev_mixed = prev.legs.iter().any(|l| l.0 == Some(LegState::InSync))
-        && prev.legs.iter().any(|l| l.0 == Some(LegState::Syncing));
-    let rebuild_done = all_in_sync
-        && (prev.action == Some(SyncAction::Recover) || prev_mixed)
-        && now.action != Some(SyncAction::Recover);
-    if rebuild_done {
-        out.push(ev(
-            false,
-            "RebuildFinished",
-            format!("{kind}: rebuild finished, all legs in sync"),
-        ));
-    } else if finished(SyncAction::Resync) && all_in_sync {
-        out.push(ev(false, "ResyncFinished", format!("{kind}: resync finished")));
+    // A sync may end between two rounds without a round ever seeing its
+    // action: tell by the legs. A rebuild shows some legs in sync and some
+    // syncing; a resync shows them all syncing.
+    let prev_syncing = prev.legs.iter().any(|l| l.0 == Some(LegState::Syncing));
+    let prev_mixed = prev_syncing && prev.legs.iter().any(|l| l.0 == Some(LegState::InSync));
+    let was_syncing = prev_syncing
+        || matches!(
+            prev.action,
+            Some(SyncAction::Recover) | Some(SyncAction::Resync)
+        );
+    let still = matches!(
+        now.action,
+        Some(SyncAction::Recover) | Some(SyncAction::Resync)
+    );
+    if all_in_sync && was_syncing && !still {
+        if prev_mixed || prev.action == Some(SyncAction::Recover) {
+            out.push(ev(
+                false,
+                "RebuildFinished",
+                format!("{kind}: rebuild finished, all legs in sync"),
+            ));
+        } else {
+            out.push(ev(
+                false,
+                "ResyncFinished",
+                format!("{kind}: resync finished"),
+            ));
+        }
     }
     if finished(SyncAction::Check) || finished(SyncAction::Repair) {
         let m = now.mismatches.unwrap_or(0);
@@ -258,7 +281,14 @@ pub fn transitions(prev: Option<&Snapshot>, v: &VolumeInfo) -> Vec<HealthEvent> 
             out.push(ev(
                 false,
                 "CheckStarted",
-                format!("{kind}: {} started", if a == SyncAction::Check { "check" } else { "repair" }),
+                format!(
+                    "{kind}: {} started",
+                    if a == SyncAction::Check {
+                        "check"
+                    } else {
+                        "repair"
+                    }
+                ),
             ));
         }
     }
@@ -309,7 +339,11 @@ mod tests {
         let e = transitions(Some(&s0), &failed);
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].warning && e[0].reason == "LegFailed");
-        assert!(e[0].message.contains("leg 2 (/dev/vdd)"), "{}", e[0].message);
+        assert!(
+            e[0].message.contains("leg 2 (/dev/vdd)"),
+            "{}",
+            e[0].message
+        );
         let s1 = Snapshot::of(&failed);
         assert!(transitions(Some(&s1), &failed).is_empty(), "no repeat");
         let mut rebuilding = vol("raid5_ls 4 AAaA 1/10 recover 0", None);
@@ -326,6 +360,14 @@ mod tests {
     }
 
     #[test]
+    fn a_resync_that_ends_between_rounds_is_still_reported() {
+        let pending = Snapshot::of(&vol("raid5_ls 4 aaaa 0/10 idle 0", None));
+        let e = transitions(Some(&pending), &vol("raid5_ls 4 AAAA 10/10 idle 0", None));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].reason, "ResyncFinished");
+    }
+
+    #[test]
     fn missing_disks_checks_and_unclean_starts_are_reported() {
         let gone = vol("raid5_ls 4 AAAA 10/10 idle 0", Some(1));
         let s = Snapshot::of(&vol("raid5_ls 4 AAAA 10/10 idle 0", None));
@@ -334,7 +376,10 @@ mod tests {
         let checking = vol("raid5_ls 4 AAAA 5/10 check 0", None);
         let e = transitions(Some(&s), &checking);
         assert_eq!(e[0].reason, "CheckStarted");
-        let e = transitions(Some(&Snapshot::of(&checking)), &vol("raid5_ls 4 AAAA 10/10 idle 8", None));
+        let e = transitions(
+            Some(&Snapshot::of(&checking)),
+            &vol("raid5_ls 4 AAAA 10/10 idle 8", None),
+        );
         assert!(e[0].warning && e[0].reason == "MismatchesFound", "{e:?}");
         let mut unclean = vol("raid5_ls 4 AAAA 3/10 resync 0", None);
         unclean.unclean = Some((3, 192));
@@ -348,6 +393,11 @@ mod tests {
         let (abnormal, msg) = condition(&vol("raid5_ls 4 AAAA 10/10 idle 0", None));
         assert!(!abnormal);
         assert_eq!(msg, "raid5_ls: healthy, all legs in sync");
+        let (_, msg) = condition(&vol("raid5_ls 4 aaaa 0/10 idle 0", None));
+        assert!(
+            msg.contains("resync pending: 0%"),
+            "not healthy before the first resync: {msg}"
+        );
     }
 
     #[test]

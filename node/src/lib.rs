@@ -5,6 +5,7 @@
 
 pub mod allocator;
 pub mod cli;
+pub mod cluster;
 pub mod csi_client;
 pub mod csi_controller;
 pub mod csi_node;

@@ -79,6 +79,26 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
         }
         None => None,
     };
+    let notices = match (&engine, standalone) {
+        (Some(engine), false) => match kube_client(args.kubeconfig.as_deref()).await {
+            Ok(client) => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(dmraid_node::cluster::run(
+                    client,
+                    engine.clone(),
+                    node_id.clone(),
+                    args.disks.clone(),
+                    rx,
+                ));
+                Some(tx)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no Kubernetes API: serving CSI Node calls only, no RaidVolumes are reconciled");
+                None
+            }
+        },
+        _ => None,
+    };
     let monitor = engine.clone().map(|engine| {
         let cfg = dmraid_node::monitor::MonitorConfig {
             auto_rebuild: args.auto_rebuild,
@@ -86,7 +106,7 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
         };
         let stop = stop.clone();
         let metrics = metrics.clone();
-        std::thread::spawn(move || dmraid_node::monitor::run(engine, cfg, stop, metrics, None))
+        std::thread::spawn(move || dmraid_node::monitor::run(engine, cfg, stop, metrics, notices))
     });
     // Ready once the arrays are back from the labels; never without device-mapper.
     readiness.set(engine.is_some());
@@ -108,6 +128,24 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A client for the API server: an explicit kubeconfig, else the pod's
+/// service account or $KUBECONFIG.
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, String> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| format!("no Kubernetes configuration: {e}"))?,
+    };
+    kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))
 }
 
 /// The engine on this machine's disks, with every array re-activated from

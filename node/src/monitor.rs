@@ -165,7 +165,13 @@ pub fn run(
 ) {
     let mut state = RoundState::default();
     while !stop.load(Ordering::SeqCst) {
-        round(&engine, &cfg, &mut state, metrics.as_deref(), notices.as_ref());
+        round(
+            &engine,
+            &cfg,
+            &mut state,
+            metrics.as_deref(),
+            notices.as_ref(),
+        );
         tell(notices.as_ref(), Notice::Round);
         if let Err(e) = engine.wait_for_event(cfg.interval) {
             tracing::warn!(error = %e, "waiting for device-mapper events failed; polling");

@@ -1,0 +1,451 @@
+//! The cluster path against a real kube-apiserver: the controller runs on
+//! the host, the node plugin in the VM reaches the API server through QEMU
+//! user networking. CreateVolume (WaitForFirstConsumer topology) → the node
+//! makes the array and reports it Ready → a leg fault shows as a Warning
+//! Event and a Degraded condition within seconds, and the array heals onto
+//! the spare → a hand-edited spec is refused with a condition, nothing
+//! destroyed → DeleteVolume tears the array down. Bad parameters write
+//! nothing; with the API server down the controller answers UNAVAILABLE.
+
+use dmraid_api::crd::{RaidNode, RaidVolume};
+use dmraid_proto::csi::controller_client::ControllerClient;
+use dmraid_proto::csi::volume_capability::{
+    access_mode::Mode, AccessMode, AccessType, MountVolume,
+};
+use dmraid_proto::csi::*;
+use dmraid_proto::TOPOLOGY_KEY;
+use e2e::apiserver::ApiServer;
+use e2e::kube_util::{apply_crds, client, table};
+use e2e::vm::release_binary;
+use e2e::{Vm, MIB};
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client};
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Controller {
+    child: Child,
+    _dir: tempfile::TempDir,
+    socket: std::path::PathBuf,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_controller(server: &ApiServer) -> Controller {
+    let bin = release_binary("dmraid-csi-controller")
+        .expect("release dmraid-csi-controller: run `cargo build --release --workspace --bins`");
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("controller.sock");
+    let log = std::fs::File::create(dir.path().join("controller.log")).unwrap();
+    let child = Command::new(bin)
+        .arg("--endpoint")
+        .arg(&socket)
+        .arg("--kubeconfig")
+        .arg(server.kubeconfig_path())
+        .args(["--node-timeout", "90"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "controller socket never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Controller {
+        child,
+        _dir: dir,
+        socket,
+    }
+}
+
+fn mount_cap() -> VolumeCapability {
+    VolumeCapability {
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: "ext4".into(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn create_request(
+    name: &str,
+    params: &[(&str, &str)],
+    node: &str,
+    bytes: i64,
+) -> CreateVolumeRequest {
+    let topo = Topology {
+        segments: [(TOPOLOGY_KEY.to_string(), node.to_string())].into(),
+    };
+    CreateVolumeRequest {
+        name: name.into(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: bytes,
+            limit_bytes: 0,
+        }),
+        volume_capabilities: vec![mount_cap()],
+        parameters: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>(),
+        accessibility_requirements: Some(TopologyRequirement {
+            requisite: vec![topo.clone()],
+            preferred: vec![topo],
+        }),
+        ..Default::default()
+    }
+}
+
+async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn events_of(c: &Client, name: &str) -> Vec<Event> {
+    let api: Api<Event> = Api::all(c.clone());
+    api.list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+fn condition(v: &RaidVolume, t: &str) -> Option<(String, String, String)> {
+    v.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[test]
+fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
+    let mut server = ApiServer::start().expect("API server");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = rt.block_on(async {
+        let c = client(&server.kubeconfig_path()).await.unwrap();
+        apply_crds(&c).await.unwrap();
+        c
+    });
+
+    // The node plugin in the VM: 3 legs + 1 spare.
+    let mut vm = Vm::builder()
+        .disks(&[128 * MIB; 4])
+        .network()
+        .with_driver()
+        .unwrap()
+        .file(server.guest_kubeconfig_path(), "/etc/kubeconfig")
+        .boot()
+        .unwrap();
+    vm.spawn("exec dmraid-csi node --endpoint /run/csi.sock --node-id vm1 --disks '/dev/vd*' --kubeconfig /etc/kubeconfig --monitor-interval 2 2>/tmp/node.log")
+        .unwrap();
+    let nodes: Api<RaidNode> = Api::all(c.clone());
+    let volumes: Api<RaidVolume> = Api::all(c.clone());
+    rt.block_on(wait_for(
+        "RaidNode vm1 with 4 disks",
+        Duration::from_secs(90),
+        || {
+            let nodes = nodes.clone();
+            async move {
+                let n = nodes.get_opt("vm1").await.ok()??;
+                (n.status?.disk_count == 4).then_some(())
+            }
+        },
+    ));
+    println!(
+        "{}",
+        rt.block_on(table(&c, "/apis/dmraid.csi.io/v1alpha1/raidnodes"))
+            .unwrap()
+    );
+
+    let ctl = start_controller(&server);
+    let mut csi = rt.block_on(async {
+        let ch = dmraid_proto::socket::connect(&ctl.socket.display().to_string())
+            .await
+            .unwrap();
+        ControllerClient::new(ch)
+    });
+
+    // Bad parameters: InvalidArgument, and nothing is written.
+    let bad = rt
+        .block_on(csi.create_volume(create_request(
+            "pvc-bad",
+            &[
+                ("raidType", "raid5_ls"),
+                ("legs", "3"),
+                ("chunkSize", "48Ki"),
+            ],
+            "vm1",
+            32 << 20,
+        )))
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+    assert!(bad.message().contains("chunkSize"), "{}", bad.message());
+    assert!(rt.block_on(volumes.get_opt("pvc-bad")).unwrap().is_none());
+
+    // No room on the chosen node: ResourceExhausted before any object is written.
+    let big = rt
+        .block_on(csi.create_volume(create_request(
+            "pvc-big",
+            &[("raidType", "raid5_ls"), ("legs", "3")],
+            "vm1",
+            4 << 30,
+        )))
+        .unwrap_err();
+    assert_eq!(big.code(), tonic::Code::ResourceExhausted, "{big:?}");
+    assert!(rt.block_on(volumes.get_opt("pvc-big")).unwrap().is_none());
+
+    // CreateVolume with WaitForFirstConsumer topology.
+    let id = "pvc-0b0e3c1e-7c43-4a4b-9a53-2a4f1b2f6b01";
+    let params = [
+        ("raidType", "raid5_ls"),
+        ("legs", "3"),
+        ("regionSize", "1Mi"),
+    ];
+    let created = Instant::now();
+    let vol = rt
+        .block_on(csi.create_volume(create_request(id, &params, "vm1", 64 << 20)))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e:?}\n--- node log ---\n{}",
+                vm.run_ok("tail -30 /tmp/node.log").unwrap_or_default()
+            )
+        })
+        .into_inner()
+        .volume
+        .unwrap();
+    println!("CreateVolume answered in {:?}", created.elapsed());
+    assert_eq!(vol.volume_id, id);
+    assert!(vol.capacity_bytes >= 64 << 20);
+    assert_eq!(
+        vol.accessible_topology[0].segments[TOPOLOGY_KEY], "vm1",
+        "{vol:?}"
+    );
+    // Idempotent; same name with other parameters is ALREADY_EXISTS.
+    let again = rt
+        .block_on(csi.create_volume(create_request(id, &params, "vm1", 64 << 20)))
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(again.volume_id, id);
+    let other = rt
+        .block_on(csi.create_volume(create_request(
+            id,
+            &[("raidType", "raid1"), ("legs", "2")],
+            "vm1",
+            64 << 20,
+        )))
+        .unwrap_err();
+    assert_eq!(other.code(), tonic::Code::AlreadyExists, "{other:?}");
+    let dev = format!("/dev/mapper/dmraid-{id}");
+    if vm.run_ok(&format!("test -b {dev}")).is_err() {
+        panic!(
+            "no {dev}:\n{}",
+            vm.run_ok("dmsetup ls; ls -l /dev/mapper; cat /tmp/node.log")
+                .unwrap_or_default()
+        );
+    }
+
+    // Wait for the initial resync, then the operator's view.
+    rt.block_on(wait_for(
+        "healthy after the initial resync",
+        Duration::from_secs(120),
+        || {
+            let volumes = volumes.clone();
+            async move {
+                let v = volumes.get_opt(id).await.ok()??;
+                (v.status?.health == "healthy").then_some(())
+            }
+        },
+    ));
+    let t = rt
+        .block_on(table(&c, "/apis/dmraid.csi.io/v1alpha1/raidvolumes"))
+        .unwrap();
+    println!("{t}");
+    assert!(
+        t.contains("vm1") && t.contains("raid5_ls") && t.contains("healthy") && t.contains("100%"),
+        "{t}"
+    );
+    let events = rt.block_on(events_of(&c, id));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("ResyncFinished")),
+        "{events:?}\n--- node log ---\n{}",
+        vm.run_ok("tail -20 /tmp/node.log").unwrap_or_default()
+    );
+
+    // A leg fault: the leg's disk is pulled while a writer runs.
+    let show = vm.run_ok(&format!("dmsetup table dmraid-{id}")).unwrap();
+    println!("{show}");
+    let victim = (0..4)
+        .find(|i| {
+            let d = vm.disk_dev(*i).unwrap();
+            vm.run_ok(&format!(
+                "dmsetup deps -o devname dmraid-{id}+d0 | grep -q {}",
+                d.trim_start_matches("/dev/")
+            ))
+            .is_ok()
+        })
+        .expect("the disk of leg 0");
+    vm.spawn(&format!("while :; do dd if=/dev/urandom of={dev} bs=64k count=4 seek=$((RANDOM % 200)) oflag=direct 2>/dev/null; done"))
+        .unwrap();
+    let pulled = Instant::now();
+    vm.hot_remove_disk(victim).unwrap();
+    let warning = rt.block_on(wait_for(
+        "a Warning LegFailed event",
+        Duration::from_secs(30),
+        || {
+            let c = c.clone();
+            async move {
+                events_of(&c, id)
+                    .await
+                    .into_iter()
+                    .find(|e| e.reason.as_deref() == Some("LegFailed"))
+            }
+        },
+    ));
+    let seen = pulled.elapsed();
+    println!(
+        "leg fault → Warning event in {seen:?}: {}",
+        warning.message.clone().unwrap_or_default()
+    );
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    assert!(
+        warning.message.as_deref().unwrap_or("").contains("leg 0"),
+        "{warning:?}"
+    );
+    let v = rt.block_on(volumes.get(id)).unwrap();
+    let degraded = condition(&v, "Degraded");
+    let st = v.status.clone().unwrap();
+    assert!(
+        degraded.as_ref().is_some_and(|d| d.0 == "True")
+            || st.health == "rebuilding"
+            || st.health == "healthy",
+        "{degraded:?} {st:?}"
+    );
+    // Healed onto the spare by itself.
+    rt.block_on(wait_for(
+        "healthy again after the rebuild",
+        Duration::from_secs(180),
+        || {
+            let volumes = volumes.clone();
+            async move {
+                let v = volumes.get_opt(id).await.ok()??;
+                let st = v.status?;
+                (st.health == "healthy" && st.legs.iter().all(|l| l.state == "in-sync"))
+                    .then_some(())
+            }
+        },
+    ));
+    let reasons: Vec<String> = rt
+        .block_on(events_of(&c, id))
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    println!("events: {reasons:?}");
+    assert!(reasons.iter().any(|r| r == "RebuildStarted"), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r == "RebuildFinished"),
+        "{reasons:?}"
+    );
+    let listed = rt
+        .block_on(csi.list_volumes(ListVolumesRequest::default()))
+        .unwrap()
+        .into_inner();
+    let cond = listed.entries[0]
+        .status
+        .clone()
+        .unwrap()
+        .volume_condition
+        .unwrap();
+    assert!(
+        !cond.abnormal && cond.message.contains("healthy"),
+        "{cond:?}"
+    );
+
+    // A spec edited by hand to other RAID parameters: a condition says why, nothing destroyed.
+    rt.block_on(volumes.patch(
+        id,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"raid": {"legs": 4}}})),
+    ))
+    .unwrap();
+    let refused = rt.block_on(wait_for(
+        "OperationFailed condition",
+        Duration::from_secs(30),
+        || {
+            let volumes = volumes.clone();
+            async move {
+                let v = volumes.get_opt(id).await.ok()??;
+                condition(&v, "OperationFailed")
+            }
+        },
+    ));
+    println!("hand edit refused: {refused:?}");
+    assert_eq!(refused.1, "SpecChanged");
+    vm.run_ok(&format!(
+        "test -b {dev} && dmsetup status dmraid-{id} | grep -q ' 3 AAA '"
+    ))
+    .unwrap();
+    rt.block_on(volumes.patch(
+        id,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"raid": {"legs": 3}}})),
+    ))
+    .unwrap();
+
+    // DeleteVolume: the object and the devices are gone.
+    vm.run_ok("kill %1 2>/dev/null; pkill dd; true").unwrap();
+    vm.run_ok(&format!(
+        "while pgrep -f 'of={dev}' >/dev/null; do pkill -f 'of={dev}'; sleep 0.2; done"
+    ))
+    .unwrap();
+    rt.block_on(csi.delete_volume(DeleteVolumeRequest {
+        volume_id: id.into(),
+        ..Default::default()
+    }))
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:?}\n--- node log ---\n{}",
+            vm.run_ok("tail -30 /tmp/node.log").unwrap_or_default()
+        )
+    });
+    assert!(rt.block_on(volumes.get_opt(id)).unwrap().is_none());
+    let left = vm.run_ok("dmsetup ls").unwrap();
+    assert!(!left.contains(id), "devices left: {left}");
+
+    // The API server goes away: UNAVAILABLE with a retryable message, no crash.
+    server.stop_apiserver();
+    let down = rt
+        .block_on(csi.create_volume(create_request("pvc-later", &params, "vm1", 32 << 20)))
+        .unwrap_err();
+    assert_eq!(down.code(), tonic::Code::Unavailable, "{down:?}");
+    println!("API server down: {}", down.message());
+    vm.run_ok("dmraid-csi identity --endpoint /run/csi.sock")
+        .unwrap();
+}
