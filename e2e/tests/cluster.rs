@@ -339,15 +339,22 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
         warning.message.as_deref().unwrap_or("").contains("leg 0"),
         "{warning:?}"
     );
-    let v = rt.block_on(volumes.get(id)).unwrap();
-    let degraded = condition(&v, "Degraded");
-    let st = v.status.clone().unwrap();
-    assert!(
-        degraded.as_ref().is_some_and(|d| d.0 == "True")
-            || st.health == "rebuilding"
-            || st.health == "healthy",
-        "{degraded:?} {st:?}"
-    );
+    // The status follows: Degraded (or already rebuilding onto the spare).
+    let (health, degraded) = rt.block_on(wait_for(
+        "Degraded or rebuilding status",
+        Duration::from_secs(10),
+        || {
+            let volumes = volumes.clone();
+            async move {
+                let v = volumes.get_opt(id).await.ok()??;
+                let degraded = condition(&v, "Degraded");
+                let health = v.status?.health;
+                (health == "degraded" || health == "rebuilding").then_some((health, degraded))
+            }
+        },
+    ));
+    println!("status after the fault: {health}, Degraded condition {degraded:?}");
+    assert_eq!(degraded.map(|d| d.0).as_deref(), Some("True"));
     // Healed onto the spare by itself.
     rt.block_on(wait_for(
         "healthy again after the rebuild",
@@ -362,17 +369,24 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
             }
         },
     ));
-    let reasons: Vec<String> = rt
-        .block_on(events_of(&c, id))
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
+    // Events are written as the monitor sees things happen: wait for the last one.
+    let reasons: Vec<String> = rt.block_on(wait_for(
+        "a RebuildFinished event",
+        Duration::from_secs(30),
+        || {
+            let c = c.clone();
+            async move {
+                let r: Vec<String> = events_of(&c, id)
+                    .await
+                    .into_iter()
+                    .filter_map(|e| e.reason)
+                    .collect();
+                r.iter().any(|r| r == "RebuildFinished").then_some(r)
+            }
+        },
+    ));
     println!("events: {reasons:?}");
     assert!(reasons.iter().any(|r| r == "RebuildStarted"), "{reasons:?}");
-    assert!(
-        reasons.iter().any(|r| r == "RebuildFinished"),
-        "{reasons:?}"
-    );
     let listed = rt
         .block_on(csi.list_volumes(ListVolumesRequest::default()))
         .unwrap()
@@ -387,6 +401,60 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
         !cond.abnormal && cond.message.contains("healthy"),
         "{cond:?}"
     );
+
+    // Capacity for the StorageClass on this node, from its RaidNode.
+    let cap = rt
+        .block_on(
+            csi.get_capacity(GetCapacityRequest {
+                parameters: params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                accessible_topology: Some(Topology {
+                    segments: [(TOPOLOGY_KEY.to_string(), "vm1".to_string())].into(),
+                }),
+                ..Default::default()
+            }),
+        )
+        .unwrap()
+        .into_inner();
+    println!(
+        "GetCapacity raid5_ls × 3 on vm1: {}",
+        cap.available_capacity
+    );
+    assert!(
+        cap.available_capacity > 64 << 20 && cap.available_capacity < 256 << 20,
+        "{cap:?}"
+    );
+
+    // Expansion: the node grows the array, the filesystem grows on the node.
+    let grown = rt
+        .block_on(csi.controller_expand_volume(ControllerExpandVolumeRequest {
+            volume_id: id.into(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 96 << 20,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        }))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e:?}\n--- node log ---\n{}",
+                vm.run_ok("tail -30 /tmp/node.log").unwrap_or_default()
+            )
+        })
+        .into_inner();
+    assert!(
+        grown.capacity_bytes >= 96 << 20 && grown.node_expansion_required,
+        "{grown:?}"
+    );
+    let sectors: u64 = vm
+        .run_ok(&format!("blockdev --getsz {dev}"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(sectors * 512 >= 96 << 20, "{sectors} sectors");
 
     // A spec edited by hand to other RAID parameters: a condition says why, nothing destroyed.
     rt.block_on(volumes.patch(

@@ -261,16 +261,20 @@ pub fn volume_status(
         ),
         cond(
             "Degraded",
-            lost > 0,
+            lost > 0 || action == Some(SyncAction::Recover),
             if lost > 0 {
                 "LegsLost"
+            } else if action == Some(SyncAction::Recover) {
+                "Rebuilding"
             } else {
-                "AllLegsPresent"
+                "AllLegsInSync"
             },
             if lost > 0 {
                 message.clone()
+            } else if action == Some(SyncAction::Recover) {
+                "redundancy is back when the rebuild finishes".into()
             } else {
-                "every leg is present".into()
+                "every leg is present and in sync".into()
             },
         ),
         cond(

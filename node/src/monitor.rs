@@ -42,6 +42,9 @@ pub struct RoundState {
     pub last: BTreeMap<String, String>,
     /// The last snapshot per volume, to tell what changed.
     pub snaps: BTreeMap<String, health::Snapshot>,
+    /// Volumes with a rebuild this monitor started and has not yet seen end
+    /// (a short rebuild can end before any round sees it running).
+    pub rebuilding: std::collections::BTreeSet<String>,
 }
 
 fn tell(notices: Option<&Notices>, n: Notice) {
@@ -80,8 +83,28 @@ pub fn round(
         if let Some(m) = metrics {
             m.observe(&v);
         }
+        let mut finished = false;
         for e in health::transitions(state.snaps.get(&id), &v) {
+            finished |= e.reason == "RebuildFinished";
             record(notices, &id, e);
+        }
+        let in_sync = v.status.as_ref().is_some_and(|s| s.healthy());
+        if state.rebuilding.contains(&id) && (finished || in_sync) {
+            state.rebuilding.remove(&id);
+            if !finished {
+                record(
+                    notices,
+                    &id,
+                    health::HealthEvent {
+                        warning: false,
+                        reason: "RebuildFinished",
+                        message: format!(
+                            "{}: rebuild finished, all legs in sync",
+                            v.spec.spec.raid_type
+                        ),
+                    },
+                );
+            }
         }
         state.snaps.insert(id.clone(), health::Snapshot::of(&v));
         let (abnormal, message) = health::condition(&v);
@@ -121,6 +144,7 @@ pub fn round(
                         }
                     }
                     state.snaps.insert(id.clone(), now);
+                    state.rebuilding.insert(id.clone());
                     tell(notices, Notice::Changed(id.clone()));
                 }
                 Err(e) => {
