@@ -4,6 +4,7 @@
 use crate::engine::{Engine, VolumeInfo};
 use crate::health;
 use dmraid_api::capacity::largest_volume;
+use dmraid_api::units::{Bytes, Sectors};
 use dmraid_api::RaidSpec;
 use dmraid_proto::csi::controller_server::Controller;
 use dmraid_proto::csi::volume_capability::access_mode::Mode;
@@ -129,6 +130,17 @@ fn spec_from(params: &std::collections::HashMap<String, String>) -> Result<RaidS
     let map: BTreeMap<String, String> =
         params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     RaidSpec::from_parameters(&map).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// Whether any parameter is the driver's own (the `csi.storage.k8s.io/*`
+/// keys belong to the sidecars).
+fn has_driver_parameters(params: &std::collections::HashMap<String, String>) -> bool {
+    params.keys().any(|k| !k.starts_with("csi.storage.k8s.io/"))
+}
+
+/// All free space on the claimed disks, whatever the layout.
+fn raw_free(gaps: &[Vec<Sectors>]) -> Bytes {
+    Sectors(gaps.iter().flatten().map(|s| s.0).sum()).bytes()
 }
 
 #[tonic::async_trait]
@@ -320,9 +332,18 @@ impl Controller for ControllerService {
                 }));
             }
         }
-        let spec = spec_from(&r.parameters)?;
         let engine = self.engine()?;
-        let bytes = largest_volume(&spec, &engine.free_gaps());
+        let gaps = engine.free_gaps();
+        // No StorageClass parameters (CSI makes them optional): no RAID layout
+        // to size for, so the answer is the raw free space on the claimed disks.
+        if !has_driver_parameters(&r.parameters) {
+            return Ok(Response::new(GetCapacityResponse {
+                available_capacity: raw_free(&gaps).0 as i64,
+                ..Default::default()
+            }));
+        }
+        let spec = spec_from(&r.parameters)?;
+        let bytes = largest_volume(&spec, &gaps);
         Ok(Response::new(GetCapacityResponse {
             available_capacity: bytes.0 as i64,
             maximum_volume_size: Some(bytes.0 as i64),
@@ -459,6 +480,71 @@ impl Controller for ControllerService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::disks::FakeDisks;
+    use crate::dm::FakeDm;
+    use crate::engine::EngineConfig;
+
+    /// The service over `n` fake disks of `mib` MiB each.
+    fn service(n: usize, mib: usize) -> (ControllerService, tempfile::TempDir) {
+        let disks = FakeDisks::new();
+        for i in 0..n {
+            disks.add(&format!("/dev/vd{}", (b'b' + i as u8) as char), mib << 20);
+        }
+        let engine = Arc::new(Engine::new(
+            Arc::new(FakeDm::new()),
+            Arc::new(disks),
+            EngineConfig {
+                node: "n".into(),
+                globs: vec!["/dev/vd*".into()],
+                wipe: false,
+            },
+        ));
+        assert!(engine.claim_disks().unwrap().is_empty());
+        let state = tempfile::tempdir().unwrap();
+        let svc = ControllerService::new(Some(engine), "n".into(), state.path().to_path_buf());
+        (svc, state)
+    }
+
+    async fn capacity(
+        svc: &ControllerService,
+        params: &[(&str, &str)],
+    ) -> Result<GetCapacityResponse, Status> {
+        let r = GetCapacityRequest {
+            parameters: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        svc.get_capacity(Request::new(r))
+            .await
+            .map(Response::into_inner)
+    }
+
+    #[tokio::test]
+    async fn capacity_without_parameters_is_the_raw_free_space() {
+        let (svc, _state) = service(3, 64);
+        let raw = capacity(&svc, &[]).await.unwrap();
+        // Three 64 MiB disks less their label areas: nearly 192 MiB, no layout applied.
+        assert!(
+            raw.available_capacity > 180 << 20 && raw.available_capacity <= 192 << 20,
+            "{raw:?}"
+        );
+        assert_eq!(raw.maximum_volume_size, None);
+        // The sidecars' keys alone are no layout either.
+        let sidecar = capacity(&svc, &[("csi.storage.k8s.io/fstype", "xfs")])
+            .await
+            .unwrap();
+        assert_eq!(sidecar.available_capacity, raw.available_capacity);
+        // With a layout: what one raid1 volume can hold, about a disk's worth.
+        let raid1 = capacity(&svc, &[("raidType", "raid1")]).await.unwrap();
+        assert!(raid1.available_capacity > 50 << 20 && raid1.available_capacity < 64 << 20);
+        assert_eq!(raid1.maximum_volume_size, Some(raid1.available_capacity));
+        // Parameters without a raidType are still a mistake worth naming.
+        let err = capacity(&svc, &[("legs", "2")]).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("raidType"), "{err:?}");
+    }
 
     #[test]
     fn volume_ids_are_names_or_stable_hashes() {
