@@ -362,6 +362,7 @@ impl Controller for ControllerService {
             Type::GetCapacity,
             Type::VolumeCondition,
             Type::GetVolume,
+            Type::ExpandVolume,
         ]
         .into_iter()
         .map(|t| ControllerServiceCapability {
@@ -519,6 +520,24 @@ mod tests {
         svc.get_capacity(Request::new(r))
             .await
             .map(Response::into_inner)
+    }
+
+    #[tokio::test]
+    async fn expansion_is_advertised_so_the_resizer_calls_it() {
+        use controller_service_capability::rpc::Type;
+        let (svc, _state) = service(2, 64);
+        let caps = svc
+            .controller_get_capabilities(Request::new(Default::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .capabilities;
+        let has = |t: Type| {
+            caps.iter().any(|c| {
+                matches!(&c.r#type, Some(controller_service_capability::Type::Rpc(r)) if r.r#type == t as i32)
+            })
+        };
+        assert!(has(Type::ExpandVolume) && has(Type::CreateDeleteVolume));
     }
 
     #[tokio::test]
