@@ -16,6 +16,8 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 step "cargo build --release (the VM tests run the release binaries)"
 cargo build --release --workspace --bins
+step "Kubernetes tools: csi-sanity, kube-apiserver, etcd, helm (seconds when already built)"
+bash scripts/k8s-tools.sh
 step "cargo test --workspace"
 cargo test --workspace
 step "all tests passed"
