@@ -3,7 +3,7 @@
 
 use crate::engine::{Engine, VolumeInfo};
 use crate::health;
-use dmraid_api::capacity::largest_volume;
+use dmraid_api::capacity::{array_sectors, largest_volume, leg_for_size};
 use dmraid_api::units::{Bytes, Sectors};
 use dmraid_api::RaidSpec;
 use dmraid_proto::csi::controller_server::Controller;
@@ -132,6 +132,14 @@ fn spec_from(params: &std::collections::HashMap<String, String>) -> Result<RaidS
     RaidSpec::from_parameters(&map).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
+/// The capacity of the smallest `spec` volume holding `size` bytes, as the engine will make it.
+fn capacity_for(spec: &RaidSpec, size: u64) -> Result<u64, Status> {
+    leg_for_size(spec, Bytes(size))
+        .and_then(|leg| array_sectors(spec, leg))
+        .map(|s| s.bytes().0)
+        .map_err(|e| Status::from(crate::error::Error::Model(e)))
+}
+
 /// Whether any parameter is the driver's own (the `csi.storage.k8s.io/*`
 /// keys belong to the sidecars).
 fn has_driver_parameters(params: &std::collections::HashMap<String, String>) -> bool {
@@ -180,15 +188,17 @@ impl Controller for ControllerService {
             (0, limit) => (limit as u64).min(DEFAULT_SIZE),
             (req, _) => req as u64,
         };
+        // Refused before anything is made: a volume created and then refused would be left behind.
+        let capacity = capacity_for(&spec, size)?;
+        if range.limit_bytes > 0 && capacity > range.limit_bytes as u64 {
+            return Err(Status::out_of_range(format!(
+                "the smallest {} volume holding {} bytes has {} bytes, above limit_bytes {}",
+                spec.raid_type, size, capacity, range.limit_bytes
+            )));
+        }
         let id = volume_id(&r.name);
         let engine = self.engine()?;
         let v = blocking(move || engine.create_volume(&id, &spec, size)).await?;
-        if range.limit_bytes > 0 && v.capacity > range.limit_bytes as u64 {
-            return Err(Status::out_of_range(format!(
-                "the smallest {} volume holding {} bytes has {} bytes, above limit_bytes {}",
-                v.spec.spec.raid_type, size, v.capacity, range.limit_bytes
-            )));
-        }
         Ok(Response::new(CreateVolumeResponse {
             volume: Some(self.to_volume(&v)),
         }))
@@ -432,13 +442,20 @@ impl Controller for ControllerService {
         let engine = self.engine()?;
         let id = r.volume_id.clone();
         let size = range.required_bytes as u64;
-        let v = blocking(move || engine.expand_volume(&id, size)).await?;
-        if range.limit_bytes > 0 && v.capacity > range.limit_bytes as u64 {
-            return Err(Status::out_of_range(format!(
-                "grown capacity {} exceeds limit_bytes {}",
-                v.capacity, range.limit_bytes
-            )));
+        if range.limit_bytes > 0 {
+            // Refused before anything grows: a grown volume cannot shrink back.
+            let e = engine.clone();
+            let spec = blocking(move || e.volume(&id)).await?.spec.spec;
+            let capacity = capacity_for(&spec, size)?;
+            if capacity > range.limit_bytes as u64 {
+                return Err(Status::out_of_range(format!(
+                    "grown capacity {} would exceed limit_bytes {}",
+                    capacity, range.limit_bytes
+                )));
+            }
         }
+        let id = r.volume_id.clone();
+        let v = blocking(move || engine.expand_volume(&id, size)).await?;
         if let Err(e) = crate::state_dir::save_volume(&self.state_dir, &v.id, &v.spec) {
             tracing::warn!(volume = %v.id, error = %e, "could not update the volume's YAML");
         }
@@ -520,6 +537,58 @@ mod tests {
         svc.get_capacity(Request::new(r))
             .await
             .map(Response::into_inner)
+    }
+
+    #[tokio::test]
+    async fn a_volume_over_limit_bytes_is_refused_before_it_is_made() {
+        let (svc, _state) = service(2, 64);
+        let mount = VolumeCapability {
+            access_type: Some(volume_capability::AccessType::Mount(Default::default())),
+            access_mode: Some(volume_capability::AccessMode {
+                mode: Mode::SingleNodeWriter as i32,
+            }),
+        };
+        let create = |required: i64, limit: i64| CreateVolumeRequest {
+            name: "v".into(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: required,
+                limit_bytes: limit,
+            }),
+            volume_capabilities: vec![mount.clone()],
+            parameters: [("raidType".to_string(), "raid1".to_string())].into(),
+            ..Default::default()
+        };
+        // 1 MiB + 1 byte rounds up to whole sectors and more: above the limit.
+        let err = svc
+            .create_volume(Request::new(create((1 << 20) + 1, (1 << 20) + 1)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+        let engine = svc.engine().unwrap();
+        assert!(engine.volume_ids().is_empty(), "nothing left behind");
+        // Within the limit: made, and growing past a limit leaves it as it was.
+        let v = svc
+            .create_volume(Request::new(create(8 << 20, 8 << 20)))
+            .await
+            .unwrap()
+            .into_inner()
+            .volume
+            .unwrap();
+        assert_eq!(v.capacity_bytes, 8 << 20);
+        let grow = ControllerExpandVolumeRequest {
+            volume_id: "v".into(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: (16 << 20) + 1,
+                limit_bytes: (16 << 20) + 1,
+            }),
+            ..Default::default()
+        };
+        let err = svc
+            .controller_expand_volume(Request::new(grow))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+        assert_eq!(engine.volume("v").unwrap().capacity, 8 << 20);
     }
 
     #[tokio::test]
