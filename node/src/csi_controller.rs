@@ -3,7 +3,8 @@
 
 use crate::engine::{Engine, VolumeInfo};
 use crate::health;
-use dmraid_api::capacity::largest_volume;
+use dmraid_api::capacity::{array_sectors, largest_volume, leg_for_size};
+use dmraid_api::units::{Bytes, Sectors};
 use dmraid_api::RaidSpec;
 use dmraid_proto::csi::controller_server::Controller;
 use dmraid_proto::csi::volume_capability::access_mode::Mode;
@@ -131,6 +132,25 @@ fn spec_from(params: &std::collections::HashMap<String, String>) -> Result<RaidS
     RaidSpec::from_parameters(&map).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
+/// The capacity of the smallest `spec` volume holding `size` bytes, as the engine will make it.
+fn capacity_for(spec: &RaidSpec, size: u64) -> Result<u64, Status> {
+    leg_for_size(spec, Bytes(size))
+        .and_then(|leg| array_sectors(spec, leg))
+        .map(|s| s.bytes().0)
+        .map_err(|e| Status::from(crate::error::Error::Model(e)))
+}
+
+/// Whether any parameter is the driver's own (the `csi.storage.k8s.io/*`
+/// keys belong to the sidecars).
+fn has_driver_parameters(params: &std::collections::HashMap<String, String>) -> bool {
+    params.keys().any(|k| !k.starts_with("csi.storage.k8s.io/"))
+}
+
+/// All free space on the claimed disks, whatever the layout.
+fn raw_free(gaps: &[Vec<Sectors>]) -> Bytes {
+    Sectors(gaps.iter().flatten().map(|s| s.0).sum()).bytes()
+}
+
 #[tonic::async_trait]
 impl Controller for ControllerService {
     async fn create_volume(
@@ -168,15 +188,17 @@ impl Controller for ControllerService {
             (0, limit) => (limit as u64).min(DEFAULT_SIZE),
             (req, _) => req as u64,
         };
+        // Refused before anything is made: a volume created and then refused would be left behind.
+        let capacity = capacity_for(&spec, size)?;
+        if range.limit_bytes > 0 && capacity > range.limit_bytes as u64 {
+            return Err(Status::out_of_range(format!(
+                "the smallest {} volume holding {} bytes has {} bytes, above limit_bytes {}",
+                spec.raid_type, size, capacity, range.limit_bytes
+            )));
+        }
         let id = volume_id(&r.name);
         let engine = self.engine()?;
         let v = blocking(move || engine.create_volume(&id, &spec, size)).await?;
-        if range.limit_bytes > 0 && v.capacity > range.limit_bytes as u64 {
-            return Err(Status::out_of_range(format!(
-                "the smallest {} volume holding {} bytes has {} bytes, above limit_bytes {}",
-                v.spec.spec.raid_type, size, v.capacity, range.limit_bytes
-            )));
-        }
         Ok(Response::new(CreateVolumeResponse {
             volume: Some(self.to_volume(&v)),
         }))
@@ -320,9 +342,18 @@ impl Controller for ControllerService {
                 }));
             }
         }
-        let spec = spec_from(&r.parameters)?;
         let engine = self.engine()?;
-        let bytes = largest_volume(&spec, &engine.free_gaps());
+        let gaps = engine.free_gaps();
+        // No StorageClass parameters (CSI makes them optional): no RAID layout
+        // to size for, so the answer is the raw free space on the claimed disks.
+        if !has_driver_parameters(&r.parameters) {
+            return Ok(Response::new(GetCapacityResponse {
+                available_capacity: raw_free(&gaps).0 as i64,
+                ..Default::default()
+            }));
+        }
+        let spec = spec_from(&r.parameters)?;
+        let bytes = largest_volume(&spec, &gaps);
         Ok(Response::new(GetCapacityResponse {
             available_capacity: bytes.0 as i64,
             maximum_volume_size: Some(bytes.0 as i64),
@@ -341,6 +372,7 @@ impl Controller for ControllerService {
             Type::GetCapacity,
             Type::VolumeCondition,
             Type::GetVolume,
+            Type::ExpandVolume,
         ]
         .into_iter()
         .map(|t| ControllerServiceCapability {
@@ -410,13 +442,20 @@ impl Controller for ControllerService {
         let engine = self.engine()?;
         let id = r.volume_id.clone();
         let size = range.required_bytes as u64;
-        let v = blocking(move || engine.expand_volume(&id, size)).await?;
-        if range.limit_bytes > 0 && v.capacity > range.limit_bytes as u64 {
-            return Err(Status::out_of_range(format!(
-                "grown capacity {} exceeds limit_bytes {}",
-                v.capacity, range.limit_bytes
-            )));
+        if range.limit_bytes > 0 {
+            // Refused before anything grows: a grown volume cannot shrink back.
+            let e = engine.clone();
+            let spec = blocking(move || e.volume(&id)).await?.spec.spec;
+            let capacity = capacity_for(&spec, size)?;
+            if capacity > range.limit_bytes as u64 {
+                return Err(Status::out_of_range(format!(
+                    "grown capacity {} would exceed limit_bytes {}",
+                    capacity, range.limit_bytes
+                )));
+            }
         }
+        let id = r.volume_id.clone();
+        let v = blocking(move || engine.expand_volume(&id, size)).await?;
         if let Err(e) = crate::state_dir::save_volume(&self.state_dir, &v.id, &v.spec) {
             tracing::warn!(volume = %v.id, error = %e, "could not update the volume's YAML");
         }
@@ -459,6 +498,141 @@ impl Controller for ControllerService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::disks::FakeDisks;
+    use crate::dm::FakeDm;
+    use crate::engine::EngineConfig;
+
+    /// The service over `n` fake disks of `mib` MiB each.
+    fn service(n: usize, mib: usize) -> (ControllerService, tempfile::TempDir) {
+        let disks = FakeDisks::new();
+        for i in 0..n {
+            disks.add(&format!("/dev/vd{}", (b'b' + i as u8) as char), mib << 20);
+        }
+        let engine = Arc::new(Engine::new(
+            Arc::new(FakeDm::new()),
+            Arc::new(disks),
+            EngineConfig {
+                node: "n".into(),
+                globs: vec!["/dev/vd*".into()],
+                wipe: false,
+            },
+        ));
+        assert!(engine.claim_disks().unwrap().is_empty());
+        let state = tempfile::tempdir().unwrap();
+        let svc = ControllerService::new(Some(engine), "n".into(), state.path().to_path_buf());
+        (svc, state)
+    }
+
+    async fn capacity(
+        svc: &ControllerService,
+        params: &[(&str, &str)],
+    ) -> Result<GetCapacityResponse, Status> {
+        let r = GetCapacityRequest {
+            parameters: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        svc.get_capacity(Request::new(r))
+            .await
+            .map(Response::into_inner)
+    }
+
+    #[tokio::test]
+    async fn a_volume_over_limit_bytes_is_refused_before_it_is_made() {
+        let (svc, _state) = service(2, 64);
+        let mount = VolumeCapability {
+            access_type: Some(volume_capability::AccessType::Mount(Default::default())),
+            access_mode: Some(volume_capability::AccessMode {
+                mode: Mode::SingleNodeWriter as i32,
+            }),
+        };
+        let create = |required: i64, limit: i64| CreateVolumeRequest {
+            name: "v".into(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: required,
+                limit_bytes: limit,
+            }),
+            volume_capabilities: vec![mount.clone()],
+            parameters: [("raidType".to_string(), "raid1".to_string())].into(),
+            ..Default::default()
+        };
+        // 1 MiB + 1 byte rounds up to whole sectors and more: above the limit.
+        let err = svc
+            .create_volume(Request::new(create((1 << 20) + 1, (1 << 20) + 1)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+        let engine = svc.engine().unwrap();
+        assert!(engine.volume_ids().is_empty(), "nothing left behind");
+        // Within the limit: made, and growing past a limit leaves it as it was.
+        let v = svc
+            .create_volume(Request::new(create(8 << 20, 8 << 20)))
+            .await
+            .unwrap()
+            .into_inner()
+            .volume
+            .unwrap();
+        assert_eq!(v.capacity_bytes, 8 << 20);
+        let grow = ControllerExpandVolumeRequest {
+            volume_id: "v".into(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: (16 << 20) + 1,
+                limit_bytes: (16 << 20) + 1,
+            }),
+            ..Default::default()
+        };
+        let err = svc
+            .controller_expand_volume(Request::new(grow))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+        assert_eq!(engine.volume("v").unwrap().capacity, 8 << 20);
+    }
+
+    #[tokio::test]
+    async fn expansion_is_advertised_so_the_resizer_calls_it() {
+        use controller_service_capability::rpc::Type;
+        let (svc, _state) = service(2, 64);
+        let caps = svc
+            .controller_get_capabilities(Request::new(Default::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .capabilities;
+        let has = |t: Type| {
+            caps.iter().any(|c| {
+                matches!(&c.r#type, Some(controller_service_capability::Type::Rpc(r)) if r.r#type == t as i32)
+            })
+        };
+        assert!(has(Type::ExpandVolume) && has(Type::CreateDeleteVolume));
+    }
+
+    #[tokio::test]
+    async fn capacity_without_parameters_is_the_raw_free_space() {
+        let (svc, _state) = service(3, 64);
+        let raw = capacity(&svc, &[]).await.unwrap();
+        // Three 64 MiB disks less their label areas: nearly 192 MiB, no layout applied.
+        assert!(
+            raw.available_capacity > 180 << 20 && raw.available_capacity <= 192 << 20,
+            "{raw:?}"
+        );
+        assert_eq!(raw.maximum_volume_size, None);
+        // The sidecars' keys alone are no layout either.
+        let sidecar = capacity(&svc, &[("csi.storage.k8s.io/fstype", "xfs")])
+            .await
+            .unwrap();
+        assert_eq!(sidecar.available_capacity, raw.available_capacity);
+        // With a layout: what one raid1 volume can hold, about a disk's worth.
+        let raid1 = capacity(&svc, &[("raidType", "raid1")]).await.unwrap();
+        assert!(raid1.available_capacity > 50 << 20 && raid1.available_capacity < 64 << 20);
+        assert_eq!(raid1.maximum_volume_size, Some(raid1.available_capacity));
+        // Parameters without a raidType are still a mistake worth naming.
+        let err = capacity(&svc, &[("legs", "2")]).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("raidType"), "{err:?}");
+    }
 
     #[test]
     fn volume_ids_are_names_or_stable_hashes() {

@@ -346,6 +346,7 @@ impl Node for NodeService {
             Type::StageUnstageVolume,
             Type::GetVolumeStats,
             Type::VolumeCondition,
+            Type::ExpandVolume,
         ]
         .into_iter()
         .map(|t| NodeServiceCapability {
@@ -370,5 +371,28 @@ impl Node for NodeService {
                 segments: [(TOPOLOGY_KEY.to_string(), self.node_id.clone())].into(),
             }),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn node_expansion_is_advertised_so_the_kubelet_grows_the_filesystem() {
+        use node_service_capability::rpc::Type;
+        let svc = NodeService::new("n".into(), None, "/".into());
+        let caps = svc
+            .node_get_capabilities(Request::new(NodeGetCapabilitiesRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+            .capabilities;
+        let has = |t: Type| {
+            caps.iter().any(|c| {
+                matches!(&c.r#type, Some(node_service_capability::Type::Rpc(r)) if r.r#type == t as i32)
+            })
+        };
+        assert!(has(Type::ExpandVolume) && has(Type::StageUnstageVolume));
     }
 }

@@ -31,6 +31,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// extent never looks like an old array.
 const META_WIPE: usize = 512 * 1024;
 
+/// Bytes zeroed at the start of each new data extent (at least one chunk):
+/// the array's head, where filesystem signatures live, so a new volume on
+/// reused extents never shows the deleted volume's filesystem (NodeStage
+/// would mount it instead of making a new one).
+const DATA_WIPE: u64 = 1024 * 1024;
+
 /// What the labels record of a volume (the spec blob).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -497,12 +503,18 @@ impl Engine {
             }
         })?;
         // Blank metadata: the kernel must see a new array, never an old superblock.
+        // Blank data head: a new volume has no filesystem, whatever was there before.
+        let data_wipe = DATA_WIPE.max(spec.chunk_size.0).min(leg.0 * 512) as usize;
         for p in &placements {
             let path = self.path_of(&p.disk)?;
             let mut dev = self.disks.open(&path).map_err(Self::io_err(&path))?;
             dev.seek(SeekFrom::Start(p.meta_start * 512))
                 .map_err(Self::io_err(&path))?;
             dev.write_all(&vec![0u8; META_WIPE])
+                .map_err(Self::io_err(&path))?;
+            dev.seek(SeekFrom::Start(p.data_start * 512))
+                .map_err(Self::io_err(&path))?;
+            dev.write_all(&vec![0u8; data_wipe])
                 .map_err(Self::io_err(&path))?;
             dev.sync_data().map_err(Self::io_err(&path))?;
         }

@@ -371,3 +371,47 @@ fn a_failed_leg_is_replaced_on_a_spare_and_old_extents_freed_when_in_sync() {
     dm.set_status("dmraid-r", "raid5_ls 3 AAA 8192/8192 idle 0");
     assert_eq!(e.reap_retired("r").unwrap(), 2);
 }
+
+/// (disk, byte offset) of each leg's data extent, from the live linears.
+fn data_heads(e: &Engine, dm: &FakeDm, id: &str) -> Vec<(String, usize)> {
+    let v = e.volume(id).unwrap();
+    v.legs
+        .iter()
+        .map(|l| {
+            let t = dm.table(&leg_name(id, l.leg, Role::Data)).unwrap();
+            let start: usize = t[0]
+                .params
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse()
+                .unwrap();
+            (l.disk.as_ref().unwrap().display().to_string(), start * 512)
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_volume_never_shows_the_deleted_volumes_filesystem() {
+    let (dm, disks, e) = setup(2, 64 * MIB);
+    let s = params(&[("raidType", "raid1")]);
+    e.create_volume("old", &s, 8 * MIB as u64).unwrap();
+    // The old volume gets an ext4 filesystem (its magic at byte 1080 of the array).
+    let old = data_heads(&e, &dm, "old");
+    for (disk, at) in &old {
+        let mut d = disks.open(std::path::Path::new(disk)).unwrap();
+        d.seek(SeekFrom::Start((*at + 1080) as u64)).unwrap();
+        d.write_all(&[0x53, 0xef]).unwrap();
+        let head = &disks.bytes(disk)[*at..*at + crate::signature::HEAD_BYTES];
+        assert!(crate::signature::detect(head).is_some());
+    }
+    e.delete_volume("old").unwrap();
+    // A new volume on the same extents starts blank: NodeStage makes a new filesystem.
+    e.create_volume("new", &s, 8 * MIB as u64).unwrap();
+    let new = data_heads(&e, &dm, "new");
+    assert_eq!(new, old, "the freed extents are reused");
+    for (disk, at) in &new {
+        let head = &disks.bytes(disk)[*at..*at + crate::signature::HEAD_BYTES];
+        assert_eq!(crate::signature::detect(head), None, "{disk} at {at}");
+    }
+}
