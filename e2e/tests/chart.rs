@@ -1,0 +1,229 @@
+//! The Helm chart with the real `helm` (built by scripts/k8s-tools.sh):
+//! lint, render with several value sets, and send every rendered object to a
+//! real kube-apiserver as a strict server-side dry run, so an invalid or
+//! unknown field fails here; values.schema.json refuses typos; the RBAC
+//! grants exactly what the table below explains.
+
+use e2e::apiserver::{tool, ApiServer};
+use e2e::kube_util::{apply_crds, client};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
+use kube::discovery::{Discovery, Scope};
+use kube::{Api, Client};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+const KUBE_VERSION: &str = "1.36.3";
+
+fn chart() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/dmraid-csi")
+}
+
+/// `helm template` with `--set` pairs; Err(stderr) when helm refuses.
+fn render(sets: &[&str]) -> Result<String, String> {
+    let helm = tool("helm").expect("helm");
+    let mut cmd = Command::new(helm);
+    cmd.args(["template", "t"])
+        .arg(chart())
+        .args(["--namespace", "dmraid", "--kube-version", KUBE_VERSION]);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().expect("run helm");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn documents(yaml: &str) -> Vec<serde_json::Value> {
+    yaml.split("\n---")
+        .filter_map(|doc| {
+            let v: serde_json::Value = serde_saphyr::from_str(doc).ok()?;
+            v.is_object().then_some(v)
+        })
+        .collect()
+}
+
+#[test]
+fn helm_lint_passes() {
+    let helm = tool("helm").expect("helm");
+    let out = Command::new(helm)
+        .args(["lint", "--strict", "--kube-version", KUBE_VERSION])
+        .arg(chart())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_misspelt_value_is_refused_with_its_name() {
+    let e = render(&["imagee.tag=x"]).unwrap_err();
+    assert!(e.contains("imagee"), "{e}");
+    let e = render(&["node.disks[0]=sda"]).unwrap_err();
+    assert!(e.contains("/node/disks/0") && e.contains("^/dev/"), "{e}");
+    let e = render(&["logFormat=yaml"]).unwrap_err();
+    assert!(e.contains("logFormat"), "{e}");
+}
+
+async fn dry_run_all(c: &Client, discovery: &Discovery, yaml: &str) -> Vec<String> {
+    let mut kinds = Vec::new();
+    for doc in documents(yaml) {
+        let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
+        let tm = obj.types.clone().expect("apiVersion and kind");
+        let (group, version) = match tm.api_version.split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), tm.api_version.clone()),
+        };
+        let gvk = kube::api::GroupVersionKind::gvk(&group, &version, &tm.kind);
+        if tm.kind == "ServiceMonitor" {
+            // Prometheus Operator's CRD is not installed on the test server.
+            assert_eq!(doc["spec"]["endpoints"][0]["port"], "metrics");
+            kinds.push(tm.kind.clone());
+            continue;
+        }
+        let (ar, caps) = discovery
+            .resolve_gvk(&gvk)
+            .unwrap_or_else(|| panic!("the API server does not serve {gvk:?}"));
+        let api: Api<DynamicObject> = if caps.scope == Scope::Cluster {
+            Api::all_with(c.clone(), &ar)
+        } else {
+            Api::namespaced_with(c.clone(), "dmraid", &ar)
+        };
+        let name = obj.metadata.name.clone().unwrap();
+        api.patch(
+            &name,
+            &PatchParams::apply("chart-test").dry_run().validation_strict(),
+            &Patch::Apply(&doc),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{} {name} refused by the API server: {e}", tm.kind));
+        kinds.push(tm.kind.clone());
+    }
+    kinds
+}
+
+#[test]
+fn every_rendered_object_passes_strict_server_side_validation() {
+    let server = ApiServer::start().expect("API server");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = client(&server.kubeconfig_path()).await.unwrap();
+        apply_crds(&c).await.unwrap();
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "dmraid"}
+        }))
+        .unwrap();
+        Api::<Namespace>::all(c.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+        let discovery = Discovery::new(c.clone()).run().await.unwrap();
+        let sets: [&[&str]; 4] = [
+            &[],
+            &[
+                "storageClasses.raid1.enabled=true",
+                "storageClasses.raid5.enabled=true",
+                "storageClasses.raid6.enabled=true",
+                "storageClasses.raid10.enabled=true",
+                "storageClassDefaults.fsType=xfs",
+            ],
+            &["metrics.serviceMonitor.enabled=true", "logFormat=json", "node.hostIPC=true"],
+            &["metrics.enabled=false", "node.wipeDisks=true", "node.autoRebuild=false"],
+        ];
+        for set in sets {
+            let yaml = render(set).unwrap_or_else(|e| panic!("helm template {set:?}: {e}"));
+            let kinds = dry_run_all(&c, &discovery, &yaml).await;
+            println!("{set:?}: {kinds:?}");
+            for k in ["CSIDriver", "Deployment", "DaemonSet", "ClusterRole", "ServiceAccount"] {
+                assert!(kinds.iter().any(|x| x == k), "{k} missing for {set:?}");
+            }
+            if set.iter().any(|s| s.starts_with("storageClasses")) {
+                assert_eq!(kinds.iter().filter(|k| *k == "StorageClass").count(), 4);
+            }
+            if set.contains(&"metrics.serviceMonitor.enabled=true") {
+                assert!(kinds.iter().any(|k| k == "ServiceMonitor"));
+            }
+            if set.contains(&"metrics.enabled=false") {
+                assert!(!yaml.contains("--metrics-addr"), "metrics off still serves");
+            }
+        }
+    });
+}
+
+/// Every (role, apiGroup, resource, verb) the chart grants, with who needs it.
+const GRANTS: &[(&str, &str, &str, &str, &str)] = &[
+    ("controller", "dmraid.csi.io", "raidvolumes", "get list watch create delete patch", "dmraid-csi-controller: RaidVolumes are the volumes (create, wait for Ready, delete, expand)"),
+    ("controller", "dmraid.csi.io", "raidnodes", "get list watch", "dmraid-csi-controller: room per node for CreateVolume and GetCapacity"),
+    ("controller", "", "persistentvolumes", "get list watch create delete patch", "csi-provisioner: makes and deletes PVs"),
+    ("controller", "", "persistentvolumeclaims", "get list watch update patch", "csi-provisioner and csi-resizer: claims"),
+    ("controller", "", "persistentvolumeclaims/status", "patch update", "csi-resizer: records the new size"),
+    ("controller", "storage.k8s.io", "storageclasses", "get list watch", "csi-provisioner: parameters"),
+    ("controller", "storage.k8s.io", "csinodes", "get list watch", "csi-provisioner: topology"),
+    ("controller", "", "nodes", "get list watch", "csi-provisioner: topology"),
+    ("controller", "storage.k8s.io", "csistoragecapacities", "get list watch create update patch delete", "csi-provisioner --enable-capacity"),
+    ("controller", "", "pods", "get", "csi-provisioner --capacity-ownerref-level: its own pod"),
+    ("controller", "apps", "replicasets", "get", "csi-provisioner --capacity-ownerref-level: owner chain"),
+    ("controller", "apps", "deployments", "get", "csi-provisioner --capacity-ownerref-level: owner chain"),
+    ("controller", "", "events", "list watch create update patch", "sidecars: Events on claims"),
+    ("controller", "coordination.k8s.io", "leases", "get watch list delete update create", "sidecars: leader election"),
+    ("node", "dmraid.csi.io", "raidvolumes", "get list watch patch", "dmraid-csi node: reconciles its RaidVolumes, finalizer by patch"),
+    ("node", "dmraid.csi.io", "raidvolumes/status", "patch", "dmraid-csi node: status by server-side apply"),
+    ("node", "dmraid.csi.io", "raidnodes", "get create patch", "dmraid-csi node: its own RaidNode"),
+    ("node", "dmraid.csi.io", "raidnodes/status", "patch", "dmraid-csi node: its RaidNode's status"),
+    ("node", "events.k8s.io", "events", "create patch", "dmraid-csi node: health Events"),
+    ("node", "", "persistentvolumes", "get", "dmraid-csi node: the PV to put Events on"),
+    ("node", "", "persistentvolumeclaims", "get", "dmraid-csi node: the PVC to put Events on"),
+];
+
+#[test]
+fn rbac_grants_exactly_what_is_explained() {
+    let yaml = render(&[]).unwrap();
+    let mut granted = BTreeSet::new();
+    for doc in documents(&yaml) {
+        if doc["kind"] != "ClusterRole" && doc["kind"] != "Role" {
+            continue;
+        }
+        let role = doc["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("dmraid-csi-")
+            .to_string();
+        for rule in doc["rules"].as_array().unwrap() {
+            for g in rule["apiGroups"].as_array().unwrap() {
+                for r in rule["resources"].as_array().unwrap() {
+                    for v in rule["verbs"].as_array().unwrap() {
+                        let v = v.as_str().unwrap();
+                        assert_ne!(v, "*", "wildcard verb in {role}");
+                        assert_ne!(r.as_str().unwrap(), "*", "wildcard resource in {role}");
+                        granted.insert((
+                            role.clone(),
+                            g.as_str().unwrap().to_string(),
+                            r.as_str().unwrap().to_string(),
+                            v.to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let mut explained = BTreeSet::new();
+    for (role, group, resource, verbs, why) in GRANTS {
+        assert!(!why.is_empty());
+        for v in verbs.split_whitespace() {
+            explained.insert((role.to_string(), group.to_string(), resource.to_string(), v.to_string()));
+        }
+    }
+    let unexplained: Vec<_> = granted.difference(&explained).collect();
+    let missing: Vec<_> = explained.difference(&granted).collect();
+    assert!(unexplained.is_empty(), "granted without a reason: {unexplained:?}");
+    assert!(missing.is_empty(), "explained but not granted: {missing:?}");
+    println!("{} grants, each explained", granted.len());
+}
