@@ -228,14 +228,31 @@ impl ApiServer {
         Ok(s)
     }
 
+    /// A kubeconfig authenticating with `token` (e.g. a service account's),
+    /// for this machine or (`guest`) for a QEMU guest.
+    pub fn kubeconfig_with_token(
+        &self,
+        token: &str,
+        guest: bool,
+        name: &str,
+    ) -> Result<PathBuf, String> {
+        let path = self.dir.path().join(format!("kubeconfig.{name}"));
+        let host = if guest { HOST_FROM_GUEST } else { "127.0.0.1" };
+        self.write_kubeconfig_as(host, token, &path)?;
+        Ok(path)
+    }
+
     fn write_kubeconfig(&self, host: &str, path: &Path) -> Result<(), String> {
+        self.write_kubeconfig_as(host, &self.token, path)
+    }
+
+    fn write_kubeconfig_as(&self, host: &str, token: &str, path: &Path) -> Result<(), String> {
         use base64::Engine as _;
         let ca = std::fs::read(self.dir.path().join("ca.crt")).map_err(|e| e.to_string())?;
         let ca = base64::engine::general_purpose::STANDARD.encode(ca);
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://{host}:{port}\n    certificate-authority-data: {ca}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\ncurrent-context: test\n",
             port = self.port,
-            token = self.token
         );
         std::fs::write(path, text).map_err(|e| e.to_string())
     }

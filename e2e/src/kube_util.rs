@@ -3,7 +3,8 @@
 //! `kubectl get` prints).
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
+use kube::discovery::{Discovery, Scope};
 use kube::{Api, Client};
 use std::path::Path;
 use std::time::Duration;
@@ -94,4 +95,101 @@ pub async fn table(c: &Client, path: &str) -> Result<String, String> {
         })
         .collect::<Vec<_>>()
         .join("\n"))
+}
+
+/// The objects of a multi-document YAML stream (empty documents dropped).
+pub fn documents(yaml: &str) -> Vec<serde_json::Value> {
+    yaml.split("\n---")
+        .filter_map(|doc| {
+            let v: serde_json::Value = serde_saphyr::from_str(doc).ok()?;
+            v.is_object().then_some(v)
+        })
+        .collect()
+}
+
+/// Server-side apply every object (`dry_run`: validated strictly, nothing
+/// stored) into namespace `ns` where namespaced; returns the kinds applied.
+/// Kinds the server does not serve are an error, except those in `absent_ok`.
+pub async fn apply_all(
+    c: &Client,
+    yaml: &str,
+    ns: &str,
+    dry_run: bool,
+    absent_ok: &[&str],
+) -> Result<Vec<String>, String> {
+    let discovery = Discovery::new(c.clone())
+        .run()
+        .await
+        .map_err(|e| format!("discovery: {e}"))?;
+    let mut kinds = Vec::new();
+    for doc in documents(yaml) {
+        let obj: DynamicObject = serde_json::from_value(doc.clone()).map_err(|e| e.to_string())?;
+        let tm = obj
+            .types
+            .clone()
+            .ok_or("an object without apiVersion/kind")?;
+        let (group, version) = match tm.api_version.split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), tm.api_version.clone()),
+        };
+        let gvk = kube::api::GroupVersionKind::gvk(&group, &version, &tm.kind);
+        let Some((ar, caps)) = discovery.resolve_gvk(&gvk) else {
+            if absent_ok.contains(&tm.kind.as_str()) {
+                kinds.push(tm.kind.clone());
+                continue;
+            }
+            return Err(format!("the API server does not serve {gvk:?}"));
+        };
+        let api: Api<DynamicObject> = if caps.scope == Scope::Cluster {
+            Api::all_with(c.clone(), &ar)
+        } else {
+            Api::namespaced_with(c.clone(), ns, &ar)
+        };
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        let mut pp = PatchParams::apply("dmraid-e2e").force().validation_strict();
+        if dry_run {
+            pp = pp.dry_run();
+        }
+        api.patch(&name, &pp, &Patch::Apply(&doc))
+            .await
+            .map_err(|e| format!("{} {name} refused by the API server: {e}", tm.kind))?;
+        kinds.push(tm.kind.clone());
+    }
+    Ok(kinds)
+}
+
+/// Create a namespace (no error if it exists).
+pub async fn namespace(c: &Client, name: &str) -> Result<(), String> {
+    let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
+    }))
+    .map_err(|e| e.to_string())?;
+    match Api::<k8s_openapi::api::core::v1::Namespace>::all(c.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A bound token of a service account (TokenRequest), valid for an hour.
+pub async fn service_account_token(c: &Client, ns: &str, sa: &str) -> Result<String, String> {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    let api: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(c.clone(), ns);
+    let req = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let out: TokenRequest = api
+        .create_subresource("token", sa, &PostParams::default(), &req)
+        .await
+        .map_err(|e| format!("token for {ns}/{sa}: {e}"))?;
+    out.status
+        .and_then(|s| s.token)
+        .ok_or_else(|| format!("no token for {ns}/{sa}"))
 }

@@ -5,11 +5,7 @@
 //! grants exactly what the table below explains.
 
 use e2e::apiserver::{tool, ApiServer};
-use e2e::kube_util::{apply_crds, client};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
-use kube::discovery::{Discovery, Scope};
-use kube::{Api, Client};
+use e2e::kube_util::{apply_all, apply_crds, client, documents, namespace};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
@@ -24,9 +20,12 @@ fn chart() -> PathBuf {
 fn render(sets: &[&str]) -> Result<String, String> {
     let helm = tool("helm").expect("helm");
     let mut cmd = Command::new(helm);
-    cmd.args(["template", "t"])
-        .arg(chart())
-        .args(["--namespace", "dmraid", "--kube-version", KUBE_VERSION]);
+    cmd.args(["template", "t"]).arg(chart()).args([
+        "--namespace",
+        "dmraid",
+        "--kube-version",
+        KUBE_VERSION,
+    ]);
     for s in sets {
         cmd.args(["--set", s]);
     }
@@ -36,15 +35,6 @@ fn render(sets: &[&str]) -> Result<String, String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
-}
-
-fn documents(yaml: &str) -> Vec<serde_json::Value> {
-    yaml.split("\n---")
-        .filter_map(|doc| {
-            let v: serde_json::Value = serde_saphyr::from_str(doc).ok()?;
-            v.is_object().then_some(v)
-        })
-        .collect()
 }
 
 #[test]
@@ -73,43 +63,6 @@ fn a_misspelt_value_is_refused_with_its_name() {
     assert!(e.contains("logFormat"), "{e}");
 }
 
-async fn dry_run_all(c: &Client, discovery: &Discovery, yaml: &str) -> Vec<String> {
-    let mut kinds = Vec::new();
-    for doc in documents(yaml) {
-        let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
-        let tm = obj.types.clone().expect("apiVersion and kind");
-        let (group, version) = match tm.api_version.split_once('/') {
-            Some((g, v)) => (g.to_string(), v.to_string()),
-            None => (String::new(), tm.api_version.clone()),
-        };
-        let gvk = kube::api::GroupVersionKind::gvk(&group, &version, &tm.kind);
-        if tm.kind == "ServiceMonitor" {
-            // Prometheus Operator's CRD is not installed on the test server.
-            assert_eq!(doc["spec"]["endpoints"][0]["port"], "metrics");
-            kinds.push(tm.kind.clone());
-            continue;
-        }
-        let (ar, caps) = discovery
-            .resolve_gvk(&gvk)
-            .unwrap_or_else(|| panic!("the API server does not serve {gvk:?}"));
-        let api: Api<DynamicObject> = if caps.scope == Scope::Cluster {
-            Api::all_with(c.clone(), &ar)
-        } else {
-            Api::namespaced_with(c.clone(), "dmraid", &ar)
-        };
-        let name = obj.metadata.name.clone().unwrap();
-        api.patch(
-            &name,
-            &PatchParams::apply("chart-test").dry_run().validation_strict(),
-            &Patch::Apply(&doc),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{} {name} refused by the API server: {e}", tm.kind));
-        kinds.push(tm.kind.clone());
-    }
-    kinds
-}
-
 #[test]
 fn every_rendered_object_passes_strict_server_side_validation() {
     let server = ApiServer::start().expect("API server");
@@ -117,15 +70,7 @@ fn every_rendered_object_passes_strict_server_side_validation() {
     rt.block_on(async {
         let c = client(&server.kubeconfig_path()).await.unwrap();
         apply_crds(&c).await.unwrap();
-        let ns: Namespace = serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "dmraid"}
-        }))
-        .unwrap();
-        Api::<Namespace>::all(c.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .unwrap();
-        let discovery = Discovery::new(c.clone()).run().await.unwrap();
+        namespace(&c, "dmraid").await.unwrap();
         let sets: [&[&str]; 4] = [
             &[],
             &[
@@ -135,14 +80,31 @@ fn every_rendered_object_passes_strict_server_side_validation() {
                 "storageClasses.raid10.enabled=true",
                 "storageClassDefaults.fsType=xfs",
             ],
-            &["metrics.serviceMonitor.enabled=true", "logFormat=json", "node.hostIPC=true"],
-            &["metrics.enabled=false", "node.wipeDisks=true", "node.autoRebuild=false"],
+            &[
+                "metrics.serviceMonitor.enabled=true",
+                "logFormat=json",
+                "node.hostIPC=true",
+            ],
+            &[
+                "metrics.enabled=false",
+                "node.wipeDisks=true",
+                "node.autoRebuild=false",
+            ],
         ];
         for set in sets {
             let yaml = render(set).unwrap_or_else(|e| panic!("helm template {set:?}: {e}"));
-            let kinds = dry_run_all(&c, &discovery, &yaml).await;
+            // Prometheus Operator's CRD is not installed on the test server.
+            let kinds = apply_all(&c, &yaml, "dmraid", true, &["ServiceMonitor"])
+                .await
+                .unwrap_or_else(|e| panic!("{set:?}: {e}"));
             println!("{set:?}: {kinds:?}");
-            for k in ["CSIDriver", "Deployment", "DaemonSet", "ClusterRole", "ServiceAccount"] {
+            for k in [
+                "CSIDriver",
+                "Deployment",
+                "DaemonSet",
+                "ClusterRole",
+                "ServiceAccount",
+            ] {
                 assert!(kinds.iter().any(|x| x == k), "{k} missing for {set:?}");
             }
             if set.iter().any(|s| s.starts_with("storageClasses")) {
@@ -218,12 +180,20 @@ fn rbac_grants_exactly_what_is_explained() {
     for (role, group, resource, verbs, why) in GRANTS {
         assert!(!why.is_empty());
         for v in verbs.split_whitespace() {
-            explained.insert((role.to_string(), group.to_string(), resource.to_string(), v.to_string()));
+            explained.insert((
+                role.to_string(),
+                group.to_string(),
+                resource.to_string(),
+                v.to_string(),
+            ));
         }
     }
     let unexplained: Vec<_> = granted.difference(&explained).collect();
     let missing: Vec<_> = explained.difference(&granted).collect();
-    assert!(unexplained.is_empty(), "granted without a reason: {unexplained:?}");
+    assert!(
+        unexplained.is_empty(),
+        "granted without a reason: {unexplained:?}"
+    );
     assert!(missing.is_empty(), "explained but not granted: {missing:?}");
     println!("{} grants, each explained", granted.len());
 }

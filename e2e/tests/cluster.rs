@@ -6,6 +6,7 @@
 //! the spare → a hand-edited spec is refused with a condition, nothing
 //! destroyed → DeleteVolume tears the array down. Bad parameters write
 //! nothing; with the API server down the controller answers UNAVAILABLE.
+//! Both run as the chart's service accounts with the chart's RBAC.
 
 use dmraid_api::crd::{RaidNode, RaidVolume};
 use dmraid_proto::csi::controller_client::ControllerClient;
@@ -14,8 +15,9 @@ use dmraid_proto::csi::volume_capability::{
 };
 use dmraid_proto::csi::*;
 use dmraid_proto::TOPOLOGY_KEY;
+use e2e::apiserver::tool;
 use e2e::apiserver::ApiServer;
-use e2e::kube_util::{apply_crds, client, table};
+use e2e::kube_util::{apply_all, apply_crds, client, namespace, service_account_token, table};
 use e2e::vm::release_binary;
 use e2e::{Vm, MIB};
 use k8s_openapi::api::core::v1::Event;
@@ -38,7 +40,7 @@ impl Drop for Controller {
     }
 }
 
-fn start_controller(server: &ApiServer) -> Controller {
+fn start_controller(kubeconfig: &std::path::Path) -> Controller {
     let bin = release_binary("dmraid-csi-controller")
         .expect("release dmraid-csi-controller: run `cargo build --release --workspace --bins`");
     let dir = tempfile::tempdir().unwrap();
@@ -48,7 +50,7 @@ fn start_controller(server: &ApiServer) -> Controller {
         .arg("--endpoint")
         .arg(&socket)
         .arg("--kubeconfig")
-        .arg(server.kubeconfig_path())
+        .arg(kubeconfig)
         .args(["--node-timeout", "90"])
         .stdout(Stdio::null())
         .stderr(log)
@@ -150,6 +152,52 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
         apply_crds(&c).await.unwrap();
         c
     });
+    // The controller and the node plugin run as the chart's service
+    // accounts, with exactly the chart's RBAC: a missing grant fails here.
+    let rbac = Command::new(tool("helm").unwrap())
+        .arg("template")
+        .arg("t")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/dmraid-csi"))
+        .args(["--namespace", "dmraid", "--kube-version", "1.36.3"])
+        .args([
+            "--show-only",
+            "templates/serviceaccounts.yaml",
+            "--show-only",
+            "templates/rbac.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        rbac.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rbac.stderr)
+    );
+    let (node_token, controller_token) = rt.block_on(async {
+        namespace(&c, "dmraid").await.unwrap();
+        apply_all(
+            &c,
+            &String::from_utf8_lossy(&rbac.stdout),
+            "dmraid",
+            false,
+            &[],
+        )
+        .await
+        .unwrap();
+        (
+            service_account_token(&c, "dmraid", "dmraid-csi-node")
+                .await
+                .unwrap(),
+            service_account_token(&c, "dmraid", "dmraid-csi-controller")
+                .await
+                .unwrap(),
+        )
+    });
+    let node_kubeconfig = server
+        .kubeconfig_with_token(&node_token, true, "node")
+        .unwrap();
+    let controller_kubeconfig = server
+        .kubeconfig_with_token(&controller_token, false, "controller")
+        .unwrap();
 
     // The node plugin in the VM: 3 legs + 1 spare.
     let mut vm = Vm::builder()
@@ -157,7 +205,7 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
         .network()
         .with_driver()
         .unwrap()
-        .file(server.guest_kubeconfig_path(), "/etc/kubeconfig")
+        .file(&node_kubeconfig, "/etc/kubeconfig")
         .boot()
         .unwrap();
     vm.spawn("exec dmraid-csi node --endpoint /run/csi.sock --node-id vm1 --disks '/dev/vd*' --kubeconfig /etc/kubeconfig --monitor-interval 2 2>/tmp/node.log")
@@ -181,7 +229,7 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
             .unwrap()
     );
 
-    let ctl = start_controller(&server);
+    let ctl = start_controller(&controller_kubeconfig);
     let mut csi = rt.block_on(async {
         let ch = dmraid_proto::socket::connect(&ctl.socket.display().to_string())
             .await

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Builds the driver's container image here, without a container engine and
+# without pulling anything: a root filesystem holding the release binaries
+# (dmraid-csi, dmraid-csi-controller), dmsetup and the mkfs/resize tools with
+# their shared libraries, all taken from this machine's Debian packages,
+# packed as an OCI image layout archive that `ctr images import` (containerd)
+# and `skopeo copy oci-archive:...` accept. Same contents as the Dockerfile.
+#
+#   scripts/image.sh [NAME[:TAG]]   default ghcr.io/dmraid-csi/dmraid-csi:<version>
+#
+# Prints the archive's path: $DMRAID_CACHE/image/dmraid-csi.oci.tar
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$here/env.sh"
+cd "$here/.."
+
+version=$(awk -F'"' '/^version *=/ {print $2; exit}' Cargo.toml)
+name="${1:-ghcr.io/dmraid-csi/dmraid-csi:$version}"
+out="$DMRAID_CACHE/image"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+rootfs="$work/rootfs"
+mkdir -p "$rootfs" "$out"
+
+cargo build --release -q -p dmraid-node -p dmraid-controller --bins >&2
+bin="$CARGO_TARGET_DIR/release"
+
+# copy FILE DEST: a file and the shared libraries it loads.
+copy() {
+  local src="$1" dst="$2"
+  mkdir -p "$(dirname "$rootfs$dst")"
+  cp -L "$src" "$rootfs$dst"
+  ldd "$src" 2>/dev/null | awk '/=>/ {print $3} /^\s*\/lib/ {print $1}' | while read -r lib; do
+    [ -n "$lib" ] && [ -e "$lib" ] || continue
+    mkdir -p "$rootfs$(dirname "$lib")"
+    [ -e "$rootfs$lib" ] || cp -L "$lib" "$rootfs$lib"
+  done
+}
+copy "$bin/dmraid-csi" /usr/bin/dmraid-csi
+copy "$bin/dmraid-csi-controller" /usr/bin/dmraid-csi-controller
+for tool in dmsetup mkfs.ext4 mke2fs resize2fs e2fsck mkfs.xfs xfs_growfs xfs_io xfs_repair blockdev; do
+  p=$(command -v "$tool") || { echo "image: $tool not found: run scripts/install.sh" >&2; exit 1; }
+  copy "$p" "/usr/sbin/$tool"
+done
+mkdir -p "$rootfs/etc" "$rootfs/tmp" "$rootfs/var/lib/dmraid-csi" "$rootfs/csi"
+cp /etc/mke2fs.conf "$rootfs/etc/"
+# Where 64-bit libraries are found with or without the usrmerge symlinks.
+[ -e "$rootfs/lib64" ] || ln -s usr/lib64 "$rootfs/lib64" 2>/dev/null || true
+chmod 1777 "$rootfs/tmp"
+
+# One layer, reproducible: sorted, owned by root, timestamps at the epoch.
+tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$rootfs" -cf "$work/layer.tar" .
+diff_id=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
+gzip -n -9 "$work/layer.tar"
+layout="$work/oci"
+mkdir -p "$layout/blobs/sha256"
+blob() { # FILE -> digest (moves the file into the layout)
+  local d; d=$(sha256sum "$1" | cut -d' ' -f1)
+  mv "$1" "$layout/blobs/sha256/$d"
+  echo "$d"
+}
+size() { stat -c %s "$layout/blobs/sha256/$1"; }
+layer=$(blob "$work/layer.tar.gz")
+cat >"$work/config.json" <<JSON
+{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/usr/bin/dmraid-csi"],"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Labels":{"org.opencontainers.image.title":"dmraid-csi","org.opencontainers.image.version":"$version"}},"rootfs":{"type":"layers","diff_ids":["sha256:$diff_id"]},"history":[{"created_by":"scripts/image.sh"}]}
+JSON
+config=$(blob "$work/config.json")
+cat >"$work/manifest.json" <<JSON
+{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:$config","size":$(size "$config")},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:$layer","size":$(size "$layer")}]}
+JSON
+manifest=$(blob "$work/manifest.json")
+cat >"$layout/index.json" <<JSON
+{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:$manifest","size":$(size "$manifest"),"platform":{"architecture":"amd64","os":"linux"},"annotations":{"io.containerd.image.name":"$name","org.opencontainers.image.ref.name":"${name##*:}"}}]}
+JSON
+echo '{"imageLayoutVersion":"1.0.0"}' >"$layout/oci-layout"
+tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$layout" -cf "$out/dmraid-csi.oci.tar" .
+echo "image: $name, $(du -h "$out/dmraid-csi.oci.tar" | cut -f1), manifest sha256:$manifest" >&2
+echo "$out/dmraid-csi.oci.tar"
