@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by every script: where reusable build outputs live (outside the clone).
 # DMRAID_CACHE holds cargo's target dir, the kernel package, the initramfs
 # pieces and the Go-built tools; delete it and every script rebuilds what it needs.

@@ -6,7 +6,8 @@
 # packed as an OCI image layout archive that `ctr images import` (containerd)
 # and `skopeo copy oci-archive:...` accept. Same contents as the Dockerfile.
 #
-#   scripts/image.sh [NAME[:TAG]]   default ghcr.io/dmraid-csi/dmraid-csi:<version>
+#   scripts/image.sh [--no-build] [NAME[:TAG]]   default ghcr.io/dmraid-csi/dmraid-csi:<version>
+#     --no-build: use the release binaries already built (the tests do)
 #
 # Prints the archive's path: $DMRAID_CACHE/image/dmraid-csi.oci.tar
 set -euo pipefail
@@ -14,6 +15,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/env.sh"
 cd "$here/.."
 
+build=1
+if [ "${1:-}" = "--no-build" ]; then build=0; shift; fi
 version=$(awk -F'"' '/^version *=/ {print $2; exit}' Cargo.toml)
 name="${1:-ghcr.io/dmraid-csi/dmraid-csi:$version}"
 out="$DMRAID_CACHE/image"
@@ -22,15 +25,18 @@ trap 'rm -rf "$work"' EXIT
 rootfs="$work/rootfs"
 mkdir -p "$rootfs" "$out"
 
-cargo build --release -q -p dmraid-node -p dmraid-controller --bins >&2
+[ "$build" = 0 ] || cargo build --release -q --workspace --bins >&2
 bin="$CARGO_TARGET_DIR/release"
+for b in dmraid-csi dmraid-csi-controller; do
+  [ -x "$bin/$b" ] || { echo "image: $bin/$b is not built (cargo build --release --workspace --bins)" >&2; exit 1; }
+done
 
 # copy FILE DEST: a file and the shared libraries it loads.
 copy() {
   local src="$1" dst="$2"
   mkdir -p "$(dirname "$rootfs$dst")"
   cp -L "$src" "$rootfs$dst"
-  ldd "$src" 2>/dev/null | awk '/=>/ {print $3} /^\s*\/lib/ {print $1}' | while read -r lib; do
+  ldd "$src" 2>/dev/null | awk '/=>/ {print $3} /^[[:space:]]*\/lib/ {print $1}' | while read -r lib; do
     [ -n "$lib" ] && [ -e "$lib" ] || continue
     mkdir -p "$rootfs$(dirname "$lib")"
     [ -e "$rootfs$lib" ] || cp -L "$lib" "$rootfs$lib"

@@ -15,6 +15,8 @@ packages=(
   e2fsprogs xfsprogs socat
   # real API server tests: certificates and readiness probes
   openssl curl
+  # lint of the shell scripts
+  shellcheck
 )
 missing=()
 for p in "${packages[@]}"; do

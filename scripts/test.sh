@@ -12,6 +12,8 @@ step "install"
 bash scripts/install.sh
 step "Go-built test tools (kube-apiserver, etcd, csi-sanity, helm)"
 bash scripts/k8s-tools.sh
+step "shellcheck"
+shellcheck -S warning scripts/*.sh e2e/scripts/*.sh
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy"

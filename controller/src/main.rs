@@ -5,6 +5,7 @@ use clap::Parser;
 use dmraid_controller::csi::ClusterController;
 use dmraid_proto::csi::controller_server::ControllerServer;
 use dmraid_proto::csi::identity_server::IdentityServer;
+use dmraid_proto::grpc_metrics::{self, GrpcMetrics};
 use dmraid_proto::identity::{IdentityService, Readiness};
 use dmraid_proto::socket;
 use std::process::ExitCode;
@@ -27,6 +28,10 @@ struct Args {
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
+    /// Serve Prometheus metrics (CSI calls by method and code, their
+    /// latency) at http://ADDR/metrics, e.g. 0.0.0.0:9808; off when unset.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
 }
 
 async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, String> {
@@ -52,7 +57,19 @@ async fn run(args: Args) -> Result<(), String> {
     let path = socket::socket_path(&args.endpoint).map_err(|e| e.to_string())?;
     let listener = socket::bind(&path).map_err(|e| e.to_string())?;
     let readiness = Readiness::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let calls = GrpcMetrics::register(&mut registry);
+    if let Some(addr) = &args.metrics_addr {
+        let registry = std::sync::Arc::new(registry);
+        grpc_metrics::serve(
+            addr,
+            std::sync::Arc::new(move || grpc_metrics::render(&registry)),
+        )
+        .map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
+        tracing::info!(addr = %addr, "serving metrics at /metrics");
+    }
     let router = tonic::transport::Server::builder()
+        .layer(calls.layer())
         .add_service(IdentityServer::new(IdentityService::new(
             true,
             readiness.clone(),

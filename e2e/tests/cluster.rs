@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 struct Controller {
     child: Child,
+    metrics_port: u16,
     _dir: tempfile::TempDir,
     socket: std::path::PathBuf,
 }
@@ -46,7 +47,13 @@ fn start_controller(kubeconfig: &std::path::Path) -> Controller {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("controller.sock");
     let log = std::fs::File::create(dir.path().join("controller.log")).unwrap();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new(bin)
+        .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
         .arg("--endpoint")
         .arg(&socket)
         .arg("--kubeconfig")
@@ -66,6 +73,7 @@ fn start_controller(kubeconfig: &std::path::Path) -> Controller {
     }
     Controller {
         child,
+        metrics_port,
         _dir: dir,
         socket,
     }
@@ -554,6 +562,23 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
     assert!(rt.block_on(volumes.get_opt(id)).unwrap().is_none());
     let left = vm.run_ok("dmsetup ls").unwrap();
     assert!(!left.contains(id), "devices left: {left}");
+
+    // The controller's call metrics.
+    let metrics = Command::new("curl")
+        .args([
+            "-sf",
+            &format!("http://127.0.0.1:{}/metrics", ctl.metrics_port),
+        ])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    for line in [
+        r#"dmraid_grpc_requests_total{service="csi.v1.Controller",method="CreateVolume",code="InvalidArgument"} 1"#,
+        r#"dmraid_grpc_requests_total{service="csi.v1.Controller",method="CreateVolume",code="AlreadyExists"} 1"#,
+        r#"dmraid_grpc_requests_total{service="csi.v1.Controller",method="DeleteVolume",code="Ok"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
 
     // The API server goes away: UNAVAILABLE with a retryable message, no crash.
     server.stop_apiserver();

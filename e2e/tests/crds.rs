@@ -23,7 +23,8 @@ fn crds_install_refuse_bad_specs_and_print_the_operators_columns() {
             "metadata": { "name": "pvc-1" },
             "spec": {
                 "node": "n1", "csiName": "pvc-1", "requestedBytes": 1073741824u64,
-                "raid": { "raidType": "raid5_ls", "legs": 3, "chunkSize": 65536 }
+                "raid": { "raidType": "raid5_ls", "legs": 3, "chunkSize": 65536 },
+                "claim": { "namespace": "default", "name": "data" }
             }
         });
         let v: RaidVolume = serde_json::from_value(good.clone()).unwrap();
@@ -80,5 +81,36 @@ fn crds_install_refuse_bad_specs_and_print_the_operators_columns() {
         for cell in ["pvc-1", "n1", "raid5_ls", "3", "1Gi", "degraded", "41%"] {
             assert!(row.contains(cell), "{cell} missing: {row}");
         }
+
+        // kubectl dmraid reads the same objects.
+        let plugin = e2e::vm::release_binary("kubectl-dmraid")
+            .expect("release kubectl-dmraid: run `cargo build --release --workspace --bins`");
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(&plugin)
+                .arg("--kubeconfig")
+                .arg(server.kubeconfig_path())
+                .args(args)
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr),
+            )
+        };
+        let (ok, out) = run(&["volumes"]);
+        println!("{out}");
+        assert!(
+            ok && out.contains("default/data") && out.contains("degraded") && out.contains("41%"),
+            "{out}"
+        );
+        let (ok, out) = run(&["describe", "data", "-n", "default"]);
+        println!("{out}");
+        assert!(
+            ok && out.contains("pvc-1") && out.contains("raid5_ls × 3 legs"),
+            "{out}"
+        );
+        let (ok, out) = run(&["describe", "nothing-here"]);
+        assert!(!ok && out.contains("no dmraid-csi volume"), "{out}");
     });
 }

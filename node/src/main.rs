@@ -11,6 +11,7 @@ use dmraid_proto::csi::identity_client::IdentityClient;
 use dmraid_proto::csi::identity_server::IdentityServer;
 use dmraid_proto::csi::node_server::NodeServer;
 use dmraid_proto::csi::{GetPluginCapabilitiesRequest, GetPluginInfoRequest, ProbeRequest};
+use dmraid_proto::grpc_metrics::{self, GrpcMetrics};
 use dmraid_proto::identity::{IdentityService, Readiness};
 use dmraid_proto::socket;
 use std::process::ExitCode;
@@ -51,7 +52,10 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
             "/var/lib/kubelet".into()
         }
     });
+    let mut calls_registry = prometheus_client::registry::Registry::default();
+    let calls = GrpcMetrics::register(&mut calls_registry);
     let mut router = tonic::transport::Server::builder()
+        .layer(calls.layer())
         .add_service(IdentityServer::new(IdentityService::new(
             standalone,
             readiness.clone(),
@@ -72,7 +76,14 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
     let metrics = match &args.metrics_addr {
         Some(addr) => {
             let m = Arc::new(dmraid_node::metrics::Metrics::new());
-            dmraid_node::metrics::serve(addr, m.clone())
+            let (volumes, calls) = (m.clone(), Arc::new(calls_registry));
+            // Two registries, one page: the first one's "# EOF" would end it early.
+            let render = move || {
+                let first = volumes.render();
+                let first = first.strip_suffix("# EOF\n").unwrap_or(&first).to_string();
+                first + &grpc_metrics::render(&calls)
+            };
+            grpc_metrics::serve(addr, Arc::new(render))
                 .map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
             tracing::info!(addr = %addr, "serving metrics at /metrics");
             Some(m)

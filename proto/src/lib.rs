@@ -8,6 +8,7 @@ pub mod csi {
     tonic::include_proto!("csi.v1");
 }
 
+pub mod grpc_metrics;
 pub mod identity;
 pub mod requests;
 pub mod socket;

@@ -76,7 +76,12 @@ pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
 
 /// Serve `router` on `listener` until `shutdown` resolves, then remove the socket.
 pub async fn serve(
-    router: tonic::transport::server::Router,
+    router: tonic::transport::server::Router<
+        tower::layer::util::Stack<
+            crate::grpc_metrics::GrpcMetricsLayer,
+            tower::layer::util::Identity,
+        >,
+    >,
     listener: UnixListener,
     path: &Path,
     shutdown: impl std::future::Future<Output = ()>,

@@ -1,0 +1,223 @@
+//! gRPC call metrics for both binaries: a tower layer that counts every CSI
+//! call by service, method and status code and times it, and a small
+//! `/metrics` endpoint for a registry's text.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// Labels of a call count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    /// e.g. csi.v1.Controller
+    pub service: String,
+    /// e.g. CreateVolume
+    pub method: String,
+    /// gRPC status code name, e.g. Ok, InvalidArgument
+    pub code: String,
+}
+
+/// Labels of a call duration.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    /// e.g. csi.v1.Controller
+    pub service: String,
+    /// e.g. CreateVolume
+    pub method: String,
+}
+
+type Durations = Family<MethodLabels, Histogram, fn() -> Histogram>;
+
+/// The call metrics.
+pub struct GrpcMetrics {
+    calls: Family<CallLabels, Counter>,
+    seconds: Durations,
+}
+
+fn histogram() -> Histogram {
+    // 1 ms .. ~65 s: a CreateVolume waits for the node.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+impl GrpcMetrics {
+    /// New metrics registered in `registry` as `dmraid_grpc_requests_total`
+    /// and `dmraid_grpc_request_duration_seconds`.
+    pub fn register(registry: &mut Registry) -> Arc<GrpcMetrics> {
+        let m = GrpcMetrics {
+            calls: Family::default(),
+            seconds: Family::new_with_constructor(histogram as fn() -> Histogram),
+        };
+        registry.register(
+            "dmraid_grpc_requests",
+            "CSI calls served, by service, method and status code",
+            m.calls.clone(),
+        );
+        registry.register(
+            "dmraid_grpc_request_duration_seconds",
+            "Time to answer a CSI call",
+            m.seconds.clone(),
+        );
+        Arc::new(m)
+    }
+
+    /// Count one call of `path` (`/csi.v1.Controller/CreateVolume`).
+    pub fn observe(&self, path: &str, code: tonic::Code, took: Duration) {
+        let mut parts = path.trim_start_matches('/').splitn(2, '/');
+        let service = parts.next().unwrap_or("").to_string();
+        let method = parts.next().unwrap_or("").to_string();
+        self.calls
+            .get_or_create(&CallLabels {
+                service: service.clone(),
+                method: method.clone(),
+                code: format!("{code:?}"),
+            })
+            .inc();
+        self.seconds
+            .get_or_create(&MethodLabels { service, method })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The tower layer to put on a tonic server.
+    pub fn layer(self: &Arc<Self>) -> GrpcMetricsLayer {
+        GrpcMetricsLayer { m: self.clone() }
+    }
+}
+
+/// Counts and times every call of the service it wraps.
+#[derive(Clone)]
+pub struct GrpcMetricsLayer {
+    m: Arc<GrpcMetrics>,
+}
+
+impl<S> tower::Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetricsService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetricsService {
+            inner,
+            m: self.m.clone(),
+        }
+    }
+}
+
+/// See [`GrpcMetricsLayer`].
+#[derive(Clone)]
+pub struct GrpcMetricsService<S> {
+    inner: S,
+    m: Arc<GrpcMetrics>,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for GrpcMetricsService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let path = req.uri().path().to_string();
+        let start = Instant::now();
+        let m = self.m.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await;
+            // Unary errors come as trailers-only responses: the status is a
+            // header. A success carries it in the trailers: no header means Ok.
+            let code = match &res {
+                Ok(r) => r
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|s| s.parse::<i32>().ok())
+                    .map(tonic::Code::from)
+                    .unwrap_or(tonic::Code::Ok),
+                Err(_) => tonic::Code::Unknown,
+            };
+            m.observe(&path, code, start.elapsed());
+            res
+        })
+    }
+}
+
+/// Serve `GET /metrics` on `addr` with the text `render` gives, until the
+/// process ends (one small thread per connection).
+pub fn serve(addr: &str, render: Arc<dyn Fn() -> String + Send + Sync>) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind(addr)?;
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let render = render.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(&conn);
+                let mut request = String::new();
+                if reader.read_line(&mut request).is_err() {
+                    return;
+                }
+                let (status, body) = if request.starts_with("GET /metrics") {
+                    ("200 OK", render())
+                } else {
+                    (
+                        "404 Not Found",
+                        "only /metrics is served here\n".to_string(),
+                    )
+                };
+                let mut conn = &conn;
+                let _ = write!(
+                    conn,
+                    "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    Ok(())
+}
+
+/// A registry's text exposition.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_method_and_code() {
+        let mut r = Registry::default();
+        let m = GrpcMetrics::register(&mut r);
+        m.observe(
+            "/csi.v1.Controller/CreateVolume",
+            tonic::Code::Ok,
+            Duration::from_millis(3),
+        );
+        m.observe(
+            "/csi.v1.Controller/CreateVolume",
+            tonic::Code::InvalidArgument,
+            Duration::from_millis(1),
+        );
+        let text = render(&r);
+        assert!(
+            text.contains(r#"dmraid_grpc_requests_total{service="csi.v1.Controller",method="CreateVolume",code="InvalidArgument"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"dmraid_grpc_request_duration_seconds_count{service="csi.v1.Controller",method="CreateVolume"} 2"#),
+            "{text}"
+        );
+    }
+}
