@@ -197,3 +197,37 @@ fn rbac_grants_exactly_what_is_explained() {
     assert!(missing.is_empty(), "explained but not granted: {missing:?}");
     println!("{} grants, each explained", granted.len());
 }
+
+#[test]
+fn the_dashboard_queries_only_metrics_the_binaries_export() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dashboard = std::fs::read_to_string(chart().join("dashboards/dmraid-csi.json")).unwrap();
+    let d: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let sources = std::fs::read_to_string(root.join("node/src/metrics.rs")).unwrap()
+        + &std::fs::read_to_string(root.join("proto/src/grpc_metrics.rs")).unwrap();
+    let mut checked = 0;
+    for p in d["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("dmraid_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let registered = |n: &str| sources.contains(&format!("\"{n}\""));
+                let known = registered(&name)
+                    || ["_total", "_bucket", "_sum", "_count"]
+                        .iter()
+                        .filter_map(|s| name.strip_suffix(s))
+                        .any(registered);
+                assert!(
+                    known,
+                    "panel {:?} queries {name}, which no binary registers",
+                    p["title"]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 6, "{checked}");
+}
