@@ -1,0 +1,487 @@
+//! `dmraid-bench`: performance figures, each measured beside its reference
+//! in the same VM on the same virtual disks, printed as a Markdown table and
+//! written as JSON to `$DMRAID_CACHE/bench/latest.json`. Benchmarks print;
+//! they assert nothing (the tests do that).
+//!
+//!   cargo build --release --workspace --bins && cargo run --release -p e2e --bin dmraid-bench
+//!
+//! Times inside the VM come from /proc/uptime (10 ms resolution), so the
+//! agent's round trips are not counted.
+
+use e2e::apiserver::ApiServer;
+use e2e::vm::release_binary;
+use e2e::{Vm, MIB};
+use std::time::{Duration, Instant};
+
+const CSI: &str = "dmraid-csi csi --endpoint /run/csi.sock";
+const GIB: u64 = 1024 * MIB;
+
+/// One line of the table.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Row {
+    what: String,
+    value: f64,
+    reference: Option<f64>,
+    unit: String,
+    ratio: Option<f64>,
+    target: String,
+    note: String,
+}
+
+fn row(
+    what: &str,
+    value: f64,
+    reference: Option<f64>,
+    unit: &str,
+    target: &str,
+    note: &str,
+) -> Row {
+    Row {
+        what: what.into(),
+        value,
+        reference,
+        unit: unit.into(),
+        ratio: reference.map(|r| value / r),
+        target: target.into(),
+        note: note.into(),
+    }
+}
+
+/// Seconds since boot, in the guest.
+fn uptime(vm: &mut Vm) -> Result<f64, String> {
+    let t = vm.run_ok("cut -d' ' -f1 /proc/uptime")?;
+    t.trim().parse().map_err(|e| format!("uptime {t:?}: {e}"))
+}
+
+/// Run `cmd` in the guest and return how long it took there, in seconds.
+fn timed(vm: &mut Vm, cmd: &str) -> Result<f64, String> {
+    let out = vm.run_ok(&format!(
+        "t0=$(cut -d' ' -f1 /proc/uptime); {{ {cmd} ; }} >/dev/null 2>&1 || exit 1; t1=$(cut -d' ' -f1 /proc/uptime); echo \"$t0 $t1\""
+    ))?;
+    let v: Vec<f64> = out
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match v.as_slice() {
+        [a, b] => Ok(b - a),
+        _ => Err(format!("timing {cmd}: {out:?}")),
+    }
+}
+
+/// Guest seconds until `cond` (a shell test) holds, polling every 50 ms.
+fn until(vm: &mut Vm, cond: &str, limit_s: u32) -> Result<f64, String> {
+    let out = vm.run_ok(&format!(
+        "t0=$(cut -d' ' -f1 /proc/uptime); n=0; until {cond}; do sleep 0.05; n=$((n+1)); [ $n -gt {} ] && exit 1; done; t1=$(cut -d' ' -f1 /proc/uptime); echo \"$t0 $t1\"",
+        limit_s * 20
+    ))?;
+    let v: Vec<f64> = out
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match v.as_slice() {
+        [a, b] => Ok(b - a),
+        _ => Err(format!("waiting for {cond}: {out:?}")),
+    }
+}
+
+fn start_driver(vm: &mut Vm, extra: &str) -> Result<u32, String> {
+    let pid = vm.spawn(&format!(
+        "exec dmraid-csi standalone --endpoint /run/csi.sock --disks '/dev/vd*' --node-id bench --monitor-interval 1 {extra} 2>>/tmp/driver.log"
+    ))?;
+    vm.wait_until(
+        "dmraid-csi identity --endpoint /run/csi.sock | grep -q 'ready: *true'",
+        Instant::now() + Duration::from_secs(120),
+    )?;
+    Ok(pid)
+}
+
+fn stop_driver(vm: &mut Vm, pid: u32) -> Result<(), String> {
+    vm.run_ok(&format!("kill -TERM {pid}"))?;
+    // The agent is PID 1 and does not reap orphans: a zombie counts as stopped.
+    vm.wait_until(
+        &format!("[ ! -e /proc/{pid} ] || grep -q '^State:.*Z' /proc/{pid}/status"),
+        Instant::now() + Duration::from_secs(120),
+    )
+}
+
+fn in_sync(name: &str) -> String {
+    format!("dmsetup status {name} | grep -q idle && ! dmsetup status {name} | awk '{{print $6}}' | grep -q '[^A]'")
+}
+
+/// Which guest disks hold a leg of volume `v`.
+fn leg_disks(vm: &mut Vm, v: &str) -> Result<Vec<usize>, String> {
+    let show = vm.run_ok(&format!(
+        "dmraid-csi engine --disks '/dev/vd*' --node-id bench show {v}"
+    ))?;
+    let mut out = Vec::new();
+    for i in 0..vm.disk_count() {
+        if show.contains(&format!("\"{}\"", vm.disk_dev(i)?)) {
+            out.push(i);
+        }
+    }
+    Ok(out)
+}
+
+/// 1. Rebuild of a 1 GiB raid1 leg onto a spare vs dd of the same bytes.
+fn rebuild(rows: &mut Vec<Row>) -> Result<(), String> {
+    let mut vm = Vm::builder()
+        .disks(&[GIB + 64 * MIB; 3])
+        .memory_mb(768)
+        .with_driver()?
+        .boot()?;
+    start_driver(&mut vm, "")?;
+    let full = timed(
+        &mut vm,
+        &format!("{CSI} create r1 --param raidType=raid1 --param legs=2 --size 1Gi && until {}; do sleep 0.05; done", in_sync("dmraid-r1")),
+    )?;
+    let legs = leg_disks(&mut vm, "r1")?;
+    let spare = (0..3).find(|i| !legs.contains(i)).ok_or("no spare")?;
+    let (src, dst) = (vm.disk_dev(legs[0])?, vm.disk_dev(spare)?);
+    // Past the label area, on the spare's free space.
+    let dd = timed(
+        &mut vm,
+        &format!("dd if={src} of={dst} bs=1M skip=16 seek=16 count=1024 iflag=direct oflag=direct"),
+    )?;
+    vm.hot_remove_disk(legs[1])?;
+    vm.run_ok(
+        "dd if=/dev/urandom of=/dev/mapper/dmraid-r1 bs=4k count=1 oflag=direct 2>/dev/null; true",
+    )?;
+    until(&mut vm, "dmsetup status dmraid-r1 | grep -q recover", 60)?;
+    let rebuild = until(&mut vm, &in_sync("dmraid-r1"), 600)?;
+    rows.push(row(
+        "rebuild 1 GiB raid1 leg onto a spare",
+        rebuild,
+        Some(dd),
+        "s",
+        "≤ 1.11 (throughput ≥ 0.9 of dd)",
+        "reference: dd 1 GiB disk→disk, O_DIRECT, 1 MiB blocks; default recovery rate",
+    ));
+    rows.push(row(
+        "initial full resync, 1 GiB raid1",
+        full,
+        Some(dd),
+        "s",
+        "(context)",
+        "create → in sync, vs the same dd",
+    ));
+    vm.shutdown()
+}
+
+/// 2. Resync after a power cut (bitmap + crash fix) vs a full resync.
+fn bitmap_resync(rows: &mut Vec<Row>) -> Result<(), String> {
+    let mut vm = Vm::builder()
+        .disks(&[600 * MIB; 3])
+        .memory_mb(768)
+        .with_driver()?
+        .boot()?;
+    start_driver(&mut vm, "")?;
+    let full = timed(
+        &mut vm,
+        &format!("{CSI} create r5 --param raidType=raid5_ls --param legs=3 --size 1Gi && until {}; do sleep 0.05; done", in_sync("dmraid-r5")),
+    )?;
+    let table = vm.run_ok("dmsetup table dmraid-r5")?;
+    let region: u64 = table
+        .split_whitespace()
+        .skip_while(|w| *w != "region_size")
+        .nth(1)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(0);
+    let sectors: u64 = vm
+        .run_ok("blockdev --getsz /dev/mapper/dmraid-r5")?
+        .trim()
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    // 1 % of the array, written in 10 bursts spread over it; the power is cut right after.
+    let bursts = 10u64;
+    let burst_mib = (sectors / 2048 / 100 / bursts).max(1);
+    let stride_mib = sectors / 2048 / bursts;
+    let mut cmd = String::new();
+    for i in 0..bursts {
+        cmd.push_str(&format!(
+            "dd if=/dev/urandom of=/dev/mapper/dmraid-r5 bs=1M count={burst_mib} seek={} oflag=direct 2>/dev/null; ",
+            i * stride_mib
+        ));
+    }
+    vm.run_ok(&cmd)?;
+    let written_regions = if region > 0 {
+        // Each burst covers ceil(burst / region) regions of the array (+1 for a straddle).
+        bursts * (burst_mib * 2048).div_ceil(region * 2)
+    } else {
+        0
+    };
+    vm.power_cut();
+    vm.boot_again()?;
+    let t0 = uptime(&mut vm)?;
+    start_driver(&mut vm, "")?;
+    let log =
+        vm.run_ok("grep -o 'resyncing [0-9]* of [0-9]* regions' /tmp/driver.log | tail -1; true")?;
+    until(&mut vm, &in_sync("dmraid-r5"), 600)?;
+    let after = uptime(&mut vm)? - t0;
+    let resynced: u64 = log
+        .split_whitespace()
+        .nth(1)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(0);
+    rows.push(row(
+        "resync after a power cut, 1 % of 1 GiB raid5 dirty",
+        after,
+        Some(full),
+        "s",
+        "≤ 0.1",
+        &format!(
+            "includes driver start and activation; reference: full initial resync; {}",
+            log.trim()
+        ),
+    ));
+    rows.push(row(
+        "regions resynced vs regions written",
+        resynced as f64,
+        Some(written_regions.max(1) as f64),
+        "regions",
+        "≤ 2",
+        &format!("region_size {region} sectors (the driver's; ×2 for the stripe geometry)"),
+    ));
+    vm.shutdown()
+}
+
+/// 3. CreateVolume → device ready, vs the bare dmsetup sequence of the same devices.
+fn provisioning(rows: &mut Vec<Row>) -> Result<(), String> {
+    let mut vm = Vm::builder()
+        .disks(&[GIB + 64 * MIB; 4])
+        .memory_mb(768)
+        .with_driver()?
+        .boot()?;
+    let mut pid = start_driver(&mut vm, "--auto-rebuild false")?;
+    for (t, legs, sync) in [
+        ("raid1", 2, "nosync"),
+        ("raid5_ls", 3, "nosync"),
+        ("raid6_zr", 4, "default"),
+    ] {
+        let v = format!("p-{}", t.replace('_', ""));
+        let driver = timed(
+            &mut vm,
+            &format!("{CSI} create {v} --param raidType={t} --param legs={legs} --param sync={sync} --size 1Gi && test -b /dev/mapper/dmraid-{v}"),
+        )?;
+        // The same devices by hand: linear meta/data pairs, the meta wiped as the driver does, then the raid table.
+        let script = vm.run_ok(&format!(
+            "for d in $(dmsetup ls | awk '{{print $1}}' | grep '^dmraid-{v}+'); do echo \"dmsetup create bare-${{d#dmraid-}} --table '$(dmsetup table $d)'\"; done; \
+             t=\"$(dmsetup table dmraid-{v}) \"; for d in $(dmsetup ls | awk '{{print $1}}' | grep '^dmraid-{v}+'); do mm=$(dmsetup info -c --noheadings -o major,minor $d | tr -d ' '); t=$(echo \"$t\" | sed \"s# $mm # /dev/mapper/bare-${{d#dmraid-}} #g\"); done; \
+             echo 'dmsetup mknodes'; \
+             for d in $(dmsetup ls | awk '{{print $1}}' | grep '^dmraid-{v}+m'); do echo \"dd if=/dev/zero of=/dev/mapper/bare-${{d#dmraid-}} bs=512k count=1 oflag=direct 2>/dev/null\"; done; \
+             echo \"dmsetup create bare-{v} --table '${{t% }}'\""
+        ))?;
+        vm.run_ok(&format!("{CSI} delete {v}"))?;
+        // The driver holds its claimed disks open exclusively: stop it for the bare run.
+        stop_driver(&mut vm, pid)?;
+        vm.write_file("/tmp/bare.sh", script.as_bytes())?;
+        let bare = match timed(&mut vm, "sh -e /tmp/bare.sh && dmsetup mknodes >/dev/null") {
+            Ok(t) => t,
+            Err(_) => {
+                let why = vm
+                    .run("dmsetup ls; ls -l /dev/mapper; dmesg | tail -5")
+                    .map(|o| o.text())
+                    .unwrap_or_default();
+                return Err(format!(
+                    "the bare dmsetup sequence failed:\n{script}\n{why}"
+                ));
+            }
+        };
+        vm.run_ok("for d in $(dmsetup ls | awk '{print $1}' | grep '^bare-' | sort -r); do dmsetup remove $d; done")?;
+        pid = start_driver(&mut vm, "--auto-rebuild false")?;
+        rows.push(row(
+            &format!("CreateVolume {t} × {legs}, 1 GiB, sync={sync}"),
+            driver,
+            Some(bare),
+            "s",
+            "≤ 1.2",
+            "driver: CLI → gRPC → labels, devices, raid; bare: dmsetup create of the same tables",
+        ));
+    }
+    vm.shutdown()
+}
+
+/// 4. Leg fault → VolumeCondition abnormal.
+fn health_latency(rows: &mut Vec<Row>) -> Result<(), String> {
+    let mut vm = Vm::builder().disks(&[256 * MIB; 2]).with_driver()?.boot()?;
+    start_driver(&mut vm, "--auto-rebuild false")?;
+    let mut samples = Vec::new();
+    for i in 0..5 {
+        let v = format!("h{i}");
+        vm.run_ok(&format!("{CSI} create {v} --param raidType=raid1 --param legs=2 --param sync=nosync --size 16Mi"))?;
+        e2e::vm::faults::make_failing(&mut vm, &format!("dmraid-{v}+d1"))?;
+        let t = until(
+            &mut vm,
+            &format!("{{ dd if=/dev/urandom of=/dev/mapper/dmraid-{v} bs=4k count=1 oflag=direct 2>/dev/null; dmraid-csi volumes --endpoint /run/csi.sock | grep '^{v} ' | grep -q failed; }}"),
+            30,
+        )?;
+        samples.push(t);
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    rows.push(row(
+        "leg fault → VolumeCondition abnormal (median of 5)",
+        samples[2],
+        None,
+        "s",
+        "≤ 1 s",
+        &format!(
+            "error target under a raid1 leg, one write, polled every 50 ms; all: {samples:.2?}"
+        ),
+    ));
+    vm.shutdown()
+}
+
+fn rss_kib(vm: &mut Vm, pid: u32) -> Result<f64, String> {
+    let s = vm.run_ok(&format!("awk '/VmRSS/ {{print $2}}' /proc/{pid}/status"))?;
+    s.trim().parse().map_err(|e| format!("VmRSS {s:?}: {e}"))
+}
+
+/// 5 + 6. Node plugin memory with 0/10/50 volumes and activation time of N arrays.
+fn memory_and_scaling(rows: &mut Vec<Row>) -> Result<(), String> {
+    let mut vm = Vm::builder()
+        .disks(&[GIB; 2])
+        .memory_mb(1024)
+        .with_driver()?
+        .boot()?;
+    let mut pid = start_driver(&mut vm, "")?;
+    let mut made = 0;
+    let mut slopes = Vec::new();
+    for n in [0usize, 1, 10, 50] {
+        while made < n {
+            vm.run_ok(&format!("{CSI} create s{made} --param raidType=raid1 --param legs=2 --param sync=nosync --size 8Mi"))?;
+            made += 1;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let rss = rss_kib(&mut vm, pid)? / 1024.0;
+        if n != 1 {
+            rows.push(row(
+                &format!("node plugin RSS, idle, {n} volumes"),
+                rss,
+                None,
+                "MiB",
+                "≤ 30 MiB",
+                "standalone (controller + node services)",
+            ));
+        }
+        if n > 0 {
+            stop_driver(&mut vm, pid)?;
+            let t0 = uptime(&mut vm)?;
+            pid = start_driver(&mut vm, "")?;
+            let took = uptime(&mut vm)? - t0;
+            slopes.push((n, took));
+            rows.push(row(
+                &format!("start-up with {n} arrays (activate from labels → ready)"),
+                took,
+                None,
+                "s",
+                "linear in N",
+                "driver start to Probe ready",
+            ));
+        }
+    }
+    if let (Some(a), Some(b)) = (slopes.first(), slopes.last()) {
+        let slope = (b.1 - a.1) / (b.0 - a.0) as f64;
+        rows.push(row(
+            "activation slope",
+            slope * 1000.0,
+            None,
+            "ms/array",
+            "(report)",
+            "between the smallest and the largest N",
+        ));
+    }
+    vm.shutdown()
+}
+
+/// 5b. Controller memory, idle against a real API server.
+fn controller_memory(rows: &mut Vec<Row>) -> Result<(), String> {
+    let server = ApiServer::start()?;
+    let bin =
+        release_binary("dmraid-csi-controller").ok_or("release dmraid-csi-controller not built")?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut child = std::process::Command::new(bin)
+        .arg("--endpoint")
+        .arg(dir.path().join("c.sock"))
+        .arg("--kubeconfig")
+        .arg(server.kubeconfig_path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_secs(3));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .map_err(|e| e.to_string())?;
+    let _ = child.kill();
+    let _ = child.wait();
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .ok_or("no VmRSS")?;
+    rows.push(row(
+        "controller RSS, idle",
+        kib / 1024.0,
+        None,
+        "MiB",
+        "≤ 50 MiB",
+        "connected to a real kube-apiserver",
+    ));
+    Ok(())
+}
+
+fn main() {
+    let mut rows = Vec::new();
+    let started = Instant::now();
+    let benches: [(&str, fn(&mut Vec<Row>) -> Result<(), String>); 6] = [
+        ("provisioning", provisioning),
+        ("health latency", health_latency),
+        ("memory and scaling", memory_and_scaling),
+        ("controller memory", controller_memory),
+        ("bitmap resync", bitmap_resync),
+        ("rebuild", rebuild),
+    ];
+    let only: Vec<String> = std::env::args().skip(1).collect();
+    for (name, f) in benches {
+        if !only.is_empty() && !only.iter().any(|o| name.contains(o.as_str())) {
+            continue;
+        }
+        eprintln!("bench: {name} ...");
+        if let Err(e) = f(&mut rows) {
+            eprintln!("bench: {name} failed: {e}");
+            rows.push(row(name, f64::NAN, None, "", "", &format!("FAILED: {e}")));
+        }
+    }
+    println!("| measurement | value | reference | ratio | target | how |");
+    println!("|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {:.3} {} | {} | {} | {} | {} |",
+            r.what,
+            r.value,
+            r.unit,
+            r.reference
+                .map(|v| format!("{v:.3} {}", r.unit))
+                .unwrap_or_else(|| "-".into()),
+            r.ratio
+                .map(|v| format!("{v:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            r.target,
+            r.note
+        );
+    }
+    let dir = e2e::apiserver::tools_dir().with_file_name("bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let json = serde_json::json!({
+        "date": format!("{:?}", std::time::SystemTime::now()),
+        "machine": "2 cores, QEMU TCG (software emulation), Debian cloud kernel 6.1",
+        "seconds": started.elapsed().as_secs(),
+        "rows": rows,
+    });
+    let path = dir.join("latest.json");
+    match std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&json).unwrap_or_default(),
+    ) {
+        Ok(()) => eprintln!("bench: results in {}", path.display()),
+        Err(e) => eprintln!("bench: cannot write {}: {e}", path.display()),
+    }
+}
