@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 const CSI: &str = "dmraid-csi csi --endpoint /run/csi.sock";
 const GIB: u64 = 1024 * MIB;
 
+/// A benchmark: adds its rows.
+type Bench = fn(&mut Vec<Row>) -> Result<(), String>;
+
 /// One line of the table.
 #[derive(Debug, Clone, serde::Serialize)]
 struct Row {
@@ -431,7 +434,7 @@ fn controller_memory(rows: &mut Vec<Row>) -> Result<(), String> {
 fn main() {
     let mut rows = Vec::new();
     let started = Instant::now();
-    let benches: [(&str, fn(&mut Vec<Row>) -> Result<(), String>); 6] = [
+    let benches: [(&str, Bench); 6] = [
         ("provisioning", provisioning),
         ("health latency", health_latency),
         ("memory and scaling", memory_and_scaling),
