@@ -106,3 +106,20 @@ pub fn read_md5(vm: &mut Vm, dev: &str, mib: u32) -> Result<String, String> {
         "dd if={dev} bs=1M count={mib} iflag=direct 2>/dev/null | md5sum"
     ))
 }
+
+/// The VM disks (by index) that hold a leg of the driver's volume `vol`,
+/// as the kernel sees it (the dm-linear legs' dependencies), in disk order.
+pub fn leg_disks(vm: &mut Vm, vol: &str) -> Result<Vec<usize>, String> {
+    let deps = vm.run_ok(&format!(
+        "for d in $(dmsetup ls | awk '{{print $1}}' | grep '^dmraid-{vol}+'); do dmsetup deps -o devname $d; done"
+    ))?;
+    let mut out = Vec::new();
+    for i in 0..vm.disk_count() {
+        let Ok(dev) = vm.disk_dev(i) else { continue };
+        let name = dev.trim_start_matches("/dev/");
+        if deps.contains(&format!("({name})")) {
+            out.push(i);
+        }
+    }
+    Ok(out)
+}

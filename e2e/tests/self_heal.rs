@@ -34,16 +34,7 @@ fn a_removed_disk_is_reported_and_the_leg_rebuilt_onto_the_spare_by_itself() {
         .run_ok("dd if=/dev/urandom of=/tmp/p bs=1M count=16 2>/dev/null && dd if=/tmp/p of=/dev/mapper/dmraid-v bs=1M oflag=direct 2>/dev/null && md5sum < /tmp/p")
         .unwrap();
     // Which disks hold legs: the fifth is the spare.
-    let show = vm
-        .run_ok("dmraid-csi engine --disks '/dev/vd*' --node-id vm show v")
-        .unwrap();
-    let mut victim = None;
-    for i in 0..5 {
-        if show.contains(&format!("\"{}\"", vm.disk_dev(i).unwrap())) {
-            victim = Some(i);
-            break;
-        }
-    }
+    let victim = e2e::raid::leg_disks(&mut vm, "v").unwrap().first().copied();
     let writer = vm
         .spawn("while :; do dd if=/dev/urandom of=/dev/mapper/dmraid-v bs=64k count=4 seek=$((RANDOM % 100 + 400)) oflag=direct 2>/dev/null || echo WRITE-ERROR; done")
         .unwrap();
@@ -112,16 +103,10 @@ fn start_driver(vm: &mut Vm) -> u32 {
 }
 
 fn leg_disk(vm: &mut Vm, skip: &[usize]) -> usize {
-    let show = vm
-        .run_ok("dmraid-csi engine --disks '/dev/vd*' --node-id vm show v")
-        .unwrap();
-    (0..vm.disk_count())
-        .filter(|i| !skip.contains(i))
-        .find(|i| {
-            vm.disk_dev(*i)
-                .map(|d| show.contains(&format!("\"{d}\"")))
-                .unwrap_or(false)
-        })
+    e2e::raid::leg_disks(vm, "v")
+        .unwrap()
+        .into_iter()
+        .find(|i| !skip.contains(i))
         .expect("a disk holding a leg")
 }
 

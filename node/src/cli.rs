@@ -27,8 +27,29 @@ pub enum Command {
     Csi(CsiArgs),
     /// List the running driver's volumes with their health.
     Volumes(VolumesArgs),
+    /// One volume of the running driver in detail: layout, size, condition, progress and ETA.
+    Describe {
+        /// Volume id.
+        id: String,
+        /// CSI endpoint of the running driver.
+        #[arg(
+            long,
+            env = "CSI_ENDPOINT",
+            default_value = "unix:///run/dmraid-csi/csi.sock"
+        )]
+        endpoint: String,
+    },
     /// Show the disks the globs match and what their labels say (reads only).
     Disks(DisksArgs),
+    /// Start a check (scrub) of a volume's legs on this machine; the
+    /// mismatch count shows in `volumes` and the events when it ends.
+    Check {
+        /// Volume id.
+        id: String,
+        /// Rewrite mismatched stripes too (dm-raid `repair`).
+        #[arg(long)]
+        repair: bool,
+    },
     /// Drive the array engine directly on this machine's disks, without a
     /// server (for tests and for recovery by hand).
     #[command(hide = true)]
@@ -44,6 +65,10 @@ pub struct EngineArgs {
     /// This node's name, as written in the labels.
     #[arg(long)]
     pub node_id: String,
+    /// The driver's state directory: its lock keeps this command from
+    /// acting beside a running driver.
+    #[arg(long, env = "DMRAID_STATE_DIR", default_value = "/var/lib/dmraid-csi")]
+    pub state_dir: std::path::PathBuf,
     /// Overwrite disks that carry a foreign signature.
     #[arg(long)]
     pub wipe_disks: bool,
@@ -135,6 +160,10 @@ pub struct ServeArgs {
     /// serves CSI Node calls only, reconciling no RaidVolumes.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// Check (scrub) every healthy volume this often, e.g. 7d, 12h, 30m;
+    /// never while a resync or rebuild runs. Off when unset.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub scrub_interval: Option<std::time::Duration>,
     /// Staging and target paths must lie under this directory
     /// (default: /var/lib/kubelet for `node`, / for `standalone`).
     #[arg(long)]
@@ -299,4 +328,42 @@ pub struct DisksArgs {
     /// Device paths or globs (repeat), as given to the driver.
     #[arg(long = "disks", value_name = "GLOB", required = true)]
     pub disks: Vec<String>,
+}
+
+/// A duration such as `7d`, `12h`, `30m` or `90s`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        format!("{text:?} is not a duration: use a number and s, m, h or d (e.g. 7d)")
+    })?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err(format!("{text:?}: the interval must be above zero"));
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_with_units_and_clear_refusals() {
+        assert_eq!(parse_duration("7d").unwrap().as_secs(), 604_800);
+        assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("12h").unwrap().as_secs(), 43_200);
+        assert!(parse_duration("1w").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("0m").unwrap_err().contains("above zero"));
+        assert!(parse_duration("soon")
+            .unwrap_err()
+            .contains("not a duration"));
+    }
 }

@@ -239,6 +239,10 @@ pub fn volume_status(
             .map(|a| format!("{a:?}").to_lowercase())
             .unwrap_or_default();
         st.sync_percent = format!("{}%", (s.ratio() * 100.0).floor() as u64);
+        st.eta = v
+            .eta_seconds
+            .map(health::duration_words)
+            .unwrap_or_default();
         st.mismatch_count = s.mismatches;
     }
     let active = v.status.is_some();

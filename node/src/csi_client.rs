@@ -262,6 +262,62 @@ pub async fn volumes(endpoint: &str, wait: bool) -> Result<(), String> {
     }
 }
 
+/// `dmraid-csi describe`: one volume in detail, from the running driver.
+pub async fn describe(endpoint: &str, id: &str) -> Result<(), String> {
+    let ch = socket::connect(endpoint).await.map_err(|e| e.to_string())?;
+    let mut client = ControllerClient::new(ch);
+    let r = client
+        .controller_get_volume(ControllerGetVolumeRequest {
+            volume_id: id.to_string(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let v = r.volume.unwrap_or_default();
+    let c = r
+        .status
+        .and_then(|s| s.volume_condition)
+        .unwrap_or_default();
+    let ctx = |k: &str| {
+        v.volume_context
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| "-".into())
+    };
+    let node = v
+        .accessible_topology
+        .first()
+        .and_then(|t| t.segments.get(dmraid_proto::TOPOLOGY_KEY).cloned())
+        .unwrap_or_else(|| "-".into());
+    println!("Volume:     {}", v.volume_id);
+    println!("Layout:     {} × {} legs", ctx("raidType"), ctx("legs"));
+    println!(
+        "Size:       {}",
+        dmraid_api::units::Bytes(v.capacity_bytes as u64)
+    );
+    println!("Node:       {node}");
+    println!("Device:     {}", ctx("device"));
+    println!(
+        "Condition:  {}",
+        if c.abnormal { "ABNORMAL" } else { "normal" }
+    );
+    // One part per line: legs lost, degradation, progress, scrub results.
+    let (_, parts) = c.message.split_once(": ").unwrap_or(("", &c.message));
+    for part in parts.split("; ") {
+        println!("  - {part}");
+    }
+    if let Some(p) = crate::health::progress(&c.message) {
+        let eta = c
+            .message
+            .split(", ETA ")
+            .nth(1)
+            .map(|e| format!("  ETA {}", e.split(';').next().unwrap_or(e)))
+            .unwrap_or_default();
+        println!("Progress:   {}{eta}", crate::health::bar(p));
+    }
+    Ok(())
+}
+
 /// `dmraid-csi disks`: what each matched disk's label says, without writing anything.
 pub fn disks(globs: &[String]) -> Result<(), String> {
     use crate::disks::{Disks, RealDisks};

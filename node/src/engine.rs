@@ -75,6 +75,10 @@ pub struct VolumeInfo {
     pub status: Option<RaidStatus>,
     /// After an unclean shutdown: (dirty regions found, regions) being resynced.
     pub unclean: Option<(u64, u64)>,
+    /// Seconds left of a running resync, rebuild or scrub, as the monitor
+    /// estimates it from the sync rate (None: nothing running or no rate yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<u64>,
 }
 
 /// A claimed disk, for the node's report.
@@ -127,6 +131,7 @@ pub struct Engine {
     claimed: Mutex<Vec<Claimed>>,
     busy: Mutex<BTreeSet<String>>,
     unclean: Mutex<BTreeMap<String, (u64, u64)>>,
+    etas: Mutex<BTreeMap<String, u64>>,
 }
 
 /// Held while an operation on a volume runs; a second one gets `Busy`.
@@ -201,6 +206,7 @@ impl Engine {
             claimed: Mutex::new(Vec::new()),
             busy: Mutex::new(BTreeSet::new()),
             unclean: Mutex::new(BTreeMap::new()),
+            etas: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -343,6 +349,52 @@ impl Engine {
                 )
             })
             .collect()
+    }
+
+    /// Record the monitor's estimate of the time left of a volume's sync (None clears it).
+    pub fn set_eta(&self, id: &str, seconds: Option<u64>) {
+        let mut etas = lock(&self.etas);
+        match seconds {
+            Some(s) => {
+                etas.insert(id.to_string(), s);
+            }
+            None => {
+                etas.remove(id);
+            }
+        }
+    }
+
+    /// Start a scrub: `check` counts mismatches between legs, `repair` also
+    /// rewrites them. Refused while the array is degraded, syncing or
+    /// already scrubbing, and for raid0 (nothing to compare).
+    pub fn scrub(&self, id: &str, repair: bool) -> Result<VolumeInfo, Error> {
+        let _guard = self.lock_volume(id)?;
+        let v = self.volume(id)?;
+        let what = if repair { "repair" } else { "check" };
+        if v.spec
+            .spec
+            .raid_type
+            .tolerated_failures(v.legs.len() as u32, v.spec.spec.copies())
+            == 0
+        {
+            return Err(Error::Precondition(format!(
+                "volume {id} is {}: without redundancy there is nothing to {what}",
+                v.spec.spec.raid_type
+            )));
+        }
+        let Some(st) = &v.status else {
+            return Err(Error::Precondition(format!(
+                "volume {id} is not active on this node"
+            )));
+        };
+        if !st.healthy() {
+            return Err(Error::Precondition(format!(
+                "volume {id} is not healthy and idle (legs {:?}, action {:?}): a {what} needs every leg in sync; retry when the resync or rebuild has finished",
+                st.legs, st.action
+            )));
+        }
+        self.dm.message(&array_name(id), what)?;
+        self.volume(id)
     }
 
     /// Block until a device-mapper event or `timeout`; true when woken by an event.
@@ -1063,6 +1115,7 @@ impl Engine {
             device: format!("/dev/mapper/{name}"),
             status,
             unclean: lock(&self.unclean).get(id).copied(),
+            eta_seconds: lock(&self.etas).get(id).copied(),
         })
     }
 }

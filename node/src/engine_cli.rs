@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 /// Run one engine operation; errors come back as text for the exit message.
 pub fn run(args: EngineArgs) -> Result<(), String> {
+    let _lock = crate::lock::take(&crate::lock::path(&args.state_dir))?;
     let dm = KernelDm::open().map_err(|e| e.to_string())?;
     let engine = Engine::new(
         Arc::new(dm),
@@ -88,4 +89,28 @@ pub fn run(args: EngineArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `dmraid-csi check`: start a check or repair of a volume's array through
+/// the kernel (a target message; the labels are not touched, so it is safe
+/// beside a running driver).
+pub fn check(id: &str, repair: bool) -> Result<String, String> {
+    use crate::dm::DeviceMapper;
+    let dm = KernelDm::open().map_err(|e| e.to_string())?;
+    let name = crate::engine::array_name(id);
+    let status = dm.status(&name).map_err(|e| format!("volume {id}: {e}"))?;
+    let line = status
+        .first()
+        .filter(|t| t.kind == "raid")
+        .map(|t| t.params.clone())
+        .ok_or_else(|| format!("volume {id}: no raid target"))?;
+    let st = dmraid_api::RaidStatus::parse(&line).map_err(|e| e.to_string())?;
+    let what = if repair { "repair" } else { "check" };
+    if !st.healthy() {
+        return Err(format!(
+            "volume {id} is not healthy and idle ({line}): a {what} needs every leg in sync; retry when the resync or rebuild has finished"
+        ));
+    }
+    dm.message(&name, what).map_err(|e| e.to_string())?;
+    Ok(format!("{what} started on volume {id}; `dmraid-csi volumes` shows its progress and the mismatch count"))
 }

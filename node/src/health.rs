@@ -45,6 +45,10 @@ pub fn condition(v: &VolumeInfo) -> (bool, String) {
         });
     }
     let pct = (st.ratio() * 100.0).floor();
+    let eta = v
+        .eta_seconds
+        .map(|s| format!(", ETA {}", duration_words(s)))
+        .unwrap_or_default();
     match st.action {
         Some(SyncAction::Recover) => {
             let rebuilding: Vec<String> = st
@@ -55,17 +59,17 @@ pub fn condition(v: &VolumeInfo) -> (bool, String) {
                 .map(|(i, _)| format!("leg {i} onto {}", disk(i)))
                 .collect();
             if rebuilding.is_empty() {
-                parts.push(format!("recovering: {pct}%"));
+                parts.push(format!("recovering: {pct}%{eta}"));
             } else {
-                parts.push(format!("rebuilding {}: {pct}%", rebuilding.join(", ")));
+                parts.push(format!("rebuilding {}: {pct}%{eta}", rebuilding.join(", ")));
             }
         }
-        Some(SyncAction::Resync) => parts.push(format!("resyncing: {pct}%")),
+        Some(SyncAction::Resync) => parts.push(format!("resyncing: {pct}%{eta}")),
         _ if st.legs.contains(&LegState::Syncing) => {
             parts.push(format!("legs not yet in sync, resync pending: {pct}%"))
         }
         Some(SyncAction::Check) | Some(SyncAction::Repair) => {
-            parts.push(format!("scrubbing: {pct}%"))
+            parts.push(format!("scrubbing: {pct}%{eta}"))
         }
         _ => {}
     }
@@ -84,6 +88,34 @@ pub fn condition(v: &VolumeInfo) -> (bool, String) {
         parts.join("; ")
     };
     (abnormal, format!("{kind}: {healthy_text}"))
+}
+
+/// A duration for people: "45s", "3m", "2h10m".
+pub fn duration_words(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m", secs.div_ceil(60)),
+        _ => {
+            let m = secs.div_ceil(60);
+            if m % 60 == 0 {
+                format!("{}h", m / 60)
+            } else {
+                format!("{}h{}m", m / 60, m % 60)
+            }
+        }
+    }
+}
+
+/// Time left of a sync from two samples of (seconds, sectors synced) and
+/// the total; None when nothing moved or the samples go backwards.
+pub fn eta(earlier: (f64, u64), later: (f64, u64), total: u64) -> Option<u64> {
+    let dt = later.0 - earlier.0;
+    let done = later.1.checked_sub(earlier.1)?;
+    if dt <= 0.0 || done == 0 {
+        return None;
+    }
+    let rate = done as f64 / dt;
+    Some((total.saturating_sub(later.1) as f64 / rate).ceil() as u64)
 }
 
 /// The resync/rebuild/scrub percentage inside a condition message written by
@@ -259,7 +291,14 @@ pub fn transitions(prev: Option<&Snapshot>, v: &VolumeInfo) -> Vec<HealthEvent> 
             ));
         }
     }
-    if finished(SyncAction::Check) || finished(SyncAction::Repair) {
+    // A short scrub ends between two rounds: a new mismatch count on an
+    // idle array tells it ran.
+    let idle = matches!(now.action, Some(SyncAction::Idle) | None);
+    let count_changed = idle
+        && prev.mismatches.is_some()
+        && now.mismatches.is_some()
+        && prev.mismatches != now.mismatches;
+    if finished(SyncAction::Check) || finished(SyncAction::Repair) || count_changed {
         let m = now.mismatches.unwrap_or(0);
         let what = if prev.action == Some(SyncAction::Repair) {
             "repair"
@@ -327,6 +366,7 @@ mod tests {
             device: "/dev/mapper/dmraid-v".into(),
             status: Some(RaidStatus::parse(status).unwrap()),
             unclean: None,
+            eta_seconds: None,
         }
     }
 
@@ -386,6 +426,43 @@ mod tests {
         let e = transitions(None, &unclean);
         assert_eq!(e[0].reason, "UncleanShutdown");
         assert!(e[0].message.contains("3 of 192"));
+    }
+
+    #[test]
+    fn eta_from_the_sync_rate() {
+        // 100 sectors in 2 s, 800 left: 16 s.
+        assert_eq!(eta((10.0, 100), (12.0, 200), 1000), Some(16));
+        assert_eq!(eta((10.0, 200), (12.0, 200), 1000), None, "nothing moved");
+        assert_eq!(
+            eta((10.0, 300), (12.0, 200), 1000),
+            None,
+            "a new sync restarted"
+        );
+        assert_eq!(duration_words(45), "45s");
+        assert_eq!(duration_words(150), "3m");
+        assert_eq!(duration_words(7800), "2h10m");
+        let mut v = vol("raid5_ls 4 AAaA 41/100 recover 0", None);
+        v.eta_seconds = Some(180);
+        let (_, msg) = condition(&v);
+        assert!(
+            msg.contains("rebuilding leg 2 onto /dev/vdd: 41%, ETA 3m"),
+            "{msg}"
+        );
+        assert_eq!(progress(&msg), Some(41));
+    }
+
+    #[test]
+    fn a_check_that_ends_between_rounds_is_told_by_its_count() {
+        let before = Snapshot::of(&vol("raid5_ls 4 AAAA 10/10 idle 0", None));
+        let e = transitions(Some(&before), &vol("raid5_ls 4 AAAA 10/10 idle 64", None));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].warning && e[0].reason == "MismatchesFound");
+        let after_repair = Snapshot::of(&vol("raid5_ls 4 AAAA 10/10 idle 64", None));
+        let e = transitions(
+            Some(&after_repair),
+            &vol("raid5_ls 4 AAAA 10/10 idle 0", None),
+        );
+        assert_eq!(e[0].reason, "CheckFinished");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod engine_cli;
 pub mod error;
 pub mod health;
 pub mod labels;
+pub mod lock;
 pub mod metrics;
 pub mod monitor;
 pub mod mount;

@@ -40,6 +40,7 @@ fn node_id(args: &ServeArgs) -> String {
 async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
     init_logging(args.log_format);
     state_dir::ensure_writable(&args.state_dir).map_err(|e| e.to_string())?;
+    let _lock = dmraid_node::lock::take(&dmraid_node::lock::path(&args.state_dir))?;
     let path = socket::socket_path(&args.endpoint).map_err(|e| e.to_string())?;
     let listener = socket::bind(&path).map_err(|e| e.to_string())?;
     let node_id = node_id(&args);
@@ -114,6 +115,7 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
         let cfg = dmraid_node::monitor::MonitorConfig {
             auto_rebuild: args.auto_rebuild,
             interval: std::time::Duration::from_secs(args.monitor_interval.max(1)),
+            scrub_every: args.scrub_interval,
         };
         let stop = stop.clone();
         let metrics = metrics.clone();
@@ -235,9 +237,15 @@ async fn main() -> ExitCode {
         Command::Standalone(args) => serve(args, true).await,
         Command::Identity(args) => identity(&args.endpoint).await,
         Command::Engine(args) => dmraid_node::engine_cli::run(args),
+        Command::Check { id, repair } => {
+            dmraid_node::engine_cli::check(&id, repair).map(|text| println!("{text}"))
+        }
         Command::Csi(args) => dmraid_node::csi_client::run(args).await,
         Command::Volumes(args) => dmraid_node::csi_client::volumes(&args.endpoint, args.wait).await,
         Command::Disks(args) => dmraid_node::csi_client::disks(&args.disks),
+        Command::Describe { id, endpoint } => {
+            dmraid_node::csi_client::describe(&endpoint, &id).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -31,6 +31,7 @@ pub struct Metrics {
     sync_ratio: Family<VolumeLabel, Gauge<f64, AtomicU64>>,
     mismatches: Family<VolumeLabel, Gauge>,
     rebuilt: Family<VolumeLabel, Counter>,
+    eta: Family<VolumeLabel, Gauge>,
     last_recover: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -48,6 +49,12 @@ impl Metrics {
         let sync_ratio = Family::<VolumeLabel, Gauge<f64, AtomicU64>>::default();
         let mismatches = Family::<VolumeLabel, Gauge>::default();
         let rebuilt = Family::<VolumeLabel, Counter>::default();
+        let eta = Family::<VolumeLabel, Gauge>::default();
+        registry.register(
+            "dmraid_volume_sync_eta_seconds",
+            "Estimated seconds left of a running resync, rebuild or scrub (0 when none)",
+            eta.clone(),
+        );
         registry.register(
             "dmraid_volume_legs",
             "Legs of a volume by state (in_sync, syncing, dead, missing)",
@@ -74,6 +81,7 @@ impl Metrics {
             sync_ratio,
             mismatches,
             rebuilt,
+            eta,
             last_recover: Mutex::new(BTreeMap::new()),
         }
     }
@@ -99,6 +107,9 @@ impl Metrics {
             volume: v.id.clone(),
         };
         self.sync_ratio.get_or_create(&label).set(st.ratio());
+        self.eta
+            .get_or_create(&label)
+            .set(v.eta_seconds.unwrap_or(0) as i64);
         self.mismatches
             .get_or_create(&label)
             .set(st.mismatches.unwrap_or(0) as i64);
@@ -184,6 +195,7 @@ mod tests {
             device: String::new(),
             status: Some(RaidStatus::parse(status).unwrap()),
             unclean: None,
+            eta_seconds: None,
         }
     }
 

@@ -19,6 +19,8 @@ pub struct MonitorConfig {
     pub auto_rebuild: bool,
     /// Longest wait between two rounds when no event comes.
     pub interval: Duration,
+    /// Start a `check` of every healthy, idle volume this often (None: never).
+    pub scrub_every: Option<Duration>,
 }
 
 /// What the monitor tells the cluster side (status writer, event recorder).
@@ -42,6 +44,12 @@ pub struct RoundState {
     pub last: BTreeMap<String, String>,
     /// The last snapshot per volume, to tell what changed.
     pub snaps: BTreeMap<String, health::Snapshot>,
+    /// Per volume: when the running sync was first seen, (seconds, sectors synced), and its action.
+    pub sync_start: BTreeMap<String, (f64, u64, Option<dmraid_api::status::SyncAction>)>,
+    /// Per volume: when it was last scrubbed (or first seen).
+    pub last_scrub: BTreeMap<String, std::time::Instant>,
+    /// The monitor's clock origin.
+    pub epoch: Option<std::time::Instant>,
     /// Volumes with a rebuild this monitor started and has not yet seen end
     /// (a short rebuild can end before any round sees it running).
     pub rebuilding: std::collections::BTreeSet<String>,
@@ -78,8 +86,54 @@ pub fn round(
             }
         }
     }
+    let epoch = *state.epoch.get_or_insert_with(std::time::Instant::now);
     for id in engine.volume_ids() {
-        let Ok(v) = engine.volume(&id) else { continue };
+        let Ok(mut v) = engine.volume(&id) else {
+            continue;
+        };
+        // Rate and ETA of a running sync, from the average since it was first seen.
+        let running = v.status.as_ref().filter(|st| {
+            use dmraid_api::status::SyncAction::*;
+            matches!(st.action, Some(Resync | Recover | Check | Repair)) && st.synced < st.total
+        });
+        match running {
+            Some(st) => {
+                let now = (epoch.elapsed().as_secs_f64(), st.synced);
+                let start = state
+                    .sync_start
+                    .entry(id.clone())
+                    .or_insert((now.0, now.1, st.action));
+                if start.2 != st.action || now.1 < start.1 {
+                    *start = (now.0, now.1, st.action);
+                }
+                let eta = health::eta((start.0, start.1), now, st.total);
+                engine.set_eta(&id, eta);
+                v.eta_seconds = eta;
+            }
+            None => {
+                state.sync_start.remove(&id);
+                engine.set_eta(&id, None);
+                v.eta_seconds = None;
+            }
+        }
+        if let Some(every) = cfg.scrub_every {
+            let last = *state
+                .last_scrub
+                .entry(id.clone())
+                .or_insert_with(std::time::Instant::now);
+            let idle = v.status.as_ref().is_some_and(|s| s.healthy());
+            if idle && last.elapsed() >= every {
+                match engine.scrub(&id, false) {
+                    Ok(_) => tracing::info!(volume = %id, "scheduled check started"),
+                    Err(e) => {
+                        tracing::debug!(volume = %id, error = %e, "scheduled check not started")
+                    }
+                }
+                state
+                    .last_scrub
+                    .insert(id.clone(), std::time::Instant::now());
+            }
+        }
         if let Some(m) = metrics {
             m.observe(&v);
         }
@@ -237,6 +291,7 @@ mod tests {
         let cfg = MonitorConfig {
             auto_rebuild: true,
             interval: Duration::from_millis(1),
+            scrub_every: None,
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut st = RoundState::default();
@@ -321,6 +376,7 @@ mod tests {
             &MonitorConfig {
                 auto_rebuild: false,
                 interval: Duration::from_millis(1),
+                scrub_every: None,
             },
             &mut st,
             None,

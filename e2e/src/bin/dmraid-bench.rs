@@ -111,20 +111,6 @@ fn in_sync(name: &str) -> String {
     format!("dmsetup status {name} | grep -q idle && ! dmsetup status {name} | awk '{{print $6}}' | grep -q '[^A]'")
 }
 
-/// Which guest disks hold a leg of volume `v`.
-fn leg_disks(vm: &mut Vm, v: &str) -> Result<Vec<usize>, String> {
-    let show = vm.run_ok(&format!(
-        "dmraid-csi engine --disks '/dev/vd*' --node-id bench show {v}"
-    ))?;
-    let mut out = Vec::new();
-    for i in 0..vm.disk_count() {
-        if show.contains(&format!("\"{}\"", vm.disk_dev(i)?)) {
-            out.push(i);
-        }
-    }
-    Ok(out)
-}
-
 /// 1. Rebuild of a 1 GiB raid1 leg onto a spare vs dd of the same bytes.
 fn rebuild(rows: &mut Vec<Row>) -> Result<(), String> {
     let mut vm = Vm::builder()
@@ -137,7 +123,7 @@ fn rebuild(rows: &mut Vec<Row>) -> Result<(), String> {
         &mut vm,
         &format!("{CSI} create r1 --param raidType=raid1 --param legs=2 --size 1Gi && until {}; do sleep 0.05; done", in_sync("dmraid-r1")),
     )?;
-    let legs = leg_disks(&mut vm, "r1")?;
+    let legs = e2e::raid::leg_disks(&mut vm, "r1")?;
     let spare = (0..3).find(|i| !legs.contains(i)).ok_or("no spare")?;
     let (src, dst) = (vm.disk_dev(legs[0])?, vm.disk_dev(spare)?);
     // Past the label area, on the spare's free space.
@@ -194,6 +180,10 @@ fn bitmap_resync(rows: &mut Vec<Row>) -> Result<(), String> {
         .trim()
         .parse()
         .map_err(|e| format!("{e}"))?;
+    // Steady state first: md clears a bitmap bit only after the region has
+    // been clean for a few daemon_sleep periods (5 s by default), so bits
+    // left by the initial resync would otherwise count as dirty.
+    std::thread::sleep(Duration::from_secs(20));
     // 1 % of the array, written in 10 bursts spread over it; the power is cut right after.
     let bursts = 10u64;
     let burst_mib = (sectors / 2048 / 100 / bursts).max(1);

@@ -51,14 +51,10 @@ fn main() -> Result<(), String> {
         "dmsetup table dmraid-demo; dmsetup status dmraid-demo",
     )?;
     // A disk that holds a leg: the volume's legs as the labels say.
-    let legs = vm.run_ok("dmraid-csi engine --disks '/dev/vd*' --node-id demo show demo")?;
-    let mut victim = 0;
-    for i in 0..vm.disk_count() {
-        if legs.contains(&format!("\"{}\"", vm.disk_dev(i)?)) {
-            victim = i;
-            break;
-        }
-    }
+    let victim = e2e::raid::leg_disks(&mut vm, "demo")?
+        .first()
+        .copied()
+        .ok_or("no disk holds a leg of demo")?;
     let dev = vm.disk_dev(victim)?;
     println!("\n# hot-removing {dev} (it holds a leg) from the VM ...");
     vm.hot_remove_disk(victim)?;
