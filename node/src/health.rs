@@ -97,7 +97,7 @@ pub fn duration_words(secs: u64) -> String {
         60..=3599 => format!("{}m", secs.div_ceil(60)),
         _ => {
             let m = secs.div_ceil(60);
-            if m % 60 == 0 {
+            if m.is_multiple_of(60) {
                 format!("{}h", m / 60)
             } else {
                 format!("{}h{}m", m / 60, m % 60)
