@@ -211,3 +211,36 @@ fn check_counts_mismatches_repair_fixes_them_and_a_scheduled_scrub_runs_by_itsel
     )
     .unwrap();
 }
+
+#[test]
+fn a_slow_leg_that_the_kernel_keeps_is_reported_as_a_warning() {
+    let mut vm = Vm::builder()
+        .disks(&[64 * MIB; 2])
+        .with_driver()
+        .unwrap()
+        .boot()
+        .unwrap();
+    start(&mut vm, "");
+    vm.run_ok(&format!(
+        "{CSI} create v --param raidType=raid1 --param legs=2 --param sync=nosync --size 16Mi"
+    ))
+    .unwrap();
+    faults::make_slow(&mut vm, "dmraid-v+d1", 200).unwrap();
+    vm.spawn("while :; do dd if=/dev/urandom of=/dev/mapper/dmraid-v bs=4k count=8 seek=$((RANDOM % 1000)) oflag=direct 2>/dev/null; done")
+        .unwrap();
+    vm.wait_until(
+        "dmraid-csi volumes --endpoint /run/csi.sock | grep -q 'leg 1 (disk /dev/vd[a-z]) is slow'",
+        Instant::now() + Duration::from_secs(60),
+    )
+    .unwrap();
+    let out = vm.run_ok(&format!("dmraid-csi volumes {EP}")).unwrap();
+    println!("{out}");
+    assert!(
+        out.contains(" ok "),
+        "the kernel keeps the leg: a warning, not abnormal: {out}"
+    );
+    let st = vm.run_ok("dmsetup status dmraid-v").unwrap();
+    assert!(st.contains(" AA "), "both legs still in the array: {st}");
+    let log = vm.run_ok("cat /tmp/driver.log").unwrap();
+    assert!(log.contains("SlowLeg"), "{log}");
+}

@@ -120,6 +120,11 @@ pub trait DeviceMapper: Send + Sync {
     fn wait_for_event(&self, timeout: Duration) -> Result<bool, DmError>;
     /// The path of the device's block node, created if the system has no udev to do it.
     fn device_path(&self, name: &str) -> Result<PathBuf, DmError>;
+    /// The device's I/O counters: (I/Os completed, milliseconds they took),
+    /// None where the system does not say.
+    fn io_stats(&self, _name: &str) -> Result<Option<(u64, u64)>, DmError> {
+        Ok(None)
+    }
 }
 
 /// Load `targets` into `name` and make them live, creating the device first
@@ -375,6 +380,25 @@ mod kernel {
                 .ok_or_else(|| DmError::NotFound(name.to_string()))?;
             self.ensure_node(&info)
         }
+
+        fn io_stats(&self, name: &str) -> Result<Option<(u64, u64)>, DmError> {
+            let Some(info) = self.info(name)? else {
+                return Ok(None);
+            };
+            // Documentation/block/stat.rst: reads, merges, sectors, ms; writes, merges, sectors, ms; ...
+            let path = format!("/sys/dev/block/{}:{}/stat", info.major, info.minor);
+            let Ok(text) = std::fs::read_to_string(path) else {
+                return Ok(None);
+            };
+            let f: Vec<u64> = text
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            if f.len() < 8 {
+                return Ok(None);
+            }
+            Ok(Some((f[0] + f[4], f[3] + f[7])))
+        }
     }
 
     fn udev_running() -> bool {
@@ -428,6 +452,7 @@ struct FakeState {
     devices: BTreeMap<String, FakeDevice>,
     next_minor: u32,
     statuses: BTreeMap<String, String>,
+    io: BTreeMap<String, (u64, u64)>,
     /// Operations in order, for tests that check what the engine did.
     log: Vec<String>,
     /// Fail the next operation whose log entry starts with this prefix.
@@ -444,6 +469,11 @@ impl FakeDm {
     /// An empty fake.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Set a device's I/O counters (I/Os, milliseconds) as io_stats reports them.
+    pub fn set_io_stats(&self, name: &str, ios: u64, ms: u64) {
+        self.lock().io.insert(name.to_string(), (ios, ms));
     }
 
     /// Make `status` report `params` (the words after `raid`) for device
@@ -672,6 +702,10 @@ impl DeviceMapper for FakeDm {
         } else {
             Err(DmError::NotFound(name.to_string()))
         }
+    }
+
+    fn io_stats(&self, name: &str) -> Result<Option<(u64, u64)>, DmError> {
+        Ok(self.lock().io.get(name).copied())
     }
 }
 

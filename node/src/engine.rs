@@ -75,6 +75,9 @@ pub struct VolumeInfo {
     pub status: Option<RaidStatus>,
     /// After an unclean shutdown: (dirty regions found, regions) being resynced.
     pub unclean: Option<(u64, u64)>,
+    /// Legs the monitor found slow: (leg, ms per I/O, typical ms per I/O of the others).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slow_legs: Vec<(u32, u64, u64)>,
     /// Seconds left of a running resync, rebuild or scrub, as the monitor
     /// estimates it from the sync rate (None: nothing running or no rate yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,6 +135,7 @@ pub struct Engine {
     busy: Mutex<BTreeSet<String>>,
     unclean: Mutex<BTreeMap<String, (u64, u64)>>,
     etas: Mutex<BTreeMap<String, u64>>,
+    slow: Mutex<BTreeMap<String, Vec<(u32, u64, u64)>>>,
 }
 
 /// Held while an operation on a volume runs; a second one gets `Busy`.
@@ -207,6 +211,7 @@ impl Engine {
             busy: Mutex::new(BTreeSet::new()),
             unclean: Mutex::new(BTreeMap::new()),
             etas: Mutex::new(BTreeMap::new()),
+            slow: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -361,6 +366,28 @@ impl Engine {
             None => {
                 etas.remove(id);
             }
+        }
+    }
+
+    /// Each leg's data device I/O counters (I/Os, ms), in leg order.
+    pub fn leg_io(&self, id: &str, legs: u32) -> Vec<Option<(u64, u64)>> {
+        (0..legs)
+            .map(|l| {
+                self.dm
+                    .io_stats(&leg_name(id, l, Role::Data))
+                    .ok()
+                    .flatten()
+            })
+            .collect()
+    }
+
+    /// Record the legs the monitor found slow (empty clears).
+    pub fn set_slow_legs(&self, id: &str, slow: Vec<(u32, u64, u64)>) {
+        let mut all = lock(&self.slow);
+        if slow.is_empty() {
+            all.remove(id);
+        } else {
+            all.insert(id.to_string(), slow);
         }
     }
 
@@ -1116,6 +1143,7 @@ impl Engine {
             status,
             unclean: lock(&self.unclean).get(id).copied(),
             eta_seconds: lock(&self.etas).get(id).copied(),
+            slow_legs: lock(&self.slow).get(id).cloned().unwrap_or_default(),
         })
     }
 }

@@ -73,6 +73,12 @@ pub fn condition(v: &VolumeInfo) -> (bool, String) {
         }
         _ => {}
     }
+    for (leg, ms, typical) in &v.slow_legs {
+        parts.push(format!(
+            "warning: leg {leg} (disk {}) is slow, {ms} ms per I/O against {typical} ms on the others",
+            disk(*leg as usize)
+        ));
+    }
     if let Some((dirty, regions)) = v.unclean {
         parts.push(format!(
             "unclean shutdown: resyncing {dirty} of {regions} regions"
@@ -88,6 +94,47 @@ pub fn condition(v: &VolumeInfo) -> (bool, String) {
         parts.join("; ")
     };
     (abnormal, format!("{kind}: {healthy_text}"))
+}
+
+/// Legs whose I/Os took far longer than the others' between two samples of
+/// their counters (I/Os, ms): (leg, ms per I/O, typical ms of the others).
+/// A leg needs a few I/Os to be judged, and is slow at ≥ 50 ms per I/O and
+/// ≥ 5× the others' median (the kernel keeps such a leg: it only fails legs
+/// that return errors).
+pub fn slow_legs(
+    before: &[Option<(u64, u64)>],
+    now: &[Option<(u64, u64)>],
+) -> Vec<(u32, u64, u64)> {
+    const MIN_IOS: u64 = 4;
+    let lat: Vec<Option<u64>> = now
+        .iter()
+        .zip(before.iter())
+        .map(|(n, b)| match (n, b) {
+            (Some((ni, nm)), Some((bi, bm))) if ni >= bi && nm >= bm && ni - bi >= MIN_IOS => {
+                Some((nm - bm) / (ni - bi))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (i, l) in lat.iter().enumerate() {
+        let Some(ms) = l else { continue };
+        let mut others: Vec<u64> = lat
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .filter_map(|(_, o)| *o)
+            .collect();
+        if others.is_empty() {
+            continue;
+        }
+        others.sort_unstable();
+        let typical = others[others.len() / 2];
+        if *ms >= 50 && *ms >= 5 * typical.max(1) {
+            out.push((i as u32, *ms, typical));
+        }
+    }
+    out
 }
 
 /// A duration for people: "45s", "3m", "2h10m".
@@ -367,6 +414,7 @@ mod tests {
             status: Some(RaidStatus::parse(status).unwrap()),
             unclean: None,
             eta_seconds: None,
+            slow_legs: vec![],
         }
     }
 
@@ -463,6 +511,25 @@ mod tests {
             &vol("raid5_ls 4 AAAA 10/10 idle 0", None),
         );
         assert_eq!(e[0].reason, "CheckFinished");
+    }
+
+    #[test]
+    fn a_leg_far_slower_than_the_others_is_flagged() {
+        let before = [Some((100, 100)), Some((100, 100)), Some((100, 100))];
+        // 20 I/Os each: 2 ms, 3 ms, 150 ms per I/O.
+        let now = [Some((120, 140)), Some((120, 160)), Some((120, 3100))];
+        assert_eq!(slow_legs(&before, &now), vec![(2, 150, 3)]);
+        // Too few I/Os to judge, or a leg without counters: nothing.
+        let idle = [Some((101, 101)), Some((101, 101)), Some((101, 400))];
+        assert!(slow_legs(&before, &idle).is_empty());
+        let mut v = vol("raid5_ls 4 AAAA 10/10 idle 0", None);
+        v.slow_legs = vec![(2, 150, 3)];
+        let (abnormal, msg) = condition(&v);
+        assert!(!abnormal, "a slow leg is a warning, the array still works");
+        assert!(
+            msg.contains("leg 2 (disk /dev/vdd) is slow, 150 ms per I/O"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -196,6 +196,7 @@ mod tests {
             status: Some(RaidStatus::parse(status).unwrap()),
             unclean: None,
             eta_seconds: None,
+            slow_legs: vec![],
         }
     }
 

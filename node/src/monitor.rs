@@ -48,6 +48,8 @@ pub struct RoundState {
     pub sync_start: BTreeMap<String, (f64, u64, Option<dmraid_api::status::SyncAction>)>,
     /// Per volume: when it was last scrubbed (or first seen).
     pub last_scrub: BTreeMap<String, std::time::Instant>,
+    /// Per volume: the legs' I/O counters at the last judged sample.
+    pub io: BTreeMap<String, Vec<Option<(u64, u64)>>>,
     /// The monitor's clock origin.
     pub epoch: Option<std::time::Instant>,
     /// Volumes with a rebuild this monitor started and has not yet seen end
@@ -115,6 +117,44 @@ pub fn round(
                 engine.set_eta(&id, None);
                 v.eta_seconds = None;
             }
+        }
+        // Slow legs, from the I/O counters of each leg's data device.
+        let io = engine.leg_io(&id, v.legs.len() as u32);
+        let before = state.io.get(&id).cloned().unwrap_or_default();
+        let busy = io
+            .iter()
+            .zip(before.iter())
+            .any(|(n, b)| matches!((n, b), (Some(n), Some(b)) if n.0 >= b.0 + 4));
+        // A leg without a sample yet (the array was being made) or whose
+        // counters went back (its device was re-made) restarts the count.
+        let fresh = before.len() != io.len()
+            || before.iter().zip(io.iter()).any(|(b, n)| match (b, n) {
+                (None, Some(_)) => true,
+                (Some(b), Some(n)) => n.0 < b.0,
+                _ => false,
+            });
+        if fresh {
+            state.io.insert(id.clone(), io);
+        } else if busy {
+            let slow = health::slow_legs(&before, &io);
+            for (leg, ms, typical) in &slow {
+                if !v.slow_legs.iter().any(|s| s.0 == *leg) {
+                    record(
+                        notices,
+                        &id,
+                        health::HealthEvent {
+                            warning: true,
+                            reason: "SlowLeg",
+                            message: format!(
+                                "leg {leg} is slow: {ms} ms per I/O against {typical} ms on the other legs; the kernel keeps it, check the disk"
+                            ),
+                        },
+                    );
+                }
+            }
+            engine.set_slow_legs(&id, slow.clone());
+            v.slow_legs = slow;
+            state.io.insert(id.clone(), io);
         }
         if let Some(every) = cfg.scrub_every {
             let last = *state
