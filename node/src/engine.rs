@@ -77,12 +77,15 @@ pub struct VolumeInfo {
     pub unclean: Option<(u64, u64)>,
     /// Legs the monitor found slow: (leg, ms per I/O, typical ms per I/O of the others).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub slow_legs: Vec<(u32, u64, u64)>,
+    pub slow_legs: Vec<SlowLeg>,
     /// Seconds left of a running resync, rebuild or scrub, as the monitor
     /// estimates it from the sync rate (None: nothing running or no rate yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_seconds: Option<u64>,
 }
+
+/// A slow leg: (leg, ms per I/O, typical ms per I/O of the other legs).
+pub type SlowLeg = (u32, u64, u64);
 
 /// A claimed disk, for the node's report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +138,7 @@ pub struct Engine {
     busy: Mutex<BTreeSet<String>>,
     unclean: Mutex<BTreeMap<String, (u64, u64)>>,
     etas: Mutex<BTreeMap<String, u64>>,
-    slow: Mutex<BTreeMap<String, Vec<(u32, u64, u64)>>>,
+    slow: Mutex<BTreeMap<String, Vec<SlowLeg>>>,
 }
 
 /// Held while an operation on a volume runs; a second one gets `Busy`.
@@ -382,7 +385,7 @@ impl Engine {
     }
 
     /// Record the legs the monitor found slow (empty clears).
-    pub fn set_slow_legs(&self, id: &str, slow: Vec<(u32, u64, u64)>) {
+    pub fn set_slow_legs(&self, id: &str, slow: Vec<SlowLeg>) {
         let mut all = lock(&self.slow);
         if slow.is_empty() {
             all.remove(id);
