@@ -244,3 +244,45 @@ fn a_slow_leg_that_the_kernel_keeps_is_reported_as_a_warning() {
     let log = vm.run_ok("cat /tmp/driver.log").unwrap();
     assert!(log.contains("SlowLeg"), "{log}");
 }
+
+#[test]
+fn with_auto_rebuild_off_the_operator_rebuilds_through_the_running_driver() {
+    let mut vm = Vm::builder()
+        .disks(&[64 * MIB; 3])
+        .with_driver()
+        .unwrap()
+        .boot()
+        .unwrap();
+    start(&mut vm, "--auto-rebuild false");
+    vm.run_ok(&format!(
+        "{CSI} create v --param raidType=raid1 --param legs=2 --param sync=nosync --size 16Mi"
+    ))
+    .unwrap();
+    let e = refused(&mut vm, "dmraid-csi rebuild v --leg 0");
+    println!("healthy leg: {e}");
+    assert!(e.contains("volume v"), "{e}");
+    let e = refused(&mut vm, "dmraid-csi rebuild nosuch");
+    assert!(e.contains("nosuch"), "{e}");
+    faults::make_failing(&mut vm, "dmraid-v+d1").unwrap();
+    vm.run_ok(
+        "dd if=/dev/urandom of=/dev/mapper/dmraid-v bs=4k count=1 oflag=direct 2>/dev/null; true",
+    )
+    .unwrap();
+    vm.wait_until(
+        "dmraid-csi volumes --endpoint /run/csi.sock | grep -q 'leg 1 .*failed'",
+        Instant::now() + Duration::from_secs(20),
+    )
+    .unwrap();
+    // Nothing happens by itself.
+    std::thread::sleep(Duration::from_secs(3));
+    let st = vm.run_ok("dmsetup status dmraid-v").unwrap();
+    assert!(st.contains(" AD "), "no rebuild without the operator: {st}");
+    let out = vm.run_ok("dmraid-csi rebuild v").unwrap();
+    println!("{out}");
+    assert!(out.contains("rebuilding raid1 leg 1 onto /dev/vd"), "{out}");
+    vm.wait_until(
+        "dmsetup status dmraid-v | grep -q ' AA .* idle'",
+        Instant::now() + Duration::from_secs(120),
+    )
+    .unwrap();
+}

@@ -41,6 +41,21 @@ pub enum Command {
     },
     /// Show the disks the globs match and what their labels say (reads only).
     Disks(DisksArgs),
+    /// Ask the running driver to rebuild a volume's leg now (for
+    /// `--auto-rebuild false`, or to choose the leg and the disk).
+    Rebuild {
+        /// Volume id.
+        id: String,
+        /// The leg (default: the first failed or missing one).
+        #[arg(long)]
+        leg: Option<u32>,
+        /// The disk to rebuild onto (default: the roomiest one the volume does not use).
+        #[arg(long)]
+        disk: Option<std::path::PathBuf>,
+        /// The running driver's state directory.
+        #[arg(long, env = "DMRAID_STATE_DIR", default_value = "/var/lib/dmraid-csi")]
+        state_dir: std::path::PathBuf,
+    },
     /// Start a check (scrub) of a volume's legs on this machine; the
     /// mismatch count shows in `volumes` and the events when it ends.
     Check {

@@ -157,7 +157,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn check_id(id: &str) -> Result<(), Error> {
+/// A volume id the engine accepts: 1–100 of `[A-Za-z0-9._-]`.
+pub fn check_id(id: &str) -> Result<(), Error> {
     let ok = !id.is_empty()
         && id.len() <= 100
         && id

@@ -21,5 +21,6 @@ pub mod lock;
 pub mod metrics;
 pub mod monitor;
 pub mod mount;
+pub mod requests;
 pub mod signature;
 pub mod state_dir;

@@ -116,6 +116,7 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
             auto_rebuild: args.auto_rebuild,
             interval: std::time::Duration::from_secs(args.monitor_interval.max(1)),
             scrub_every: args.scrub_interval,
+            state_dir: Some(args.state_dir.clone()),
         };
         let stop = stop.clone();
         let metrics = metrics.clone();
@@ -237,6 +238,27 @@ async fn main() -> ExitCode {
         Command::Standalone(args) => serve(args, true).await,
         Command::Identity(args) => identity(&args.endpoint).await,
         Command::Engine(args) => dmraid_node::engine_cli::run(args),
+        Command::Rebuild {
+            id,
+            leg,
+            disk,
+            state_dir,
+        } => {
+            let req = dmraid_node::requests::RebuildRequest {
+                volume: id,
+                leg,
+                disk,
+            };
+            dmraid_node::requests::submit(&state_dir, &req, std::time::Duration::from_secs(60))
+                .and_then(|o| {
+                    if o.ok {
+                        println!("{}", o.message);
+                        Ok(())
+                    } else {
+                        Err(o.message)
+                    }
+                })
+        }
         Command::Check { id, repair } => {
             dmraid_node::engine_cli::check(&id, repair).map(|text| println!("{text}"))
         }

@@ -21,6 +21,8 @@ pub struct MonitorConfig {
     pub interval: Duration,
     /// Start a `check` of every healthy, idle volume this often (None: never).
     pub scrub_every: Option<Duration>,
+    /// The driver's state directory, where operator requests arrive (None: none).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// What the monitor tells the cluster side (status writer, event recorder).
@@ -72,6 +74,73 @@ fn record(notices: Option<&Notices>, id: &str, e: health::HealthEvent) {
     tell(notices, Notice::Event(id.to_string(), e));
 }
 
+/// Events and bookkeeping after a rebuild started; returns what moved.
+fn rebuild_started(
+    state: &mut RoundState,
+    notices: Option<&Notices>,
+    id: &str,
+    after: &crate::engine::VolumeInfo,
+) -> Vec<String> {
+    let before = state.snaps.get(id).cloned().unwrap_or_default();
+    let now = health::Snapshot::of(after);
+    let mut moved = Vec::new();
+    for (i, leg) in now.legs.iter().enumerate() {
+        if before.legs.get(i).is_some_and(|b| b.1 != leg.1) {
+            let disk = leg.1.clone().unwrap_or_default();
+            let message = format!(
+                "rebuilding {} leg {i} onto {disk}",
+                after.spec.spec.raid_type
+            );
+            moved.push(message.clone());
+            record(
+                notices,
+                id,
+                health::HealthEvent {
+                    warning: false,
+                    reason: "RebuildStarted",
+                    message,
+                },
+            );
+        }
+    }
+    state.snaps.insert(id.to_string(), now);
+    state.rebuilding.insert(id.to_string());
+    tell(notices, Notice::Changed(id.to_string()));
+    moved
+}
+
+/// Carry out the rebuilds operators asked for (`dmraid-csi rebuild`).
+fn operator_rebuilds(
+    engine: &Engine,
+    cfg: &MonitorConfig,
+    state: &mut RoundState,
+    notices: Option<&Notices>,
+) {
+    let Some(dir) = &cfg.state_dir else { return };
+    for req in crate::requests::take_rebuilds(dir) {
+        let id = req.volume.clone();
+        let outcome = match engine.replace_leg(&id, req.leg, req.disk.clone()) {
+            Ok(after) => {
+                let moved = rebuild_started(state, notices, &id, &after);
+                crate::requests::Outcome {
+                    ok: true,
+                    message: if moved.is_empty() {
+                        format!("volume {id}: rebuild started")
+                    } else {
+                        moved.join("; ")
+                    },
+                }
+            }
+            Err(e) => crate::requests::Outcome {
+                ok: false,
+                message: format!("volume {id}: {e}"),
+            },
+        };
+        tracing::info!(volume = %id, ok = outcome.ok, message = %outcome.message, "operator rebuild request");
+        crate::requests::answer(dir, &id, &outcome);
+    }
+}
+
 /// One round over every volume.
 pub fn round(
     engine: &Engine,
@@ -88,6 +157,7 @@ pub fn round(
             }
         }
     }
+    operator_rebuilds(engine, cfg, state, notices);
     let epoch = *state.epoch.get_or_insert_with(std::time::Instant::now);
     for id in engine.volume_ids() {
         let Ok(mut v) = engine.volume(&id) else {
@@ -217,29 +287,7 @@ pub fn round(
             match engine.replace_leg(&id, None, None) {
                 Ok(after) => {
                     tracing::info!(volume = %id, legs = ?after.legs, "rebuild started onto a spare");
-                    let before = state.snaps.get(&id).cloned().unwrap_or_default();
-                    let now = health::Snapshot::of(&after);
-                    for (i, leg) in now.legs.iter().enumerate() {
-                        if before.legs.get(i).is_some_and(|b| b.1 != leg.1) {
-                            let disk = leg.1.clone().unwrap_or_default();
-                            let message = format!(
-                                "rebuilding {} leg {i} onto {disk}",
-                                after.spec.spec.raid_type
-                            );
-                            record(
-                                notices,
-                                &id,
-                                health::HealthEvent {
-                                    warning: false,
-                                    reason: "RebuildStarted",
-                                    message,
-                                },
-                            );
-                        }
-                    }
-                    state.snaps.insert(id.clone(), now);
-                    state.rebuilding.insert(id.clone());
-                    tell(notices, Notice::Changed(id.clone()));
+                    rebuild_started(state, notices, &id, &after);
                 }
                 Err(e) => {
                     let key = format!("rebuild:{id}");
@@ -332,6 +380,7 @@ mod tests {
             auto_rebuild: true,
             interval: Duration::from_millis(1),
             scrub_every: None,
+            state_dir: None,
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut st = RoundState::default();
@@ -417,6 +466,7 @@ mod tests {
                 auto_rebuild: false,
                 interval: Duration::from_millis(1),
                 scrub_every: None,
+                state_dir: None,
             },
             &mut st,
             None,
