@@ -30,7 +30,7 @@ fn the_oci_archive_runs_the_driver() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/image.sh");
     let archive = sh(Command::new("bash")
         .arg(&script)
-        .arg("example.org/dmraid-csi:test"));
+        .args(["--no-build", "example.org/dmraid-csi:test"]));
     let archive = PathBuf::from(archive.trim());
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("oci");
