@@ -82,6 +82,7 @@ fn every_rendered_object_passes_strict_server_side_validation() {
             ],
             &[
                 "metrics.serviceMonitor.enabled=true",
+                "metrics.grafanaDashboard.enabled=true",
                 "logFormat=json",
                 "node.hostIPC=true",
             ],
@@ -112,6 +113,7 @@ fn every_rendered_object_passes_strict_server_side_validation() {
             }
             if set.contains(&"metrics.serviceMonitor.enabled=true") {
                 assert!(kinds.iter().any(|k| k == "ServiceMonitor"));
+                assert!(kinds.iter().any(|k| k == "ConfigMap"), "the dashboard");
             }
             if set.contains(&"metrics.enabled=false") {
                 assert!(!yaml.contains("--metrics-addr"), "metrics off still serves");
