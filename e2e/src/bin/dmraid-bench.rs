@@ -156,6 +156,40 @@ fn rebuild(rows: &mut Vec<Row>) -> Result<(), String> {
     vm.shutdown()
 }
 
+/// 1b. The same rebuild capped by the StorageClass's maxRecoveryRate.
+fn rebuild_capped(rows: &mut Vec<Row>) -> Result<(), String> {
+    let mut vm = Vm::builder()
+        .disks(&[320 * MIB; 3])
+        .memory_mb(768)
+        .with_driver()?
+        .boot()?;
+    start_driver(&mut vm, "")?;
+    let size_mib = 256u64;
+    for cap_mib in [8u64, 32] {
+        let v = format!("c{cap_mib}");
+        vm.run_ok(&format!(
+            "{CSI} create {v} --param raidType=raid1 --param legs=2 --param sync=nosync --param maxRecoveryRate={cap_mib}Mi --size {size_mib}Mi"
+        ))?;
+        let legs = e2e::raid::leg_disks(&mut vm, &v)?;
+        // The leg on the second disk fails; the third disk has room for it.
+        e2e::vm::faults::make_failing(&mut vm, &format!("dmraid-{v}+d1"))?;
+        vm.run_ok(&format!("dd if=/dev/urandom of=/dev/mapper/dmraid-{v} bs=4k count=1 oflag=direct 2>/dev/null; true"))?;
+        until(&mut vm, &format!("dmsetup status dmraid-{v} | grep -q recover"), 60)?;
+        let took = until(&mut vm, &in_sync(&format!("dmraid-{v}")), 600)?;
+        let rate = size_mib as f64 / took;
+        rows.push(row(
+            &format!("rebuild 256 MiB raid1 leg, maxRecoveryRate={cap_mib}Mi"),
+            rate,
+            Some(cap_mib as f64),
+            "MiB/s",
+            "≈ 1 (the cap holds)",
+            &format!("{took:.1} s; legs on disks {legs:?}"),
+        ));
+        vm.run_ok(&format!("{CSI} delete {v}"))?;
+    }
+    vm.shutdown()
+}
+
 /// 2. Resync after a power cut (bitmap + crash fix) vs a full resync.
 fn bitmap_resync(rows: &mut Vec<Row>) -> Result<(), String> {
     let mut vm = Vm::builder()
@@ -424,13 +458,14 @@ fn controller_memory(rows: &mut Vec<Row>) -> Result<(), String> {
 fn main() {
     let mut rows = Vec::new();
     let started = Instant::now();
-    let benches: [(&str, Bench); 6] = [
+    let benches: [(&str, Bench); 7] = [
         ("provisioning", provisioning),
         ("health latency", health_latency),
         ("memory and scaling", memory_and_scaling),
         ("controller memory", controller_memory),
         ("bitmap resync", bitmap_resync),
         ("rebuild", rebuild),
+        ("capped rebuild", rebuild_capped),
     ];
     let only: Vec<String> = std::env::args().skip(1).collect();
     for (name, f) in benches {
