@@ -174,7 +174,11 @@ fn rebuild_capped(rows: &mut Vec<Row>) -> Result<(), String> {
         // The leg on the second disk fails; the third disk has room for it.
         e2e::vm::faults::make_failing(&mut vm, &format!("dmraid-{v}+d1"))?;
         vm.run_ok(&format!("dd if=/dev/urandom of=/dev/mapper/dmraid-{v} bs=4k count=1 oflag=direct 2>/dev/null; true"))?;
-        until(&mut vm, &format!("dmsetup status dmraid-{v} | grep -q recover"), 60)?;
+        until(
+            &mut vm,
+            &format!("dmsetup status dmraid-{v} | grep -q recover"),
+            60,
+        )?;
         let took = until(&mut vm, &in_sync(&format!("dmraid-{v}")), 600)?;
         let rate = size_mib as f64 / took;
         rows.push(row(
