@@ -7,15 +7,14 @@ use dmraid_api::capacity::{array_sectors, largest_volume, leg_for_size};
 use dmraid_api::units::{Bytes, Sectors};
 use dmraid_api::RaidSpec;
 use dmraid_proto::csi::controller_server::Controller;
-use dmraid_proto::csi::volume_capability::access_mode::Mode;
 use dmraid_proto::csi::*;
 use dmraid_proto::TOPOLOGY_KEY;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
-/// Size of a volume when the request names none (CSI leaves it to the plugin).
-pub const DEFAULT_SIZE: u64 = 1 << 30;
+pub use dmraid_proto::requests::DEFAULT_SIZE;
+use dmraid_proto::requests::{check_capabilities, requested_size, snapshots_not_offered};
 
 /// The standalone Controller service.
 pub struct ControllerService {
@@ -97,35 +96,6 @@ pub fn volume_id(name: &str) -> String {
     format!("v-{h:016x}")
 }
 
-fn check_capabilities(caps: &[VolumeCapability]) -> Result<(), Status> {
-    if caps.is_empty() {
-        return Err(Status::invalid_argument("volume_capabilities is required"));
-    }
-    for c in caps {
-        let mode = c.access_mode.as_ref().map(|m| m.mode).unwrap_or(0);
-        let ok = [
-            Mode::SingleNodeWriter,
-            Mode::SingleNodeReaderOnly,
-            Mode::SingleNodeSingleWriter,
-            Mode::SingleNodeMultiWriter,
-        ]
-        .iter()
-        .any(|m| *m as i32 == mode);
-        if !ok {
-            return Err(Status::invalid_argument(format!(
-                "access mode {} is not supported: dmraid-csi volumes are local to one node (use a SINGLE_NODE_* mode)",
-                Mode::try_from(mode).map(|m| m.as_str_name()).unwrap_or("UNKNOWN")
-            )));
-        }
-        if c.access_type.is_none() {
-            return Err(Status::invalid_argument(
-                "volume capability needs an access type (block or mount)",
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn spec_from(params: &std::collections::HashMap<String, String>) -> Result<RaidSpec, Status> {
     let map: BTreeMap<String, String> =
         params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -177,23 +147,13 @@ impl Controller for ControllerService {
             }
         }
         let spec = spec_from(&r.parameters)?;
-        let range = r.capacity_range.unwrap_or_default();
-        if range.required_bytes < 0 || range.limit_bytes < 0 {
-            return Err(Status::invalid_argument(
-                "capacity_range bytes must not be negative",
-            ));
-        }
-        let size = match (range.required_bytes, range.limit_bytes) {
-            (0, 0) => DEFAULT_SIZE,
-            (0, limit) => (limit as u64).min(DEFAULT_SIZE),
-            (req, _) => req as u64,
-        };
+        let (size, limit) = requested_size(r.capacity_range.as_ref())?;
         // Refused before anything is made: a volume created and then refused would be left behind.
         let capacity = capacity_for(&spec, size)?;
-        if range.limit_bytes > 0 && capacity > range.limit_bytes as u64 {
+        if let Some(limit) = limit.filter(|l| capacity > *l) {
             return Err(Status::out_of_range(format!(
                 "the smallest {} volume holding {} bytes has {} bytes, above limit_bytes {}",
-                spec.raid_type, size, capacity, range.limit_bytes
+                spec.raid_type, size, capacity, limit
             )));
         }
         let id = volume_id(&r.name);
@@ -390,33 +350,25 @@ impl Controller for ControllerService {
         &self,
         _r: Request<CreateSnapshotRequest>,
     ) -> Result<Response<CreateSnapshotResponse>, Status> {
-        Err(Status::unimplemented(
-            "snapshots are not offered by dmraid-csi",
-        ))
+        Err(snapshots_not_offered())
     }
     async fn delete_snapshot(
         &self,
         _r: Request<DeleteSnapshotRequest>,
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
-        Err(Status::unimplemented(
-            "snapshots are not offered by dmraid-csi",
-        ))
+        Err(snapshots_not_offered())
     }
     async fn list_snapshots(
         &self,
         _r: Request<ListSnapshotsRequest>,
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
-        Err(Status::unimplemented(
-            "snapshots are not offered by dmraid-csi",
-        ))
+        Err(snapshots_not_offered())
     }
     async fn get_snapshot(
         &self,
         _r: Request<GetSnapshotRequest>,
     ) -> Result<Response<GetSnapshotResponse>, Status> {
-        Err(Status::unimplemented(
-            "snapshots are not offered by dmraid-csi",
-        ))
+        Err(snapshots_not_offered())
     }
 
     async fn controller_expand_volume(
@@ -501,6 +453,7 @@ mod tests {
     use crate::disks::FakeDisks;
     use crate::dm::FakeDm;
     use crate::engine::EngineConfig;
+    use dmraid_proto::csi::volume_capability::access_mode::Mode;
 
     /// The service over `n` fake disks of `mib` MiB each.
     fn service(n: usize, mib: usize) -> (ControllerService, tempfile::TempDir) {

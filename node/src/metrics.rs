@@ -139,39 +139,6 @@ impl Metrics {
     }
 }
 
-/// Serve `/metrics` on `addr` until the process ends (one small thread per connection).
-pub fn serve(addr: &str, metrics: std::sync::Arc<Metrics>) -> std::io::Result<()> {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind(addr)?;
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let metrics = metrics.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(&conn);
-                let mut request = String::new();
-                if reader.read_line(&mut request).is_err() {
-                    return;
-                }
-                let (status, body) = if request.starts_with("GET /metrics") {
-                    ("200 OK", metrics.render())
-                } else {
-                    (
-                        "404 Not Found",
-                        "only /metrics is served here\n".to_string(),
-                    )
-                };
-                let mut conn = &conn;
-                let _ = write!(
-                    conn,
-                    "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-        }
-    });
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,25 +189,6 @@ mod tests {
         assert!(
             text.contains("dmraid_rebuild_bytes_total{volume=\"v\"} 512000"),
             "{text}"
-        );
-    }
-
-    #[test]
-    fn serves_metrics_over_http_on_loopback() {
-        let m = std::sync::Arc::new(Metrics::new());
-        m.observe(&vol("raid1 2 AA 10/10 idle 0"));
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        drop(l);
-        serve(&addr, m).unwrap();
-        use std::io::{Read, Write};
-        let mut c = std::net::TcpStream::connect(&addr).unwrap();
-        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-        let mut body = String::new();
-        c.read_to_string(&mut body).unwrap();
-        assert!(
-            body.starts_with("HTTP/1.0 200 OK") && body.contains("dmraid_volume_legs"),
-            "{body}"
         );
     }
 }

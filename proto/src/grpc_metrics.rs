@@ -197,6 +197,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn serves_the_text_over_http_on_loopback() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        drop(l);
+        serve(&addr, Arc::new(|| "dmraid_x 1\n".to_string())).unwrap();
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut body = String::new();
+        c.read_to_string(&mut body).unwrap();
+        assert!(
+            body.starts_with("HTTP/1.0 200 OK") && body.ends_with("dmraid_x 1\n"),
+            "{body}"
+        );
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.write_all(b"GET /other HTTP/1.0\r\n\r\n").unwrap();
+        let mut body = String::new();
+        c.read_to_string(&mut body).unwrap();
+        assert!(body.starts_with("HTTP/1.0 404"), "{body}");
+    }
+
+    #[test]
     fn counts_by_method_and_code() {
         let mut r = Registry::default();
         let m = GrpcMetrics::register(&mut r);
