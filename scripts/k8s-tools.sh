@@ -23,6 +23,9 @@ if [ "${1:-}" = "--print" ]; then
   exit 0
 fi
 mkdir -p "$bin"
+need() { command -v "$1" >/dev/null 2>&1 || { echo "k8s-tools: $1 not found: $2" >&2; exit 1; }; }
+need go "the Go toolchain (1.26 or newer) builds these tools; this machine kind ships it in /usr/local/go/bin"
+need curl "run scripts/install.sh (Debian package curl)"
 build="$DMRAID_CACHE/go-build"
 mkdir -p "$build"
 export GOFLAGS="-trimpath -mod=mod"
