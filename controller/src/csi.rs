@@ -16,7 +16,7 @@ use dmraid_api::RaidSpec;
 use dmraid_proto::csi::controller_server::Controller;
 use dmraid_proto::csi::*;
 use dmraid_proto::requests::{
-    check_capabilities, requested_size, snapshots_not_offered, wants_block,
+    check_capabilities, next_token, page, requested_size, snapshots_not_offered, wants_block,
 };
 use dmraid_proto::TOPOLOGY_KEY;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -572,28 +572,9 @@ impl Controller for ClusterController {
             .map_err(|e| Error::kube("listing RaidVolumes", e))?
             .items;
         all.sort_by_key(|v| v.name_any());
-        let start: usize = if r.starting_token.is_empty() {
-            0
-        } else {
-            r.starting_token
-                .parse()
-                .ok()
-                .filter(|s| *s <= all.len())
-                .ok_or_else(|| {
-                    Status::aborted(format!(
-                        "starting_token {:?} is not one this driver issued",
-                        r.starting_token
-                    ))
-                })?
-        };
-        let max = if r.max_entries > 0 {
-            r.max_entries as usize
-        } else {
-            usize::MAX
-        };
-        let entries: Vec<_> = all[start..]
+        let (start, end) = page(all.len(), &r.starting_token, r.max_entries)?;
+        let entries: Vec<_> = all[start..end]
             .iter()
-            .take(max)
             .map(|v| list_volumes_response::Entry {
                 volume: Some(Self::to_volume(v)),
                 status: Some(list_volumes_response::VolumeStatus {
@@ -602,14 +583,9 @@ impl Controller for ClusterController {
                 }),
             })
             .collect();
-        let next = start + entries.len();
         Ok(Response::new(ListVolumesResponse {
             entries,
-            next_token: if next < all.len() {
-                next.to_string()
-            } else {
-                String::new()
-            },
+            next_token: next_token(end, all.len()),
         }))
     }
 

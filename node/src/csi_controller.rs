@@ -14,7 +14,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub use dmraid_proto::requests::DEFAULT_SIZE;
-use dmraid_proto::requests::{check_capabilities, requested_size, snapshots_not_offered};
+use dmraid_proto::requests::{
+    check_capabilities, next_token, page, requested_size, snapshots_not_offered,
+};
 
 /// The standalone Controller service.
 pub struct ControllerService {
@@ -242,28 +244,9 @@ impl Controller for ControllerService {
                 .collect::<Vec<_>>())
         })
         .await?;
-        let start: usize = if r.starting_token.is_empty() {
-            0
-        } else {
-            r.starting_token
-                .parse()
-                .ok()
-                .filter(|s| *s <= all.len())
-                .ok_or_else(|| {
-                    Status::aborted(format!(
-                        "starting_token {:?} is not one this driver issued",
-                        r.starting_token
-                    ))
-                })?
-        };
-        let max = if r.max_entries > 0 {
-            r.max_entries as usize
-        } else {
-            usize::MAX
-        };
-        let entries: Vec<_> = all[start..]
+        let (start, end) = page(all.len(), &r.starting_token, r.max_entries)?;
+        let entries: Vec<_> = all[start..end]
             .iter()
-            .take(max)
             .map(|v| {
                 let (abnormal, message) = health::condition(v);
                 list_volumes_response::Entry {
@@ -275,14 +258,9 @@ impl Controller for ControllerService {
                 }
             })
             .collect();
-        let next = start + entries.len();
         Ok(Response::new(ListVolumesResponse {
             entries,
-            next_token: if next < all.len() {
-                next.to_string()
-            } else {
-                String::new()
-            },
+            next_token: next_token(end, all.len()),
         }))
     }
 

@@ -72,6 +72,43 @@ pub fn requested_size(range: Option<&CapacityRange>) -> Result<(u64, Option<u64>
     Ok((size, limit))
 }
 
+/// ListVolumes paging over `total` entries: (first index, next_token) for a
+/// starting_token this driver issued (the index as text) and max_entries.
+pub fn page(
+    total: usize,
+    starting_token: &str,
+    max_entries: i32,
+) -> Result<(usize, usize), Status> {
+    let start = if starting_token.is_empty() {
+        0
+    } else {
+        starting_token
+            .parse()
+            .ok()
+            .filter(|s| *s <= total)
+            .ok_or_else(|| {
+                Status::aborted(format!(
+                    "starting_token {starting_token:?} is not one this driver issued"
+                ))
+            })?
+    };
+    let max = if max_entries > 0 {
+        max_entries as usize
+    } else {
+        usize::MAX
+    };
+    Ok((start, start.saturating_add(max).min(total)))
+}
+
+/// The token for the page after one that ended at `end` of `total`.
+pub fn next_token(end: usize, total: usize) -> String {
+    if end < total {
+        end.to_string()
+    } else {
+        String::new()
+    }
+}
+
 /// The answer to every snapshot call: we do not offer them.
 pub fn snapshots_not_offered() -> Status {
     Status::unimplemented("snapshots are not offered by dmraid-csi")
@@ -96,6 +133,17 @@ mod tests {
         assert!(e.message().contains("local to one node"), "{}", e.message());
         check_capabilities(&[cap(Mode::SingleNodeWriter)]).unwrap();
         assert!(wants_block(&[cap(Mode::SingleNodeWriter)]));
+    }
+
+    #[test]
+    fn pages_and_tokens() {
+        assert_eq!(page(5, "", 0).unwrap(), (0, 5));
+        assert_eq!(page(5, "", 2).unwrap(), (0, 2));
+        assert_eq!(page(5, "4", 2).unwrap(), (4, 5));
+        assert_eq!(next_token(2, 5), "2");
+        assert_eq!(next_token(5, 5), "");
+        assert_eq!(page(5, "6", 0).unwrap_err().code(), tonic::Code::Aborted);
+        assert_eq!(page(5, "x", 0).unwrap_err().code(), tonic::Code::Aborted);
     }
 
     #[test]
