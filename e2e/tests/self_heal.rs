@@ -91,8 +91,13 @@ fn a_removed_disk_is_reported_and_the_leg_rebuilt_onto_the_spare_by_itself() {
 }
 
 fn start_driver(vm: &mut Vm) -> u32 {
+    start_driver_with(vm, "")
+}
+
+/// Start the standalone driver with `env` (`VAR=value ...`, or empty) set.
+fn start_driver_with(vm: &mut Vm, env: &str) -> u32 {
     let pid = vm
-        .spawn("exec dmraid-csi standalone --endpoint /run/csi.sock --disks '/dev/vd*' --node-id vm --monitor-interval 1 2>>/tmp/driver.log")
+        .spawn(&format!("exec env {env} dmraid-csi standalone --endpoint /run/csi.sock --disks '/dev/vd*' --node-id vm --monitor-interval 1 2>>/tmp/driver.log"))
         .unwrap();
     vm.wait_until(
         "dmraid-csi identity --endpoint /run/csi.sock | grep -q 'ready: *true'",
@@ -144,6 +149,15 @@ fn raid6_heals_two_losses_one_on_a_spare_one_on_a_disk_added_later_and_a_killed_
             .and_then(|r| r.split('/').next()?.parse().ok())
             .unwrap_or(0)
     };
+    // The driver loads `rebuild N`, then at once the same table without it
+    // (md logs a second "recovery" line there, going on from its
+    // checkpoint). Count from the steady table on: a kill between the two
+    // loads is its own test (crash_points_of_a_leg_replacement...).
+    vm.wait_until(
+        "dmsetup table dmraid-v | grep -vq rebuild",
+        Instant::now() + Duration::from_secs(30),
+    )
+    .unwrap();
     let count = "dmesg | grep -c 'recovery of RAID array' || true";
     let before_kill = vm.run_ok(count).unwrap();
     let at_kill = progress(&mut vm);
@@ -195,4 +209,94 @@ fn raid6_heals_two_losses_one_on_a_spare_one_on_a_disk_added_later_and_a_killed_
         Instant::now() + Duration::from_secs(120),
     )
     .unwrap();
+}
+
+/// Free bytes of each present disk, as `dmraid-csi disks` reports them.
+fn free_per_disk(vm: &mut Vm) -> Vec<String> {
+    let out = vm.run_ok("dmraid-csi disks --disks '/dev/vd*'").unwrap();
+    let mut free: Vec<String> = out
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .collect();
+    free.sort();
+    free
+}
+
+#[test]
+fn crash_points_of_a_leg_replacement_each_end_in_one_rebuild_and_no_leaked_extents() {
+    for point in ["leg-recorded", "rebuild-loaded"] {
+        let mut vm = Vm::builder()
+            .disks(&[64 * MIB; 4])
+            .with_driver()
+            .unwrap()
+            .boot()
+            .unwrap();
+        // raid1 on 2 legs, 2 spares: a second allocation would show.
+        let pid = start_driver_with(&mut vm, &format!("DMRAID_CRASH_AT={point}"));
+        vm.run_ok(&format!(
+            "{CSI} create v --param raidType=raid1 --param legs=2 --param maxRecoveryRate=4Mi --size 16Mi"
+        ))
+        .unwrap();
+        vm.run_ok("dmraid-csi volumes --endpoint /run/csi.sock --wait")
+            .unwrap();
+        let want = vm
+            .run_ok("dd if=/dev/urandom of=/tmp/p bs=1M count=8 2>/dev/null && dd if=/tmp/p of=/dev/mapper/dmraid-v bs=1M oflag=direct 2>/dev/null && md5sum < /tmp/p")
+            .unwrap();
+        let lost = leg_disk(&mut vm, &[]);
+        vm.hot_remove_disk(lost).unwrap();
+        // The driver dies at the point, as a kill -9 there would leave it.
+        vm.wait_until(
+            &format!("grep -q 'DMRAID_CRASH_AT={point}: aborting' /tmp/driver.log && (test ! -e /proc/{pid} || grep -q ') Z' /proc/{pid}/stat)"),
+            Instant::now() + Duration::from_secs(60),
+        )
+        .unwrap();
+        let table = vm.run_ok("dmsetup table dmraid-v").unwrap();
+        assert_eq!(
+            table.contains(" rebuild "),
+            point == "rebuild-loaded",
+            "{point}: {table}"
+        );
+        start_driver(&mut vm);
+        vm.wait_until(
+            "dmsetup status dmraid-v | grep -q ' AA .* idle'",
+            Instant::now() + Duration::from_secs(180),
+        )
+        .unwrap();
+        let table = vm.run_ok("dmsetup table dmraid-v").unwrap();
+        assert!(
+            !table.contains("rebuild"),
+            "{point}: steady table at the end: {table}"
+        );
+        // An uninterrupted replacement logs one or two "recovery" lines (the
+        // `rebuild` load and the steady one); a second rebuild would add more.
+        let recoveries: u32 = vm
+            .run_ok("dmesg | grep -c 'recovery of RAID array' || true")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            (1..=2).contains(&recoveries),
+            "{point}: {recoveries} recoveries"
+        );
+        assert_eq!(
+            vm.run_ok("dd if=/dev/mapper/dmraid-v bs=1M count=8 iflag=direct 2>/dev/null | md5sum")
+                .unwrap(),
+            want,
+            "{point}"
+        );
+        // One spare took the leg, the other is untouched: the two leg disks
+        // have the same room left and the spare another (a second leg
+        // allocated on it would make all three the same).
+        let free = free_per_disk(&mut vm);
+        let mut distinct = free.clone();
+        distinct.dedup();
+        let log = vm.run_ok("cat /tmp/driver.log").unwrap();
+        assert!(
+            free.len() == 3 && distinct.len() == 2,
+            "{point}: free per disk {free:?}\n{log}"
+        );
+        println!("{point}: {recoveries} recovery lines, free per disk {free:?}");
+    }
 }

@@ -95,12 +95,22 @@ impl Disks for RealDisks {
     }
 
     fn open(&self, path: &Path) -> std::io::Result<Box<dyn BlockIo>> {
-        Ok(Box::new(
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)?,
-        ))
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        // Reads must see the disk, not this host's cache of it: the kernel
+        // writes dm-raid metadata through the dm devices, past this
+        // device's page cache, so drop the clean pages an earlier open left
+        // (everything written here is synced, so nothing dirty is lost).
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor is open for the whole call; posix_fadvise
+        // touches no memory of ours.
+        let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        Ok(Box::new(f))
     }
 
     fn present(&self, path: &Path) -> bool {

@@ -457,6 +457,8 @@ struct FakeState {
     log: Vec<String>,
     /// Fail the next operation whose log entry starts with this prefix.
     fail_next: Option<String>,
+    /// Every table loaded, with the device's name, in order.
+    loads: Vec<(String, Vec<Target>)>,
 }
 
 struct FakeDevice {
@@ -492,6 +494,17 @@ impl FakeDm {
     /// Every operation so far, as `"<op> <name>"` lines.
     pub fn log(&self) -> Vec<String> {
         self.lock().log.clone()
+    }
+
+    /// The tables loaded into device `name` so far, oldest first, one line
+    /// per table (its targets' `dmsetup table` lines joined by `; `).
+    pub fn loads(&self, name: &str) -> Vec<String> {
+        self.lock()
+            .loads
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, t)| t.iter().map(Target::line).collect::<Vec<_>>().join("; "))
+            .collect()
     }
 
     /// Names of the devices that exist.
@@ -601,6 +614,7 @@ impl DeviceMapper for FakeDm {
             .ok_or_else(|| DmError::NotFound(name.to_string()))?;
         dev.inactive = Some(targets.to_vec());
         dev.info.inactive_table = true;
+        st.loads.push((name.to_string(), targets.to_vec()));
         Ok(())
     }
 

@@ -136,6 +136,9 @@ pub struct Engine {
     cfg: EngineConfig,
     claimed: Mutex<Vec<Claimed>>,
     busy: Mutex<BTreeSet<String>>,
+    /// Held from reading the free space to recording what was taken from
+    /// it, so two operations never place extents on the same sectors.
+    alloc: Mutex<()>,
     unclean: Mutex<BTreeMap<String, (u64, u64)>>,
     etas: Mutex<BTreeMap<String, u64>>,
     slow: Mutex<BTreeMap<String, Vec<SlowLeg>>>,
@@ -155,6 +158,18 @@ impl Drop for VolumeLock<'_> {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Crash-consistency test hook: when `DMRAID_CRASH_AT` names this point the
+/// process aborts right here, leaving disks and devices as a `kill -9` at
+/// that instant would. Points: `leg-recorded` (a replacement leg is in the
+/// labels, nothing loaded yet), `rebuild-loaded` (the array runs with
+/// `rebuild`, the steady table not loaded yet).
+fn crash_point(name: &str) {
+    if std::env::var("DMRAID_CRASH_AT").is_ok_and(|v| v == name) {
+        eprintln!("DMRAID_CRASH_AT={name}: aborting here");
+        std::process::abort();
+    }
 }
 
 /// A volume id the engine accepts: 1–100 of `[A-Za-z0-9._-]`.
@@ -213,6 +228,7 @@ impl Engine {
             cfg,
             claimed: Mutex::new(Vec::new()),
             busy: Mutex::new(BTreeSet::new()),
+            alloc: Mutex::new(()),
             unclean: Mutex::new(BTreeMap::new()),
             etas: Mutex::new(BTreeMap::new()),
             slow: Mutex::new(BTreeMap::new()),
@@ -554,6 +570,7 @@ impl Engine {
             self.free_extents(id)?;
         }
 
+        let alloc = lock(&self.alloc);
         let spaces = self.spaces();
         let placements = allocator::place(&spaces, spec.legs, 0, META_EXTENT, leg, &[])?;
         let blob = serde_json::to_value(&wanted).map_err(|e| Error::Precondition(e.to_string()))?;
@@ -585,6 +602,7 @@ impl Engine {
                 );
             }
         })?;
+        drop(alloc);
         // Blank metadata: the kernel must see a new array, never an old superblock.
         // Blank data head: a new volume has no filesystem, whatever was there before.
         let data_wipe = DATA_WIPE.max(spec.chunk_size.0).min(leg.0 * 512) as usize;
@@ -624,56 +642,35 @@ impl Engine {
             .find(id)
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
         let vs = Self::spec_of(&record)?;
-        let mut devs = Vec::new();
-        for leg in 0..vs.spec.legs {
-            match legs.get(&leg) {
-                Some((disk, meta, data)) => {
-                    let m = dm::activate(
-                        self.dm.as_ref(),
-                        &leg_name(id, leg, Role::Meta),
-                        None,
-                        &[Target::new(
-                            0,
-                            META_EXTENT.0,
-                            "linear",
-                            format!("{} {meta}", disk.devno),
-                        )],
-                    )?;
-                    let d = dm::activate(
-                        self.dm.as_ref(),
-                        &leg_name(id, leg, Role::Data),
-                        None,
-                        &[Target::new(
-                            0,
-                            vs.leg_data,
-                            "linear",
-                            format!("{} {data}", disk.devno),
-                        )],
-                    )?;
-                    devs.push(Some(LegDevs {
-                        meta: m.devno(),
-                        data: d.devno(),
-                    }));
-                }
-                None => devs.push(None),
-            }
-        }
-        let table = RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs, new_array, &[])?;
+        let devs = self.leg_devs(id, &vs, &legs)?;
+        let steady =
+            RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs.clone(), new_array, &[])?;
+        // A replacement leg whose metadata the kernel never wrote (the driver
+        // died between recording it and loading `rebuild`) still needs
+        // `rebuild`: without it the kernel refuses the array.
+        let blank = if new_array {
+            Vec::new()
+        } else {
+            self.blank_meta_legs(&legs)
+        };
         let name = array_name(id);
-        let target = [Target::new(0, table.length.0, "raid", table.params())];
-        if let Some(info) = self.dm.info(&name)? {
-            if info.live_table {
-                let live = self.dm.table(&name)?;
-                let same = live.len() == 1
-                    && RaidTable::parse(&live[0].line())
-                        .map(|t| t == table)
-                        .unwrap_or(false);
-                if same {
-                    return Ok(());
-                }
+        let live = self.dm.info(&name)?.is_some_and(|i| i.live_table);
+        if !blank.is_empty() {
+            tracing::warn!(volume = %id, legs = ?blank, "legs without dm-raid metadata: rebuilding them");
+            let rebuilding = RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs, false, &blank)?;
+            return self.load_rebuild(id, &blank, &rebuilding, &steady, live);
+        }
+        let target = [Target::new(0, steady.length.0, "raid", steady.params())];
+        if live {
+            let current = self.dm.table(&name)?;
+            let same = current.len() == 1
+                && RaidTable::parse(&current[0].line())
+                    .map(|t| t == steady)
+                    .unwrap_or(false);
+            if !same {
                 dm::reload(self.dm.as_ref(), &name, &target)?;
-                return Ok(());
             }
+            return Ok(());
         }
         dm::activate(
             self.dm.as_ref(),
@@ -681,6 +678,114 @@ impl Engine {
             Some(&format!("DMRAID-{id}")),
             &target,
         )?;
+        Ok(())
+    }
+
+    /// The meta/data linears of every leg whose disk is here (made or
+    /// reloaded to the labels' extents), `None` for the others.
+    fn leg_devs(
+        &self,
+        id: &str,
+        vs: &VolumeSpec,
+        legs: &BTreeMap<u32, (DiskInfo, u64, u64)>,
+    ) -> Result<Vec<Option<LegDevs>>, Error> {
+        let mut devs = Vec::new();
+        for leg in 0..vs.spec.legs {
+            let Some((disk, meta, data)) = legs.get(&leg) else {
+                devs.push(None);
+                continue;
+            };
+            let linear = |role: Role, len: u64, start: u64| {
+                dm::activate(
+                    self.dm.as_ref(),
+                    &leg_name(id, leg, role),
+                    None,
+                    &[Target::new(
+                        0,
+                        len,
+                        "linear",
+                        format!("{} {start}", disk.devno),
+                    )],
+                )
+            };
+            let m = linear(Role::Meta, META_EXTENT.0, *meta)?;
+            let d = linear(Role::Data, vs.leg_data, *data)?;
+            devs.push(Some(LegDevs {
+                meta: m.devno(),
+                data: d.devno(),
+            }));
+        }
+        Ok(devs)
+    }
+
+    /// Legs whose metadata extent holds no dm-raid superblock, when some
+    /// other leg has one (all blank is a new array, not a rebuild). A leg
+    /// whose disk cannot be read is left to the kernel to judge.
+    fn blank_meta_legs(&self, legs: &BTreeMap<u32, (DiskInfo, u64, u64)>) -> Vec<u32> {
+        let mut blank = Vec::new();
+        let mut written = 0;
+        for (leg, (disk, meta, _)) in legs {
+            let mut head = vec![0u8; 4096];
+            let read = self.disks.open(&disk.path).and_then(|mut dev| {
+                dev.seek(SeekFrom::Start(meta * 512))?;
+                dev.read_exact(&mut head)
+            });
+            match read {
+                Ok(()) if superblock::parse_superblock(&head).is_ok() => written += 1,
+                Ok(()) => blank.push(*leg),
+                Err(_) => written += 1,
+            }
+        }
+        if written == 0 {
+            Vec::new()
+        } else {
+            blank
+        }
+    }
+
+    /// Load `rebuilding` (the table with `rebuild` for `legs`), check that the
+    /// kernel took those legs, then load `steady`, the same table without
+    /// `rebuild`, so no later activation starts the recovery over (DESIGN
+    /// "Replacing a leg"). md goes on from its recovery checkpoint across
+    /// the second load.
+    fn load_rebuild(
+        &self,
+        id: &str,
+        legs: &[u32],
+        rebuilding: &RaidTable,
+        steady: &RaidTable,
+        live: bool,
+    ) -> Result<(), Error> {
+        let name = array_name(id);
+        let target = |t: &RaidTable| [Target::new(0, t.length.0, "raid", t.params())];
+        if live {
+            dm::reload(self.dm.as_ref(), &name, &target(rebuilding))?;
+        } else {
+            dm::activate(
+                self.dm.as_ref(),
+                &name,
+                Some(&format!("DMRAID-{id}")),
+                &target(rebuilding),
+            )?;
+        }
+        crash_point("rebuild-loaded");
+        // Read twice: the first status after a load can be stale (VM-NOTES).
+        let _ = self.dm.status(&name)?;
+        let taken = self
+            .dm
+            .status(&name)?
+            .first()
+            .and_then(|t| RaidStatus::parse(&t.params).ok());
+        if let Some(leg) = legs.iter().find(|l| {
+            taken
+                .as_ref()
+                .is_some_and(|s| s.dead_legs().contains(&(**l as usize)))
+        }) {
+            return Err(Error::Precondition(format!(
+                "the kernel did not take the new leg {leg} of {id} (still D); see dmesg"
+            )));
+        }
+        dm::reload(self.dm.as_ref(), &name, &target(steady))?;
         Ok(())
     }
 
@@ -705,6 +810,7 @@ impl Engine {
                 vs.spec.legs
             )));
         }
+        let alloc = lock(&self.alloc);
         let spaces = self.spaces();
         for (leg, (disk, _, data)) in &legs {
             let uuid = self.uuid_of(&disk.path)?;
@@ -746,6 +852,7 @@ impl Engine {
                 r.spec = blob.clone();
             }
         })?;
+        drop(alloc);
         for (leg, (disk, _, data)) in &legs {
             dm::reload(
                 self.dm.as_ref(),
@@ -825,6 +932,7 @@ impl Engine {
         for (disk_info, _, _) in legs.values() {
             avoid.push(self.uuid_of(&disk_info.path)?);
         }
+        let alloc = lock(&self.alloc);
         let mut spaces = self.spaces();
         if let Some(want) = &disk {
             let uuid = self.uuid_of(want)?;
@@ -832,6 +940,18 @@ impl Engine {
         }
         let placement =
             allocator::place(&spaces, 1, leg, META_EXTENT, Sectors(vs.leg_data), &avoid)?.remove(0);
+        // Blank the metadata before the labels name it: a crash in between
+        // leaves free sectors zeroed, and once named, a blank extent tells
+        // activation that this leg still needs `rebuild`.
+        let path = self.path_of(&placement.disk)?;
+        {
+            let mut dev = self.disks.open(&path).map_err(Self::io_err(&path))?;
+            dev.seek(SeekFrom::Start(placement.meta_start * 512))
+                .map_err(Self::io_err(&path))?;
+            dev.write_all(&vec![0u8; META_WIPE])
+                .map_err(Self::io_err(&path))?;
+            dev.sync_data().map_err(Self::io_err(&path))?;
+        }
         self.edit_labels(|label| {
             for e in label
                 .extents
@@ -863,93 +983,16 @@ impl Engine {
                     .or_insert_with(|| record.clone());
             }
         })?;
-        let path = self.path_of(&placement.disk)?;
-        {
-            let mut dev = self.disks.open(&path).map_err(Self::io_err(&path))?;
-            dev.seek(SeekFrom::Start(placement.meta_start * 512))
-                .map_err(Self::io_err(&path))?;
-            dev.write_all(&vec![0u8; META_WIPE])
-                .map_err(Self::io_err(&path))?;
-            dev.sync_data().map_err(Self::io_err(&path))?;
-        }
-        let table_for = |rebuild: &[u32]| -> Result<RaidTable, Error> {
-            let (_, legs) = self
-                .find(id)
-                .ok_or_else(|| Error::NotFound(id.to_string()))?;
-            let mut devs = Vec::new();
-            for l in 0..vs.spec.legs {
-                devs.push(match legs.get(&l) {
-                    Some((d, meta, data)) => {
-                        let m = dm::activate(
-                            self.dm.as_ref(),
-                            &leg_name(id, l, Role::Meta),
-                            None,
-                            &[Target::new(
-                                0,
-                                META_EXTENT.0,
-                                "linear",
-                                format!("{} {meta}", d.devno),
-                            )],
-                        )?;
-                        let dd = dm::activate(
-                            self.dm.as_ref(),
-                            &leg_name(id, l, Role::Data),
-                            None,
-                            &[Target::new(
-                                0,
-                                vs.leg_data,
-                                "linear",
-                                format!("{} {data}", d.devno),
-                            )],
-                        )?;
-                        Some(LegDevs {
-                            meta: m.devno(),
-                            data: dd.devno(),
-                        })
-                    }
-                    None => None,
-                });
-            }
-            Ok(RaidTable::build(
-                &vs.spec,
-                Sectors(vs.leg_data),
-                devs,
-                false,
-                rebuild,
-            )?)
-        };
-        let rebuilding = table_for(&[leg])?;
-        dm::reload(
-            self.dm.as_ref(),
-            &name,
-            &[Target::new(
-                0,
-                rebuilding.length.0,
-                "raid",
-                rebuilding.params(),
-            )],
-        )?;
-        // Read twice: the first status after a load can be stale (VM-NOTES).
-        let _ = self.dm.status(&name)?;
-        let taken = self
-            .dm
-            .status(&name)?
-            .first()
-            .and_then(|t| RaidStatus::parse(&t.params).ok());
-        if taken
-            .as_ref()
-            .is_some_and(|s| s.dead_legs().contains(&(leg as usize)))
-        {
-            return Err(Error::Precondition(format!(
-                "the kernel did not take the new leg {leg} of {id} (still D); see dmesg"
-            )));
-        }
-        let steady = table_for(&[])?;
-        dm::reload(
-            self.dm.as_ref(),
-            &name,
-            &[Target::new(0, steady.length.0, "raid", steady.params())],
-        )?;
+        drop(alloc);
+        crash_point("leg-recorded");
+        let (_, legs) = self
+            .find(id)
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let devs = self.leg_devs(id, &vs, &legs)?;
+        let rebuilding =
+            RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs.clone(), false, &[leg])?;
+        let steady = RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs, false, &[])?;
+        self.load_rebuild(id, &[leg], &rebuilding, &steady, true)?;
         self.volume(id)
     }
 

@@ -415,3 +415,126 @@ fn a_new_volume_never_shows_the_deleted_volumes_filesystem() {
         assert_eq!(crate::signature::detect(head), None, "{disk} at {at}");
     }
 }
+
+/// Every extent on every claimed disk, as (disk, start, end, owner).
+fn all_extents(e: &Engine) -> Vec<(String, u64, u64, String)> {
+    lock(&e.claimed)
+        .iter()
+        .flat_map(|c| {
+            let disk = c.label().disk_uuid.clone();
+            c.label()
+                .extents
+                .iter()
+                .map(move |x| {
+                    (
+                        disk.clone(),
+                        x.start,
+                        x.start + x.len,
+                        format!("{}/{}/{:?}", x.volume, x.leg, x.role),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn volumes_created_at_the_same_time_never_share_an_extent() {
+    for round in 0..20 {
+        let (_dm, _disks, e) = setup(4, 256 * MIB);
+        let e = Arc::new(e);
+        let s = params(&[("raidType", "raid1")]);
+        let threads: Vec<_> = (0..6)
+            .map(|i| {
+                let (e, s) = (e.clone(), s.clone());
+                std::thread::spawn(move || {
+                    e.create_volume(&format!("v{i}"), &s, 8 * MIB as u64)
+                        .unwrap()
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut x = all_extents(&e);
+        assert_eq!(x.len(), 6 * 2 * 2, "round {round}: {x:?}");
+        x.sort();
+        for w in x.windows(2) {
+            assert!(
+                w[0].0 != w[1].0 || w[0].2 <= w[1].1,
+                "round {round}: {} and {} overlap on disk {}",
+                w[0].3,
+                w[1].3,
+                w[0].0
+            );
+        }
+    }
+}
+
+/// (disk path, byte offset) of every metadata extent of `id` in the labels.
+fn meta_extents(e: &Engine, id: &str) -> Vec<(String, usize)> {
+    lock(&e.claimed)
+        .iter()
+        .flat_map(|c| {
+            c.label()
+                .extents
+                .iter()
+                .filter(|x| {
+                    x.volume == id && x.role == Role::Meta && x.state == ExtentState::Active
+                })
+                .map(|x| (c.info.path.display().to_string(), x.start as usize * 512))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Write what the kernel writes when it takes a leg: a dm-raid superblock.
+fn kernel_writes_superblock(disks: &FakeDisks, at: &(String, usize)) {
+    let mut sb = vec![0u8; 64];
+    sb[0..4].copy_from_slice(b"DmRd");
+    sb[4..8].copy_from_slice(&1u32.to_le_bytes());
+    sb[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
+    disks.poke(&at.0, at.1, &sb);
+}
+
+#[test]
+fn a_replacement_leg_the_kernel_never_took_is_rebuilt_at_the_next_start_then_loaded_steady() {
+    let (dm, disks, e) = setup(3, 64 * MIB);
+    let v = e
+        .create_volume("m", &params(&[("raidType", "raid1")]), 8 * MIB as u64)
+        .unwrap();
+    for at in meta_extents(&e, "m") {
+        kernel_writes_superblock(&disks, &at);
+    }
+    let lost = v.legs[1].disk.clone().unwrap();
+    disks.remove(&lost.display().to_string());
+    dm.set_status("dmraid-m", "raid1 2 AD 16384/16384 idle 0");
+    e.replace_leg("m", None, None).unwrap();
+    // The driver dies before the kernel wrote the new leg's superblock: the
+    // new extents are in the labels and blank. The next start must load
+    // `rebuild 1` (the kernel refuses a blank leg without it), then the
+    // steady table.
+    drop(e);
+    let dm2 = Arc::new(FakeDm::new());
+    let e2 = engine(&dm2, &disks);
+    assert!(e2.activate_all().is_empty());
+    let loads = dm2.loads("dmraid-m");
+    assert_eq!(loads.len(), 2, "{loads:#?}");
+    assert!(loads[0].contains(" rebuild 1 "), "{}", loads[0]);
+    assert!(!loads[1].contains("rebuild"), "{}", loads[1]);
+    // Once the kernel has written it, a start loads the steady table alone.
+    for at in meta_extents(&e2, "m") {
+        kernel_writes_superblock(&disks, &at);
+    }
+    drop(e2);
+    let dm3 = Arc::new(FakeDm::new());
+    let e3 = engine(&dm3, &disks);
+    assert!(e3.activate_all().is_empty());
+    assert_eq!(dm3.loads("dmraid-m").len(), 1);
+    assert!(!dm3.loads("dmraid-m")[0].contains("rebuild"));
+    // The same on a running array (the driver restarted, the kernel kept
+    // the array up): a reload, not a second recovery.
+    let e4 = engine(&dm3, &disks);
+    assert!(e4.activate_all().is_empty());
+    assert_eq!(dm3.loads("dmraid-m").len(), 1, "nothing reloaded");
+}
