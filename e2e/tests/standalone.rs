@@ -189,3 +189,61 @@ fn standalone_volumes_live_through_stage_publish_reboot_and_delete() {
         "arrays and extents freed"
     );
 }
+
+#[test]
+fn mount_options_read_only_publish_and_stacked_mounts_behave_as_mount_8_would() {
+    let mut vm = Vm::builder()
+        .disks(&[64 * MIB; 2])
+        .with_driver()
+        .unwrap()
+        .boot()
+        .unwrap();
+    start(&mut vm);
+    vm.run_ok(&format!(
+        "{CSI} create m --param raidType=raid1 --param legs=2 --size 16Mi"
+    ))
+    .unwrap();
+    let st = format!("{K}/staging/m");
+    let tg = format!("{K}/pods/p/m");
+    let mountinfo = |vm: &mut Vm, path: &str| {
+        vm.run_ok(&format!("grep ' {path} ' /proc/self/mountinfo || true"))
+            .unwrap()
+    };
+    // StorageClass mountOptions: VFS flags become mount(2) flags, the rest
+    // goes to ext4 (which would refuse `noatime` as one of its own).
+    vm.run_ok(&format!(
+        "{CSI} stage m --staging {st} --mount-flag noatime --mount-flag nodiratime,nosuid --mount-flag errors=remount-ro"
+    ))
+    .unwrap();
+    let m = mountinfo(&mut vm, &st);
+    for want in ["noatime", "nodiratime", "nosuid", "errors=remount-ro"] {
+        assert!(m.contains(want), "{want} missing: {m}");
+    }
+    vm.run_ok(&format!("{CSI} unstage m --staging {st}"))
+        .unwrap();
+    // An option ext4 does not know: refused, named, nothing mounted.
+    let err = code(
+        &mut vm,
+        &format!("{CSI} stage m --staging {st} --mount-flag noatime,bogus_option"),
+    );
+    assert!(err.contains("bogus_option"), "{err}");
+    assert_eq!(mountinfo(&mut vm, &st), "");
+    // Read-only publish: the pod's view refuses writes.
+    vm.run_ok(&format!("{CSI} stage m --staging {st}")).unwrap();
+    vm.run_ok(&format!(
+        "{CSI} publish m --staging {st} --target {tg} --readonly"
+    ))
+    .unwrap();
+    let m = mountinfo(&mut vm, &tg);
+    assert!(m.contains(" ro,") || m.contains(" ro "), "{m}");
+    assert_ne!(vm.run(&format!("touch {tg}/x")).unwrap().code, 0);
+    // Stacked mounts at the target (a second bind by someone else): unpublish
+    // leaves nothing mounted there.
+    vm.run_ok(&format!("mount --bind {st} {tg}")).unwrap();
+    vm.run_ok(&format!("{CSI} unpublish m --target {tg}"))
+        .unwrap();
+    assert_eq!(mountinfo(&mut vm, &tg), "");
+    vm.run_ok(&format!("{CSI} unstage m --staging {st}"))
+        .unwrap();
+    assert_eq!(mountinfo(&mut vm, &st), "");
+}

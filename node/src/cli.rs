@@ -256,6 +256,9 @@ pub enum CsiCall {
         /// Filesystem (ext4 or xfs; default: the StorageClass's).
         #[arg(long, default_value = "")]
         fs: String,
+        /// A mount option, as in a StorageClass's mountOptions (repeat).
+        #[arg(long)]
+        mount_flag: Vec<String>,
     },
     /// NodeUnstageVolume.
     Unstage {

@@ -13,14 +13,14 @@ use dmraid_proto::csi::*;
 use dmraid_proto::socket;
 use std::collections::HashMap;
 
-fn capability(block: bool, fs: &str) -> VolumeCapability {
+fn capability(block: bool, fs: &str, mount_flags: &[String]) -> VolumeCapability {
     VolumeCapability {
         access_type: Some(if block {
             AccessType::Block(BlockVolume {})
         } else {
             AccessType::Mount(MountVolume {
                 fs_type: fs.to_string(),
-                mount_flags: vec![],
+                mount_flags: mount_flags.to_vec(),
                 volume_mount_group: String::new(),
             })
         }),
@@ -66,7 +66,7 @@ pub async fn run(args: CsiArgs) -> Result<(), String> {
                         required_bytes: bytes.0 as i64,
                         limit_bytes: 0,
                     }),
-                    volume_capabilities: vec![capability(block, "")],
+                    volume_capabilities: vec![capability(block, "", &[])],
                     parameters: params(&p)?,
                     ..Default::default()
                 })
@@ -95,11 +95,12 @@ pub async fn run(args: CsiArgs) -> Result<(), String> {
             staging,
             block,
             fs,
+            mount_flag,
         } => {
             node.node_stage_volume(NodeStageVolumeRequest {
                 volume_id: id,
                 staging_target_path: staging,
-                volume_capability: Some(capability(block, &fs)),
+                volume_capability: Some(capability(block, &fs, &mount_flag)),
                 ..Default::default()
             })
             .await
@@ -124,7 +125,7 @@ pub async fn run(args: CsiArgs) -> Result<(), String> {
                 volume_id: id,
                 staging_target_path: staging,
                 target_path: target,
-                volume_capability: Some(capability(block, "")),
+                volume_capability: Some(capability(block, "", &[])),
                 readonly,
                 ..Default::default()
             })
@@ -171,7 +172,7 @@ pub async fn run(args: CsiArgs) -> Result<(), String> {
                         required_bytes: bytes,
                         limit_bytes: 0,
                     }),
-                    volume_capability: Some(capability(false, "")),
+                    volume_capability: Some(capability(false, "", &[])),
                     ..Default::default()
                 })
                 .await

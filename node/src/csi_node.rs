@@ -167,7 +167,7 @@ impl Node for NodeService {
             .volume_capability
             .as_ref()
             .and_then(|c| match &c.access_type {
-                Some(AccessType::Mount(m)) => Some(m.mount_flags.join(",")),
+                Some(AccessType::Mount(m)) => Some(m.mount_flags.clone()),
                 _ => None,
             })
             .unwrap_or_default();

@@ -23,16 +23,19 @@ pub struct MountEntry {
 }
 
 fn unescape(s: &str) -> String {
-    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    // mountinfo escapes space, tab, newline and backslash as \ooo (a byte,
+    // so at most \377; anything above is left as written).
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+        let value = (b[i] == b'\\')
+            .then(|| b.get(i + 1..i + 4))
+            .flatten()
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .map(|d| d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0')))
+            .and_then(|v| u8::try_from(v).ok());
+        if let Some(v) = value {
             out.push(v);
             i += 4;
         } else {
@@ -84,21 +87,64 @@ fn check(rc: libc::c_int, what: &str) -> std::io::Result<()> {
     }
 }
 
-/// mount(2) a filesystem.
+/// Mount options as mount(8) takes them (a StorageClass's `mountOptions`,
+/// each entry possibly comma-separated), split into mount(2) flags and the
+/// filesystem's own options: `noatime` or `nosuid` are flags the VFS
+/// applies, and a filesystem handed them as data refuses the mount.
+pub fn split_options(options: &[String]) -> (libc::c_ulong, String) {
+    let mut flags: libc::c_ulong = 0;
+    let mut data = Vec::new();
+    for opt in options.iter().flat_map(|o| o.split(',')).map(str::trim) {
+        let (set, clear) = match opt {
+            "" | "defaults" => (0, 0),
+            "ro" => (libc::MS_RDONLY, 0),
+            "rw" => (0, libc::MS_RDONLY),
+            "noatime" => (libc::MS_NOATIME, libc::MS_RELATIME | libc::MS_STRICTATIME),
+            "atime" => (0, libc::MS_NOATIME),
+            "nodiratime" => (libc::MS_NODIRATIME, 0),
+            "diratime" => (0, libc::MS_NODIRATIME),
+            "relatime" => (libc::MS_RELATIME, libc::MS_NOATIME | libc::MS_STRICTATIME),
+            "norelatime" => (0, libc::MS_RELATIME),
+            "strictatime" => (libc::MS_STRICTATIME, libc::MS_NOATIME | libc::MS_RELATIME),
+            "lazytime" => (libc::MS_LAZYTIME, 0),
+            "nolazytime" => (0, libc::MS_LAZYTIME),
+            "nosuid" => (libc::MS_NOSUID, 0),
+            "suid" => (0, libc::MS_NOSUID),
+            "nodev" => (libc::MS_NODEV, 0),
+            "dev" => (0, libc::MS_NODEV),
+            "noexec" => (libc::MS_NOEXEC, 0),
+            "exec" => (0, libc::MS_NOEXEC),
+            "sync" => (libc::MS_SYNCHRONOUS, 0),
+            "async" => (0, libc::MS_SYNCHRONOUS),
+            "dirsync" => (libc::MS_DIRSYNC, 0),
+            other => {
+                data.push(other);
+                (0, 0)
+            }
+        };
+        flags = (flags & !clear) | set;
+    }
+    (flags, data.join(","))
+}
+
+/// mount(2) a filesystem with mount(8)-style `options` (see [`split_options`]).
 pub fn mount(
     source: &Path,
     target: &Path,
     fstype: &str,
     read_only: bool,
-    options: &str,
+    options: &[String],
 ) -> std::io::Result<()> {
     let src = cstr(source)?;
     let tgt = cstr(target)?;
     let fs = CString::new(fstype)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let data = CString::new(options)
+    let (mut flags, data_text) = split_options(options);
+    let data = CString::new(data_text.as_str())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let flags = if read_only { libc::MS_RDONLY } else { 0 };
+    if read_only {
+        flags |= libc::MS_RDONLY;
+    }
     // SAFETY: all pointers are valid NUL-terminated strings for the call.
     let rc = unsafe {
         libc::mount(
@@ -109,10 +155,16 @@ pub fn mount(
             data.as_ptr().cast(),
         )
     };
-    check(
-        rc,
-        &format!("mount {} on {}", source.display(), target.display()),
-    )
+    let what = if data_text.is_empty() {
+        format!("mount {} on {}", source.display(), target.display())
+    } else {
+        format!(
+            "mount {} on {} with {fstype} options {data_text:?} (an option {fstype} does not know is refused)",
+            source.display(),
+            target.display()
+        )
+    };
+    check(rc, &what)
 }
 
 /// Bind-mount `source` on `target`, read-only when asked (bind, then remount ro).
@@ -145,20 +197,32 @@ pub fn bind(source: &Path, target: &Path, read_only: bool) -> std::io::Result<()
                 std::ptr::null(),
             )
         };
-        check(rc, &format!("remount {} read-only", target.display()))?;
+        if let Err(e) = check(rc, &format!("remount {} read-only", target.display())) {
+            // Never leave a writable bind where a read-only one was asked for.
+            // SAFETY: valid C string.
+            unsafe { libc::umount2(tgt.as_ptr(), libc::MNT_DETACH) };
+            return Err(e);
+        }
     }
     Ok(())
 }
 
-/// Unmount `target`; not mounted is fine.
+/// Unmount `target`, every mount stacked there; not mounted is fine.
 pub fn unmount(target: &Path) -> std::io::Result<()> {
-    if mount_at(target)?.is_none() {
-        return Ok(());
-    }
     let tgt = cstr(target)?;
-    // SAFETY: valid C string.
-    let rc = unsafe { libc::umount2(tgt.as_ptr(), 0) };
-    check(rc, &format!("unmount {}", target.display()))
+    // Bounded: a target that stays mounted after this many is an error.
+    for _ in 0..32 {
+        if mount_at(target)?.is_none() {
+            return Ok(());
+        }
+        // SAFETY: valid C string.
+        let rc = unsafe { libc::umount2(tgt.as_ptr(), 0) };
+        check(rc, &format!("unmount {}", target.display()))?;
+    }
+    Err(std::io::Error::other(format!(
+        "{} is still mounted after 32 unmounts",
+        target.display()
+    )))
 }
 
 /// Run a tool, with its stderr in the error.
@@ -183,7 +247,11 @@ pub fn mkfs(device: &Path, fstype: &str) -> std::io::Result<()> {
     let dev = device.to_string_lossy();
     match fstype {
         "xfs" => run_tool("mkfs.xfs", &["-q", "-f", "-K", &dev]),
-        _ => run_tool("mkfs.ext4", &["-q", "-F", "-E", "nodiscard", &dev]),
+        "ext4" => run_tool("mkfs.ext4", &["-q", "-F", "-E", "nodiscard", &dev]),
+        other => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("cannot make a {other:?} filesystem: ext4 and xfs are supported"),
+        )),
     }
 }
 
@@ -241,6 +309,44 @@ mod tests {
             ("ext4", "/dev/mapper/dmraid-v", "rw,noatime")
         );
         assert_eq!(m[1].root, "/sub");
+    }
+
+    #[test]
+    fn escapes_above_one_byte_stay_as_written() {
+        let text = "36 35 98:0 / /a\\777b\\400\\1 rw - ext4 /dev/x rw\n";
+        assert_eq!(
+            parse_mountinfo(text)[0].target,
+            PathBuf::from("/a\\777b\\400\\1")
+        );
+        assert_eq!(unescape("\\377"), String::from_utf8_lossy(&[0xff]));
+        assert_eq!(unescape("tab\\011end"), "tab\tend");
+    }
+
+    #[test]
+    fn vfs_options_become_flags_and_the_rest_goes_to_the_filesystem() {
+        let opts = |o: &[&str]| split_options(&o.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            opts(&[
+                "noatime",
+                "nodiratime,discard",
+                "errors=remount-ro",
+                "nosuid"
+            ]),
+            (
+                libc::MS_NOATIME | libc::MS_NODIRATIME | libc::MS_NOSUID,
+                "discard,errors=remount-ro".to_string()
+            )
+        );
+        assert_eq!(opts(&["ro", "rw"]), (0, String::new()));
+        assert_eq!(opts(&["relatime", "noatime"]).0, libc::MS_NOATIME);
+        assert_eq!(opts(&["", "defaults"]), (0, String::new()));
+    }
+
+    #[test]
+    fn mkfs_refuses_a_filesystem_it_does_not_make() {
+        let e = mkfs(Path::new("/dev/null"), "btrfs").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("ext4 and xfs"), "{e}");
     }
 
     #[test]
