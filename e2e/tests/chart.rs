@@ -71,7 +71,7 @@ fn every_rendered_object_passes_strict_server_side_validation() {
         let c = client(&server.kubeconfig_path()).await.unwrap();
         apply_crds(&c).await.unwrap();
         namespace(&c, "dmraid").await.unwrap();
-        let sets: [&[&str]; 4] = [
+        let sets: [&[&str]; 5] = [
             &[],
             &[
                 "storageClasses.raid1.enabled=true",
@@ -91,6 +91,7 @@ fn every_rendered_object_passes_strict_server_side_validation() {
                 "node.wipeDisks=true",
                 "node.autoRebuild=false",
             ],
+            &["controller.nodeDeployment=true"],
         ];
         for set in sets {
             let yaml = render(set).unwrap_or_else(|e| panic!("helm template {set:?}: {e}"));
@@ -117,6 +118,36 @@ fn every_rendered_object_passes_strict_server_side_validation() {
             }
             if set.contains(&"metrics.enabled=false") {
                 assert!(!yaml.contains("--metrics-addr"), "metrics off still serves");
+            }
+            // Distributed provisioning: the provisioner moves into the node
+            // pods (one of them per node), the Deployment keeps the resizer.
+            let provisioners: Vec<String> = documents(&yaml)
+                .iter()
+                .filter(|d| d["kind"] == "Deployment" || d["kind"] == "DaemonSet")
+                .flat_map(|d| {
+                    let kind = d["kind"].as_str().unwrap_or_default().to_string();
+                    d["spec"]["template"]["spec"]["containers"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|c| c["name"] == "csi-provisioner")
+                        .map(move |c| format!("{kind} {}", c["args"]))
+                })
+                .collect();
+            assert_eq!(provisioners.len(), 1, "{provisioners:?}");
+            if set.contains(&"controller.nodeDeployment=true") {
+                assert!(
+                    provisioners[0].starts_with("DaemonSet")
+                        && provisioners[0].contains("--node-deployment")
+                        && !provisioners[0].contains("--leader-election"),
+                    "{provisioners:?}"
+                );
+            } else {
+                assert!(
+                    provisioners[0].starts_with("Deployment"),
+                    "{provisioners:?}"
+                );
             }
         }
     });
@@ -145,11 +176,23 @@ const GRANTS: &[(&str, &str, &str, &str, &str)] = &[
     ("node", "events.k8s.io", "events", "create patch", "dmraid-csi node: health Events"),
     ("node", "", "persistentvolumes", "get", "dmraid-csi node: the PV to put Events on"),
     ("node", "", "persistentvolumeclaims", "get", "dmraid-csi node: the PVC to put Events on"),
+    ("node-provisioner", "dmraid.csi.io", "raidvolumes", "get list watch create delete patch", "controller.nodeDeployment: dmraid-csi-controller in the node pod"),
+    ("node-provisioner", "dmraid.csi.io", "raidnodes", "get list watch", "controller.nodeDeployment: room per node"),
+    ("node-provisioner", "", "persistentvolumes", "get list watch create delete patch", "controller.nodeDeployment: csi-provisioner makes PVs"),
+    ("node-provisioner", "", "persistentvolumeclaims", "get list watch update patch", "controller.nodeDeployment: csi-provisioner claims"),
+    ("node-provisioner", "storage.k8s.io", "storageclasses", "get list watch", "controller.nodeDeployment: csi-provisioner parameters"),
+    ("node-provisioner", "storage.k8s.io", "csinodes", "get list watch", "controller.nodeDeployment: csi-provisioner topology"),
+    ("node-provisioner", "", "nodes", "get list watch", "controller.nodeDeployment: csi-provisioner topology"),
+    ("node-provisioner", "storage.k8s.io", "csistoragecapacities", "get list watch create update patch delete", "controller.nodeDeployment: capacity per node"),
+    ("node-provisioner", "", "pods", "get", "controller.nodeDeployment: --capacity-ownerref-level, its pod"),
+    ("node-provisioner", "apps", "daemonsets", "get", "controller.nodeDeployment: --capacity-ownerref-level, the DaemonSet"),
+    ("node-provisioner", "", "events", "list watch create update patch", "controller.nodeDeployment: Events on claims"),
 ];
 
 #[test]
 fn rbac_grants_exactly_what_is_explained() {
-    let yaml = render(&[]).unwrap();
+    // Every optional role on, so every grant is rendered.
+    let yaml = render(&["controller.nodeDeployment=true"]).unwrap();
     let mut granted = BTreeSet::new();
     for doc in documents(&yaml) {
         if doc["kind"] != "ClusterRole" && doc["kind"] != "Role" {
