@@ -180,6 +180,7 @@ impl VmBuilder {
             next_id: 1,
             boots: 0,
             network: self.network,
+            plugs: 0,
         };
         vm.start()?;
         Ok(vm)
@@ -222,6 +223,8 @@ pub struct Vm {
     next_id: u64,
     boots: u32,
     network: bool,
+    /// Disks plugged in while running, for unique QEMU block node names.
+    plugs: u32,
 }
 
 impl Vm {
@@ -515,16 +518,37 @@ impl Vm {
     /// Hot-add a new blank disk of `size` bytes; returns its index (serial `d<index>`).
     pub fn hot_add_disk(&mut self, size: u64) -> Result<usize, String> {
         let index = self.disks.len();
-        let disk = new_disk(self.dir.path(), index, size)?;
+        let mut disk = new_disk(self.dir.path(), index, size)?;
+        disk.attached = false;
+        self.disks.push(disk);
+        self.plug(index)?;
+        Ok(index)
+    }
+
+    /// Plug a hot-removed disk back in, with everything it held (a disk
+    /// pulled and pushed back, or a cable that came loose).
+    pub fn replug_disk(&mut self, index: usize) -> Result<(), String> {
+        match self.disks.get(index) {
+            Some(d) if !d.attached => self.plug(index),
+            Some(_) => Err(format!("disk {index} is plugged in")),
+            None => Err(format!("there is no disk {index}")),
+        }
+    }
+
+    fn plug(&mut self, index: usize) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         let direct = !self.host_cache;
+        self.plugs += 1;
+        // A fresh block node each time: an unplugged disk's node may linger.
+        let node = format!("d{index}p{}", self.plugs);
+        let path = self.disks[index].path.display().to_string();
         let qmp = self.qmp.as_mut().ok_or("the VM is not running")?;
         qmp.execute(
             "blockdev-add",
             json!({
-                "node-name": format!("d{index}"),
+                "node-name": node,
                 "driver": "raw",
-                "file": { "driver": "file", "filename": disk.path.display().to_string(),
+                "file": { "driver": "file", "filename": path,
                           "aio": "threads", "cache": { "direct": direct } },
                 "cache": { "direct": direct },
             }),
@@ -532,16 +556,15 @@ impl Vm {
         )?;
         qmp.execute(
             "device_add",
-            json!({ "driver": "virtio-blk-pci", "drive": format!("d{index}"),
+            json!({ "driver": "virtio-blk-pci", "drive": node,
                     "id": format!("vd{index}"), "serial": format!("d{index}") }),
             deadline,
         )?;
-        self.disks.push(disk);
+        self.disks[index].attached = true;
         self.wait_until(
             &format!("grep -qx d{index} /sys/block/vd*/serial"),
             deadline,
-        )?;
-        Ok(index)
+        )
     }
 
     /// Poll a guest shell condition until it succeeds or `deadline` passes.

@@ -2,6 +2,7 @@
 //! legs plus a spare disk; one leg's disk is hot-removed, the engine puts a
 //! new meta/data pair on the spare with `rebuild`, the array recovers, the
 //! flag is dropped, the old extents are freed once in sync, data intact.
+//! And a pulled disk pushed back after its leg was rebuilt elsewhere.
 
 use dmraid_api::RaidStatus;
 use e2e::raid;
@@ -87,4 +88,109 @@ fn raid5_leg_lost_to_a_removed_disk_is_rebuilt_on_the_spare() {
         before, after,
         "the lost disk is gone, so nothing on the present disks changes"
     );
+}
+
+/// A disk pulled, its leg rebuilt on the spare, newer data written, the
+/// driver stopped, then the same disk pushed back with its old label and the
+/// driver started: the disk must not take its leg back (its copy is stale),
+/// its extents are freed, and it serves the next rebuild as a spare.
+#[test]
+fn a_disk_that_comes_back_after_its_leg_was_rebuilt_elsewhere_is_reused_not_trusted() {
+    let mut vm = Vm::builder()
+        .disks(&[64 * MIB; 3])
+        .with_driver()
+        .unwrap()
+        .boot()
+        .unwrap();
+    let start = |vm: &mut Vm| -> u32 {
+        let pid = vm
+            .spawn("exec dmraid-csi standalone --endpoint /run/csi.sock --disks '/dev/vd*' --node-id vm --monitor-interval 1 2>>/tmp/driver.log")
+            .unwrap();
+        vm.wait_until(
+            "dmraid-csi identity --endpoint /run/csi.sock | grep -q 'ready: *true'",
+            Instant::now() + Duration::from_secs(60),
+        )
+        .unwrap();
+        pid
+    };
+    let pid = start(&mut vm);
+    let csi = "dmraid-csi csi --endpoint /run/csi.sock";
+    vm.run_ok(&format!(
+        "{csi} create v --param raidType=raid1 --param legs=2 --size 16Mi"
+    ))
+    .unwrap();
+    vm.run_ok("dmraid-csi volumes --endpoint /run/csi.sock --wait")
+        .unwrap();
+    raid::write_pattern(&mut vm, "/dev/mapper/dmraid-v", 8).unwrap();
+    let healthy = "dmsetup status dmraid-v | grep -q ' AA .* idle'";
+    let pulled = raid::leg_disks(&mut vm, "v").unwrap()[0];
+    vm.hot_remove_disk(pulled).unwrap();
+    // 16 MiB of raid1 rebuild in well under a second: wait for its end in the log.
+    let rebuilt =
+        |n: u32| format!("[ $(grep -c RebuildFinished /tmp/driver.log) -ge {n} ] && {healthy}");
+    vm.wait_until(&rebuilt(1), Instant::now() + Duration::from_secs(120))
+        .unwrap();
+    // Newer data: the pulled disk's copy is now stale.
+    let want = raid::write_pattern(&mut vm, "/dev/mapper/dmraid-v", 8).unwrap();
+    // Orderly stop, the disk back, start: the labels disagree on leg 0.
+    vm.run_ok(&format!("kill -TERM {pid}")).unwrap();
+    vm.wait_until(
+        &format!("[ ! -e /proc/{pid} ] || grep -q '^State:.*Z' /proc/{pid}/status"),
+        Instant::now() + Duration::from_secs(60),
+    )
+    .unwrap();
+    vm.replug_disk(pulled).unwrap();
+    let dev = vm.disk_dev(pulled).unwrap();
+    start(&mut vm);
+    vm.wait_until(healthy, Instant::now() + Duration::from_secs(60))
+        .unwrap();
+    assert!(
+        !raid::leg_disks(&mut vm, "v").unwrap().contains(&pulled),
+        "the stale copy was taken back"
+    );
+    assert_eq!(
+        raid::read_md5(&mut vm, "/dev/mapper/dmraid-v", 8).unwrap(),
+        want
+    );
+    // Its copy is retired and freed: as much room as the blank disk it was.
+    // Room per disk: the returned one has more than the two holding a leg.
+    let free = vm
+        .run_ok("dmraid-csi disks --disks '/dev/vd*' | awk 'NR>1{print $1, $3}'")
+        .unwrap();
+    let room = |line: &str| {
+        dmraid_api::quantity::parse_size("free", line.split_whitespace().nth(1).unwrap_or("?"))
+            .map(|b| b.0)
+            .unwrap_or_else(|e| panic!("{line}: {e}"))
+    };
+    let back = free
+        .lines()
+        .find(|l| l.starts_with(&format!("{dev} ")))
+        .unwrap();
+    for l in free.lines().filter(|l| !l.starts_with(&format!("{dev} "))) {
+        assert!(
+            room(back) > room(l),
+            "the stale copy still takes room:\n{free}"
+        );
+    }
+    // The other leg's disk goes: the returned disk is the only one with room.
+    let other = raid::leg_disks(&mut vm, "v")
+        .unwrap()
+        .into_iter()
+        .find(|d| *d != pulled)
+        .unwrap();
+    vm.hot_remove_disk(other).unwrap();
+    vm.wait_until(&rebuilt(2), Instant::now() + Duration::from_secs(120))
+        .unwrap();
+    assert!(raid::leg_disks(&mut vm, "v").unwrap().contains(&pulled));
+    assert_eq!(
+        raid::read_md5(&mut vm, "/dev/mapper/dmraid-v", 8).unwrap(),
+        want
+    );
+    vm.run_ok("dmsetup message dmraid-v 0 check").unwrap();
+    vm.wait_until(
+        "dmsetup status dmraid-v | grep -q ' idle 0 '",
+        Instant::now() + Duration::from_secs(120),
+    )
+    .unwrap();
+    println!("room per disk once the stale copy was freed:\n{free}");
 }

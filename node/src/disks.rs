@@ -27,6 +27,10 @@ pub struct DiskInfo {
     pub size: u64,
     /// `major:minor`, how tables name it.
     pub devno: String,
+    /// The kernel's `diskseq`: a new number each time a disk appears, so a
+    /// disk hot-added under a removed one's name and number is told apart
+    /// (0 where the kernel has none, e.g. a regular file).
+    pub seq: u64,
 }
 
 /// Every touch of a block device the engine makes.
@@ -35,8 +39,10 @@ pub trait Disks: Send + Sync {
     fn discover(&self, globs: &[String]) -> std::io::Result<Vec<DiskInfo>>;
     /// Open a disk for label and metadata I/O.
     fn open(&self, path: &Path) -> std::io::Result<Box<dyn BlockIo>>;
-    /// Whether the disk is still there (a hot-removed disk vanishes).
-    fn present(&self, path: &Path) -> bool;
+    /// Whether this very disk is still there: its path exists and holds the
+    /// same device instance (a hot-removed disk vanishes; a disk added later
+    /// may take its name and number, but not its `seq`).
+    fn present(&self, disk: &DiskInfo) -> bool;
 }
 
 /// Real block devices (regular files work too, for tinkering).
@@ -67,6 +73,16 @@ fn devno_of(path: &Path) -> std::io::Result<String> {
     Ok(format!("{}:{}", libc::major(rdev), libc::minor(rdev)))
 }
 
+/// The kernel's disk sequence number of a block device (Linux 5.15+), 0
+/// when there is none. Partitions report their disk's.
+fn diskseq_of(devno: &str) -> u64 {
+    std::fs::read_to_string(format!("/sys/dev/block/{devno}/diskseq"))
+        .or_else(|_| std::fs::read_to_string(format!("/sys/dev/block/{devno}/../diskseq")))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 impl Disks for RealDisks {
     fn discover(&self, globs: &[String]) -> std::io::Result<Vec<DiskInfo>> {
         let mut out: Vec<DiskInfo> = Vec::new();
@@ -85,6 +101,7 @@ impl Disks for RealDisks {
                 }
                 out.push(DiskInfo {
                     size: size_of(&f)?,
+                    seq: diskseq_of(&devno),
                     devno,
                     path,
                 });
@@ -113,15 +130,16 @@ impl Disks for RealDisks {
         Ok(Box::new(f))
     }
 
-    fn present(&self, path: &Path) -> bool {
-        path.exists()
+    fn present(&self, disk: &DiskInfo) -> bool {
+        devno_of(&disk.path).is_ok_and(|d| d == disk.devno) && diskseq_of(&disk.devno) == disk.seq
     }
 }
 
 /// In-memory disks for unit tests: shared buffers, hot-remove and add.
 #[derive(Clone, Default)]
 pub struct FakeDisks {
-    disks: Arc<Mutex<BTreeMap<PathBuf, FakeDisk>>>,
+    disks: Arc<Mutex<BTreeMap<PathBuf, (u64, FakeDisk)>>>,
+    next_seq: Arc<std::sync::atomic::AtomicU64>,
 }
 
 type FakeDisk = Arc<Mutex<Vec<u8>>>;
@@ -188,10 +206,20 @@ impl FakeDisks {
 
     /// Plug in a zeroed disk of `size` bytes at `path`.
     pub fn add(&self, path: &str, size: usize) {
+        self.plug(path, vec![0; size]);
+    }
+
+    /// Plug in a disk holding `bytes` at `path` (a disk that comes back),
+    /// with a new sequence number as the kernel gives it.
+    pub fn plug(&self, path: &str, bytes: Vec<u8>) {
+        let seq = self
+            .next_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         self.disks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(PathBuf::from(path), Arc::new(Mutex::new(vec![0; size])));
+            .insert(PathBuf::from(path), (seq, Arc::new(Mutex::new(bytes))));
     }
 
     /// Unplug a disk.
@@ -205,6 +233,7 @@ impl FakeDisks {
     /// A copy of a disk's bytes.
     pub fn bytes(&self, path: &str) -> Vec<u8> {
         self.disks.lock().unwrap_or_else(|e| e.into_inner())[Path::new(path)]
+            .1
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -214,6 +243,7 @@ impl FakeDisks {
     pub fn poke(&self, path: &str, offset: usize, data: &[u8]) {
         let disks = self.disks.lock().unwrap_or_else(|e| e.into_inner());
         let mut d = disks[Path::new(path)]
+            .1
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         d[offset..offset + data.len()].copy_from_slice(data);
@@ -230,7 +260,7 @@ impl Disks for FakeDisks {
     fn discover(&self, globs: &[String]) -> std::io::Result<Vec<DiskInfo>> {
         let disks = self.disks.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
-        for (path, data) in disks.iter() {
+        for (path, (seq, data)) in disks.iter() {
             let matched = globs.iter().any(|g| {
                 glob::Pattern::new(g)
                     .map(|p| p.matches_path(path))
@@ -241,6 +271,7 @@ impl Disks for FakeDisks {
                     path: path.clone(),
                     size: data.lock().unwrap_or_else(|e| e.into_inner()).len() as u64,
                     devno: fake_devno(path),
+                    seq: *seq,
                 });
             }
         }
@@ -249,7 +280,7 @@ impl Disks for FakeDisks {
 
     fn open(&self, path: &Path) -> std::io::Result<Box<dyn BlockIo>> {
         let disks = self.disks.lock().unwrap_or_else(|e| e.into_inner());
-        let data = disks.get(path).cloned().ok_or_else(|| {
+        let data = disks.get(path).map(|d| d.1.clone()).ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 format!("{} is gone", path.display()),
@@ -258,11 +289,12 @@ impl Disks for FakeDisks {
         Ok(Box::new(FakeHandle { data, pos: 0 }))
     }
 
-    fn present(&self, path: &Path) -> bool {
+    fn present(&self, disk: &DiskInfo) -> bool {
         self.disks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains_key(path)
+            .get(&disk.path)
+            .is_some_and(|(seq, _)| *seq == disk.seq)
     }
 }
 
@@ -297,13 +329,18 @@ mod tests {
         let f = FakeDisks::new();
         f.add("/dev/vdb", 4096);
         f.add("/dev/vdc", 4096);
-        assert_eq!(f.discover(&["/dev/vd[b-z]".into()]).unwrap().len(), 2);
+        let found = f.discover(&["/dev/vd[b-z]".into()]).unwrap();
+        assert_eq!(found.len(), 2);
+        assert!(found.iter().all(|d| f.present(d)));
         let mut h = f.open(Path::new("/dev/vdb")).unwrap();
         h.seek(std::io::SeekFrom::Start(100)).unwrap();
         h.write_all(b"xy").unwrap();
         assert_eq!(&f.bytes("/dev/vdb")[100..102], b"xy");
         f.remove("/dev/vdb");
-        assert!(!f.present(Path::new("/dev/vdb")));
+        assert!(!f.present(&found[0]));
         assert!(f.open(Path::new("/dev/vdb")).is_err());
+        // Another disk under the same name is not the one that left.
+        f.add("/dev/vdb", 4096);
+        assert!(!f.present(&found[0]));
     }
 }

@@ -256,16 +256,37 @@ impl Engine {
         let mut problems = Vec::new();
         let mut claimed = lock(&self.claimed);
         for info in found {
-            if claimed
-                .iter()
-                .any(|c| c.info.devno == info.devno && c.info.path == info.path)
-            {
+            if claimed.iter().any(|c| c.info == info) {
                 continue;
             }
-            match self.claim_one(&info) {
-                Ok(loaded) => claimed.push(Claimed { info, loaded }),
-                Err(e) => problems.push(e),
+            // The path or number now names another disk (a new one took a
+            // removed one's name): what was claimed there is gone, and its
+            // label must not be taken for the new disk's.
+            claimed.retain(|c| {
+                (c.info.path != info.path && c.info.devno != info.devno)
+                    || self.disks.present(&c.info)
+            });
+            let loaded = match self.claim_one(&info) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    problems.push(e);
+                    continue;
+                }
+            };
+            let uuid = loaded.label.as_ref().map(|l| l.disk_uuid.clone());
+            if let Some(twin) = claimed.iter().find(|c| {
+                Some(&c.label().disk_uuid) == uuid.as_ref() && self.disks.present(&c.info)
+            }) {
+                problems.push(Error::Claim(format!(
+                    "{} carries the same disk label as {} (a copy of that disk?); refusing to claim it",
+                    info.path.display(),
+                    twin.info.path.display()
+                )));
+                continue;
             }
+            // The same disk back under another name: forget the old entry.
+            claimed.retain(|c| Some(&c.label().disk_uuid) != uuid.as_ref());
+            claimed.push(Claimed { info, loaded });
         }
         Ok(problems)
     }
@@ -355,7 +376,7 @@ impl Engine {
                         .into_iter()
                         .map(|(_, len)| Sectors(len))
                         .collect(),
-                    present: self.disks.present(&c.info.path),
+                    present: self.disks.present(&c.info),
                 }
             })
             .collect()
@@ -365,7 +386,7 @@ impl Engine {
     fn spaces(&self) -> Vec<DiskSpace> {
         lock(&self.claimed)
             .iter()
-            .filter(|c| self.disks.present(&c.info.path))
+            .filter(|c| self.disks.present(&c.info))
             .map(|c| {
                 DiskSpace::new(
                     &c.label().disk_uuid,
@@ -472,7 +493,7 @@ impl Engine {
     fn edit_labels(&self, mut f: impl FnMut(&mut DiskLabel)) -> Result<(), Error> {
         let mut claimed = lock(&self.claimed);
         for c in claimed.iter_mut() {
-            if !self.disks.present(&c.info.path) {
+            if !self.disks.present(&c.info) {
                 continue;
             }
             let mut label = c.label().clone();
@@ -493,30 +514,70 @@ impl Engine {
     /// The volume's record and, per leg, (disk, meta start, data start) when its disk is here.
     #[allow(clippy::type_complexity)]
     fn find(&self, id: &str) -> Option<(VolumeRecord, BTreeMap<u32, (DiskInfo, u64, u64)>)> {
+        let (record, legs, _) = self.resolve(id);
+        record.map(|r| (r, legs))
+    }
+
+    /// The volume's record and legs from the present disks' labels. Where
+    /// two disks both hold a leg (one was away while the leg was replaced
+    /// and is back), the one whose record has the higher generation holds
+    /// it; the others are returned as stale (disk uuid, leg).
+    #[allow(clippy::type_complexity)]
+    fn resolve(
+        &self,
+        id: &str,
+    ) -> (
+        Option<VolumeRecord>,
+        BTreeMap<u32, (DiskInfo, u64, u64)>,
+        Vec<(String, u32)>,
+    ) {
         let claimed = lock(&self.claimed);
-        let mut record = None;
-        let mut legs = BTreeMap::new();
-        for c in claimed.iter() {
-            if !self.disks.present(&c.info.path) {
+        let mut record: Option<VolumeRecord> = None;
+        let mut holders: BTreeMap<u32, Vec<(u64, usize, u64, u64)>> = BTreeMap::new();
+        for (i, c) in claimed.iter().enumerate() {
+            if !self.disks.present(&c.info) {
                 continue;
             }
+            let generation = c.label().volumes.get(id).map_or(0, |r| r.generation);
             if let Some(r) = c.label().volumes.get(id) {
-                record.get_or_insert_with(|| r.clone());
+                if record
+                    .as_ref()
+                    .is_none_or(|have| r.generation > have.generation)
+                {
+                    record = Some(r.clone());
+                }
             }
+            let mut meta = BTreeMap::new();
+            let mut data = BTreeMap::new();
             for e in c
                 .label()
                 .extents
                 .iter()
                 .filter(|e| e.volume == id && e.state == ExtentState::Active)
             {
-                let entry = legs.entry(e.leg).or_insert((c.info.clone(), 0, 0));
                 match e.role {
-                    Role::Meta => entry.1 = e.start,
-                    Role::Data => entry.2 = e.start,
+                    Role::Meta => meta.insert(e.leg, e.start),
+                    Role::Data => data.insert(e.leg, e.start),
+                };
+            }
+            for (leg, m) in meta {
+                if let Some(d) = data.get(&leg) {
+                    holders.entry(leg).or_default().push((generation, i, m, *d));
                 }
             }
         }
-        record.map(|r| (r, legs))
+        let mut legs = BTreeMap::new();
+        let mut stale = Vec::new();
+        for (leg, mut hs) in holders {
+            // Highest generation first; on a tie the first claimed disk.
+            hs.sort_by_key(|(g, i, _, _)| (std::cmp::Reverse(*g), *i));
+            let (_, i, m, d) = hs[0];
+            legs.insert(leg, (claimed[i].info.clone(), m, d));
+            for (_, j, _, _) in &hs[1..] {
+                stale.push((claimed[*j].label().disk_uuid.clone(), leg));
+            }
+        }
+        (record, legs, stale)
     }
 
     fn spec_of(record: &VolumeRecord) -> Result<VolumeSpec, Error> {
@@ -598,6 +659,7 @@ impl Engine {
                         spec: blob.clone(),
                         clean_shutdown: false,
                         complete: false,
+                        generation: 0,
                     },
                 );
             }
@@ -940,6 +1002,7 @@ impl Engine {
         }
         let placement =
             allocator::place(&spaces, 1, leg, META_EXTENT, Sectors(vs.leg_data), &avoid)?.remove(0);
+        let generation = record.generation + 1;
         // Blank the metadata before the labels name it: a crash in between
         // leaves free sectors zeroed, and once named, a blank extent tells
         // activation that this leg still needs `rebuild`.
@@ -982,6 +1045,11 @@ impl Engine {
                     .entry(id.to_string())
                     .or_insert_with(|| record.clone());
             }
+            // Every present disk moves on; one that is away keeps the old
+            // number, so if it comes back its copy of the leg loses.
+            if let Some(r) = label.volumes.get_mut(id) {
+                r.generation = generation;
+            }
         })?;
         drop(alloc);
         crash_point("leg-recorded");
@@ -999,6 +1067,21 @@ impl Engine {
     /// Free the extents of replaced legs once the array is back in sync.
     /// Returns how many extents were freed.
     pub fn reap_retired(&self, id: &str) -> Result<usize, Error> {
+        // Legs a returning disk still holds but another disk took over are
+        // never used again: retire them, to be freed like replaced legs.
+        let (_, _, stale) = self.resolve(id);
+        if !stale.is_empty() {
+            tracing::warn!(volume = %id, legs = ?stale, "a returning disk holds legs replaced while it was away; retiring its copies");
+            self.edit_labels(|label| {
+                for e in label.extents.iter_mut().filter(|e| {
+                    e.volume == id
+                        && e.state == ExtentState::Active
+                        && stale.contains(&(label.disk_uuid.clone(), e.leg))
+                }) {
+                    e.state = ExtentState::Retiring;
+                }
+            })?;
+        }
         let v = self.volume(id)?;
         if !v.status.as_ref().is_some_and(|s| s.healthy()) {
             return Ok(0);

@@ -94,6 +94,12 @@ pub struct VolumeRecord {
     pub clean_shutdown: bool,
     /// False while a create is in flight (a crash leaves it false).
     pub complete: bool,
+    /// Bumped on every present disk each time one of the volume's legs is
+    /// replaced. A disk that was away meanwhile comes back with a lower
+    /// number, and where it and another disk both hold a leg, the higher
+    /// number wins (labels written before this field read as 0).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// The contents of a disk's label.
@@ -311,6 +317,7 @@ mod tests {
                 spec: serde_json::json!({"n": n}),
                 clean_shutdown: n.is_multiple_of(2),
                 complete: true,
+                generation: n,
             },
         );
         l

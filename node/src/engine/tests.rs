@@ -538,3 +538,100 @@ fn a_replacement_leg_the_kernel_never_took_is_rebuilt_at_the_next_start_then_loa
     assert!(e4.activate_all().is_empty());
     assert_eq!(dm3.loads("dmraid-m").len(), 1, "nothing reloaded");
 }
+
+/// raid1 "m" on two of three disks, its leg 0 disk pulled and the leg
+/// rebuilt on the third. Returns the pulled disk's path and bytes.
+fn replaced_leg_0(dm: &FakeDm, disks: &FakeDisks, e: &Engine) -> (String, Vec<u8>) {
+    let v = e
+        .create_volume("m", &params(&[("raidType", "raid1")]), 8 * MIB as u64)
+        .unwrap();
+    let lost = v.legs[0].disk.clone().unwrap().display().to_string();
+    let bytes = disks.bytes(&lost);
+    disks.remove(&lost);
+    dm.set_status("dmraid-m", "raid1 2 DA 16384/16384 idle 0");
+    e.replace_leg("m", Some(0), None).unwrap();
+    dm.set_status("dmraid-m", "raid1 2 AA 16384/16384 idle 0");
+    (lost, bytes)
+}
+
+fn leg_paths(e: &Engine, id: &str) -> Vec<String> {
+    e.volume(id)
+        .unwrap()
+        .legs
+        .iter()
+        .map(|l| {
+            l.disk
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_disk_that_takes_a_removed_disks_name_is_claimed_as_itself() {
+    let (dm, disks, e) = setup(3, 64 * MIB);
+    let (lost, _) = replaced_leg_0(&dm, &disks, &e);
+    let legs = leg_paths(&e, "m");
+    let old_uuid = e
+        .disks()
+        .into_iter()
+        .find(|d| d.0.display().to_string() == lost)
+        .unwrap()
+        .3;
+    // The kernel gives a blank disk the removed one's name and number.
+    disks.add(&lost, 64 * MIB);
+    assert!(e.claim_disks().unwrap().is_empty());
+    let now = e.disks();
+    let fresh = now
+        .iter()
+        .find(|d| d.0.display().to_string() == lost)
+        .unwrap();
+    assert_ne!(
+        fresh.3, old_uuid,
+        "labelled as a new disk, not taken for the old one"
+    );
+    assert_eq!(
+        now.iter()
+            .filter(|d| d.0.display().to_string() == lost)
+            .count(),
+        1
+    );
+    assert!(fresh.2 > 60 * MIB as u64, "all free: {}", fresh.2);
+    assert_eq!(leg_paths(&e, "m"), legs, "the legs stay where they are");
+    e.activate_all();
+    let live = RaidTable::parse(&dm.table("dmraid-m").unwrap()[0].line()).unwrap();
+    assert!(live.rebuild.is_empty());
+    assert_eq!(leg_paths(&e, "m"), legs);
+}
+
+#[test]
+fn a_disk_back_after_its_leg_was_replaced_loses_the_leg_and_its_copy_is_freed() {
+    let (dm, disks, e) = setup(3, 64 * MIB);
+    let (lost, bytes) = replaced_leg_0(&dm, &disks, &e);
+    let legs = leg_paths(&e, "m");
+    assert!(!legs.contains(&lost));
+    // The same disk comes back, its label still saying it holds leg 0.
+    disks.plug(&lost, bytes);
+    assert!(e.claim_disks().unwrap().is_empty());
+    assert_eq!(leg_paths(&e, "m"), legs, "the replacement keeps leg 0");
+    // A restart resolves it the same way, from the labels alone.
+    drop(e);
+    let dm2 = Arc::new(FakeDm::new());
+    let e2 = engine(&dm2, &disks);
+    assert!(e2.activate_all().is_empty());
+    assert_eq!(leg_paths(&e2, "m"), legs);
+    // In sync: the returning disk's stale copy is retired and freed.
+    e2.reap_retired("m").unwrap();
+    let back = e2
+        .disks()
+        .into_iter()
+        .find(|d| d.0.display().to_string() == lost)
+        .unwrap();
+    assert!(
+        back.2 > 60 * MIB as u64,
+        "stale copy freed: {} free",
+        back.2
+    );
+    assert_eq!(leg_paths(&e2, "m"), legs);
+}
