@@ -83,6 +83,7 @@ fn every_rendered_object_passes_strict_server_side_validation() {
             &[
                 "metrics.serviceMonitor.enabled=true",
                 "metrics.grafanaDashboard.enabled=true",
+                "controller.replicas=2",
                 "logFormat=json",
                 "node.hostIPC=true",
             ],

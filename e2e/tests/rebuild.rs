@@ -194,3 +194,58 @@ fn a_disk_that_comes_back_after_its_leg_was_rebuilt_elsewhere_is_reused_not_trus
     .unwrap();
     println!("room per disk once the stale copy was freed:\n{free}");
 }
+
+/// A volume deleted while one of its disks is away: when that disk comes
+/// back, its part of the deleted volume is freed, not brought back as a
+/// ghost, and a new volume of the same name is left alone.
+#[test]
+fn a_disk_away_while_its_volume_was_deleted_frees_its_part_when_it_comes_back() {
+    let mut vm = Vm::builder()
+        .disks(&[64 * MIB; 3])
+        .with_driver()
+        .unwrap()
+        .boot()
+        .unwrap();
+    vm.spawn("exec dmraid-csi standalone --endpoint /run/csi.sock --disks '/dev/vd*' --node-id vm --monitor-interval 1 --auto-rebuild false 2>>/tmp/driver.log")
+        .unwrap();
+    vm.wait_until(
+        "dmraid-csi identity --endpoint /run/csi.sock | grep -q 'ready: *true'",
+        Instant::now() + Duration::from_secs(60),
+    )
+    .unwrap();
+    let csi = "dmraid-csi csi --endpoint /run/csi.sock";
+    let create = format!("{csi} create v --param raidType=raid1 --param legs=2 --size 16Mi");
+    vm.run_ok(&create).unwrap();
+    let away = raid::leg_disks(&mut vm, "v").unwrap()[1];
+    vm.hot_remove_disk(away).unwrap();
+    vm.run_ok(&format!("{csi} delete v")).unwrap();
+    // The same name again, on the two disks that are here.
+    vm.run_ok(&create).unwrap();
+    let legs = raid::leg_disks(&mut vm, "v").unwrap();
+    vm.replug_disk(away).unwrap();
+    let dev = vm.disk_dev(away).unwrap();
+    vm.wait_until(
+        "grep -q 'deleted while it was away' /tmp/driver.log",
+        Instant::now() + Duration::from_secs(30),
+    )
+    .unwrap();
+    let disks = vm.run_ok("dmraid-csi disks --disks '/dev/vd*'").unwrap();
+    let line = disks
+        .lines()
+        .find(|l| l.starts_with(&format!("{dev} ")))
+        .unwrap_or_else(|| panic!("{disks}"));
+    // SIZE and FREE: a blank 64 MiB disk keeps all but its label free.
+    assert!(
+        line.contains(" 63Mi "),
+        "the deleted volume's part freed:\n{disks}"
+    );
+    assert_eq!(raid::leg_disks(&mut vm, "v").unwrap(), legs);
+    let volumes = vm
+        .run_ok("dmraid-csi volumes --endpoint /run/csi.sock")
+        .unwrap();
+    assert_eq!(
+        volumes.lines().filter(|l| l.starts_with("v ")).count(),
+        1,
+        "{volumes}"
+    );
+}

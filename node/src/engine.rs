@@ -254,6 +254,7 @@ impl Engine {
                 source,
             })?;
         let mut problems = Vec::new();
+        let mut added = false;
         let mut claimed = lock(&self.claimed);
         for info in found {
             if claimed.iter().any(|c| c.info == info) {
@@ -287,6 +288,14 @@ impl Engine {
             // The same disk back under another name: forget the old entry.
             claimed.retain(|c| Some(&c.label().disk_uuid) != uuid.as_ref());
             claimed.push(Claimed { info, loaded });
+            added = true;
+        }
+        drop(claimed);
+        if added {
+            // A disk back from being away may hold volumes deleted meanwhile.
+            if let Err(e) = self.forget_deleted() {
+                problems.push(e);
+            }
         }
         Ok(problems)
     }
@@ -631,6 +640,7 @@ impl Engine {
             self.free_extents(id)?;
         }
 
+        let uid = new_uuid();
         let alloc = lock(&self.alloc);
         let spaces = self.spaces();
         let placements = allocator::place(&spaces, spec.legs, 0, META_EXTENT, leg, &[])?;
@@ -660,6 +670,7 @@ impl Engine {
                         clean_shutdown: false,
                         complete: false,
                         generation: 0,
+                        uid: uid.clone(),
                     },
                 );
             }
@@ -1126,11 +1137,72 @@ impl Engine {
         Ok(())
     }
 
+    /// Free the volume's extents on every present disk and remember it as
+    /// deleted there, so a disk that is away now frees its part when it
+    /// comes back ([`Engine::forget_deleted`]).
     fn free_extents(&self, id: &str) -> Result<(), Error> {
+        let uids: Vec<String> = lock(&self.claimed)
+            .iter()
+            .filter(|c| self.disks.present(&c.info))
+            .filter_map(|c| c.label().volumes.get(id).map(|r| r.uid.clone()))
+            .filter(|u| !u.is_empty())
+            .collect();
+        let when = now();
         self.edit_labels(|label| {
             label.extents.retain(|e| e.volume != id);
             label.volumes.remove(id);
+            label.add_tombstones(uids.iter().map(|u| (u.clone(), when)));
         })
+    }
+
+    /// Free what present disks still hold of volumes deleted while they
+    /// were away (their uid is in some present label's tombstones), and
+    /// spread the tombstones to every present label. Returns the volume
+    /// records dropped.
+    pub fn forget_deleted(&self) -> Result<usize, Error> {
+        let (tombstones, stale): (BTreeMap<String, u64>, usize) = {
+            let claimed = lock(&self.claimed);
+            let present: Vec<&Claimed> = claimed
+                .iter()
+                .filter(|c| self.disks.present(&c.info))
+                .collect();
+            let mut all = BTreeMap::new();
+            for c in &present {
+                for (uid, when) in &c.label().deleted {
+                    let t = all.entry(uid.clone()).or_insert(*when);
+                    *t = (*t).max(*when);
+                }
+            }
+            let stale = present
+                .iter()
+                .flat_map(|c| c.label().volumes.values())
+                .filter(|r| !r.uid.is_empty() && all.contains_key(&r.uid))
+                .count();
+            (all, stale)
+        };
+        if tombstones.is_empty() {
+            return Ok(0);
+        }
+        if stale > 0 {
+            tracing::warn!(
+                records = stale,
+                "a returning disk holds volumes deleted while it was away; freeing them"
+            );
+        }
+        self.edit_labels(|label| {
+            let dead: Vec<String> = label
+                .volumes
+                .iter()
+                .filter(|(_, r)| !r.uid.is_empty() && tombstones.contains_key(&r.uid))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &dead {
+                label.extents.retain(|e| &e.volume != id);
+                label.volumes.remove(id);
+            }
+            label.add_tombstones(tombstones.clone());
+        })?;
+        Ok(stale)
     }
 
     /// Delete a volume: devices first, then its extents. Unknown ids succeed (idempotent).

@@ -100,6 +100,10 @@ pub struct VolumeRecord {
     /// number wins (labels written before this field read as 0).
     #[serde(default)]
     pub generation: u64,
+    /// A random id given at creation: tells this volume from an earlier one
+    /// of the same name (labels written before it read as empty).
+    #[serde(default)]
+    pub uid: String,
 }
 
 /// The contents of a disk's label.
@@ -115,6 +119,37 @@ pub struct DiskLabel {
     pub volumes: BTreeMap<String, VolumeRecord>,
     /// Every allocated extent.
     pub extents: Vec<Extent>,
+    /// Volumes deleted on this node (uid -> seconds since the epoch), so a
+    /// disk that was away at the deletion gives its extents up when it
+    /// comes back. The newest [`MAX_TOMBSTONES`] are kept.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deleted: BTreeMap<String, u64>,
+}
+
+/// How many deleted volumes a label remembers.
+pub const MAX_TOMBSTONES: usize = 512;
+
+impl DiskLabel {
+    /// Remember deleted volumes, keeping the newest [`MAX_TOMBSTONES`].
+    pub fn add_tombstones(&mut self, tombstones: impl IntoIterator<Item = (String, u64)>) {
+        for (uid, when) in tombstones {
+            if !uid.is_empty() {
+                let t = self.deleted.entry(uid).or_insert(when);
+                *t = (*t).max(when);
+            }
+        }
+        while self.deleted.len() > MAX_TOMBSTONES {
+            let oldest = self
+                .deleted
+                .iter()
+                .min_by_key(|(uid, when)| (**when, (*uid).clone()))
+                .map(|(uid, _)| uid.clone());
+            match oldest {
+                Some(uid) => self.deleted.remove(&uid),
+                None => break,
+            };
+        }
+    }
 }
 
 /// Why a label could not be read or written.
@@ -282,6 +317,7 @@ pub fn new_label(disk_uuid: String, node: &str, now: u64) -> DiskLabel {
         created: now,
         volumes: BTreeMap::new(),
         extents: Vec::new(),
+        deleted: BTreeMap::new(),
     }
 }
 
@@ -318,6 +354,7 @@ mod tests {
                 clean_shutdown: n.is_multiple_of(2),
                 complete: true,
                 generation: n,
+                uid: format!("uid-{n}"),
             },
         );
         l

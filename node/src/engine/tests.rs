@@ -635,3 +635,54 @@ fn a_disk_back_after_its_leg_was_replaced_loses_the_leg_and_its_copy_is_freed() 
     );
     assert_eq!(leg_paths(&e2, "m"), legs);
 }
+
+#[test]
+fn a_disk_away_while_its_volume_was_deleted_frees_it_when_it_comes_back() {
+    let (dm, disks, e) = setup(3, 64 * MIB);
+    let s = params(&[("raidType", "raid1")]);
+    let v = e.create_volume("v", &s, 8 * MIB as u64).unwrap();
+    let away = v.legs[1].disk.clone().unwrap().display().to_string();
+    let bytes = disks.bytes(&away);
+    disks.remove(&away);
+    dm.set_status("dmraid-v", "raid1 2 AD 16384/16384 idle 0");
+    e.delete_volume("v").unwrap();
+    // The same name made again while the disk is still away.
+    let again = e.create_volume("v", &s, 8 * MIB as u64).unwrap();
+    let legs = leg_paths(&e, "v");
+    disks.plug(&away, bytes);
+    assert!(e.claim_disks().unwrap().is_empty());
+    let back = e
+        .disks()
+        .into_iter()
+        .find(|d| d.0.display().to_string() == away)
+        .unwrap();
+    assert!(
+        back.2 > 60 * MIB as u64,
+        "the deleted volume's leg freed: {}",
+        back.2
+    );
+    assert_eq!(
+        leg_paths(&e, "v"),
+        legs,
+        "the new volume of that name untouched"
+    );
+    assert_eq!(e.volume_ids(), vec!["v".to_string()]);
+    // A restart from the labels alone agrees.
+    drop(e);
+    let e2 = engine(&Arc::new(FakeDm::new()), &disks);
+    assert!(e2.activate_all().is_empty());
+    assert_eq!(leg_paths(&e2, "v"), legs);
+    let _ = again;
+    // Deleting it with every disk here leaves nothing behind anywhere.
+    e2.delete_volume("v").unwrap();
+    assert!(e2.volume_ids().is_empty());
+    assert!(e2.disks().iter().all(|d| d.2 > 60 * MIB as u64));
+}
+
+#[test]
+fn tombstones_are_bounded() {
+    let mut l = crate::labels::new_label("d".into(), "n", 0);
+    l.add_tombstones((0..2000u64).map(|i| (format!("u{i}"), i)));
+    assert_eq!(l.deleted.len(), crate::labels::MAX_TOMBSTONES);
+    assert!(l.deleted.contains_key("u1999") && !l.deleted.contains_key("u0"));
+}
