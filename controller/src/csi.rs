@@ -623,24 +623,8 @@ impl Controller for ClusterController {
         &self,
         _r: Request<ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
-        use controller_service_capability::rpc::Type;
-        let caps = [
-            Type::CreateDeleteVolume,
-            Type::ListVolumes,
-            Type::GetCapacity,
-            Type::ExpandVolume,
-            Type::VolumeCondition,
-            Type::GetVolume,
-        ]
-        .into_iter()
-        .map(|t| ControllerServiceCapability {
-            r#type: Some(controller_service_capability::Type::Rpc(
-                controller_service_capability::Rpc { r#type: t as i32 },
-            )),
-        })
-        .collect();
         Ok(Response::new(ControllerGetCapabilitiesResponse {
-            capabilities: caps,
+            capabilities: dmraid_proto::requests::controller_capabilities(),
         }))
     }
 

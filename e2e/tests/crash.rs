@@ -12,13 +12,7 @@ use std::time::{Duration, Instant};
 const CSI: &str = "dmraid-csi csi --endpoint /run/csi.sock";
 
 fn start(vm: &mut Vm) {
-    vm.spawn("exec dmraid-csi standalone --endpoint /run/csi.sock --disks '/dev/vd*' --node-id vm --monitor-interval 1 2>>/tmp/driver.log")
-        .unwrap();
-    vm.wait_until(
-        "dmraid-csi identity --endpoint /run/csi.sock | grep -q 'ready: *true'",
-        Instant::now() + Duration::from_secs(60),
-    )
-    .unwrap();
+    e2e::driver::start(vm, "", "").unwrap();
 }
 
 fn mismatches(status: &str) -> u64 {

@@ -151,11 +151,10 @@ fn csi_sanity_passes_against_the_standalone_driver() {
         .file(&sanity, "/bin/csi-sanity")
         .boot()
         .unwrap();
-    vm.spawn("exec dmraid-csi standalone --endpoint unix:///run/csi.sock --state-dir /var/lib/dmraid-csi --disks '/dev/vd*' --node-id vm --paths-under /tmp 2>/tmp/driver.log")
-        .unwrap();
-    vm.wait_until(
-        "dmraid-csi identity --endpoint /run/csi.sock | grep -q 'ready: *true'",
-        Instant::now() + Duration::from_secs(60),
+    e2e::driver::start(
+        &mut vm,
+        "",
+        "--state-dir /var/lib/dmraid-csi --paths-under /tmp",
     )
     .unwrap();
     vm.write_file("/tmp/parameters.yaml", PARAMETERS.as_bytes())

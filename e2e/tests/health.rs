@@ -14,17 +14,7 @@ const CSI: &str = "dmraid-csi csi --endpoint /run/csi.sock";
 const EP: &str = "--endpoint /run/csi.sock";
 
 fn start(vm: &mut Vm, extra: &str) -> u32 {
-    let pid = vm
-        .spawn(&format!(
-            "exec dmraid-csi standalone --endpoint /run/csi.sock --disks '/dev/vd*' --node-id vm --monitor-interval 1 {extra} 2>>/tmp/driver.log"
-        ))
-        .unwrap();
-    vm.wait_until(
-        "dmraid-csi identity --endpoint /run/csi.sock | grep -q 'ready: *true'",
-        Instant::now() + Duration::from_secs(60),
-    )
-    .unwrap();
-    pid
+    e2e::driver::start(vm, "", extra).unwrap()
 }
 
 /// The mismatch count in a `dmsetup status` line of a raid target (the word after the sync action).

@@ -5,7 +5,7 @@
 //! And a pulled disk pushed back after its leg was rebuilt elsewhere.
 
 use dmraid_api::RaidStatus;
-use e2e::raid;
+use e2e::{driver, raid};
 use e2e::{Vm, MIB};
 use std::time::{Duration, Instant};
 
@@ -102,17 +102,7 @@ fn a_disk_that_comes_back_after_its_leg_was_rebuilt_elsewhere_is_reused_not_trus
         .unwrap()
         .boot()
         .unwrap();
-    let start = |vm: &mut Vm| -> u32 {
-        let pid = vm
-            .spawn("exec dmraid-csi standalone --endpoint /run/csi.sock --disks '/dev/vd*' --node-id vm --monitor-interval 1 2>>/tmp/driver.log")
-            .unwrap();
-        vm.wait_until(
-            "dmraid-csi identity --endpoint /run/csi.sock | grep -q 'ready: *true'",
-            Instant::now() + Duration::from_secs(60),
-        )
-        .unwrap();
-        pid
-    };
+    let start = |vm: &mut Vm| driver::start(vm, "", "").unwrap();
     let pid = start(&mut vm);
     let csi = "dmraid-csi csi --endpoint /run/csi.sock";
     vm.run_ok(&format!(
@@ -133,12 +123,7 @@ fn a_disk_that_comes_back_after_its_leg_was_rebuilt_elsewhere_is_reused_not_trus
     // Newer data: the pulled disk's copy is now stale.
     let want = raid::write_pattern(&mut vm, "/dev/mapper/dmraid-v", 8).unwrap();
     // Orderly stop, the disk back, start: the labels disagree on leg 0.
-    vm.run_ok(&format!("kill -TERM {pid}")).unwrap();
-    vm.wait_until(
-        &format!("[ ! -e /proc/{pid} ] || grep -q '^State:.*Z' /proc/{pid}/status"),
-        Instant::now() + Duration::from_secs(60),
-    )
-    .unwrap();
+    driver::stop(&mut vm, pid).unwrap();
     vm.replug_disk(pulled).unwrap();
     let dev = vm.disk_dev(pulled).unwrap();
     start(&mut vm);
@@ -206,13 +191,7 @@ fn a_disk_away_while_its_volume_was_deleted_frees_its_part_when_it_comes_back() 
         .unwrap()
         .boot()
         .unwrap();
-    vm.spawn("exec dmraid-csi standalone --endpoint /run/csi.sock --disks '/dev/vd*' --node-id vm --monitor-interval 1 --auto-rebuild false 2>>/tmp/driver.log")
-        .unwrap();
-    vm.wait_until(
-        "dmraid-csi identity --endpoint /run/csi.sock | grep -q 'ready: *true'",
-        Instant::now() + Duration::from_secs(60),
-    )
-    .unwrap();
+    driver::start(&mut vm, "", "--auto-rebuild false").unwrap();
     let csi = "dmraid-csi csi --endpoint /run/csi.sock";
     let create = format!("{csi} create v --param raidType=raid1 --param legs=2 --size 16Mi");
     vm.run_ok(&create).unwrap();

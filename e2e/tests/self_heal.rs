@@ -17,13 +17,7 @@ fn a_removed_disk_is_reported_and_the_leg_rebuilt_onto_the_spare_by_itself() {
         .boot()
         .unwrap();
     vm.run_ok("ifconfig lo 127.0.0.1 up").unwrap();
-    vm.spawn("exec dmraid-csi standalone --endpoint /run/csi.sock --disks '/dev/vd*' --node-id vm --monitor-interval 1 --metrics-addr 127.0.0.1:9808 2>/tmp/driver.log")
-        .unwrap();
-    vm.wait_until(
-        "dmraid-csi identity --endpoint /run/csi.sock | grep -q 'ready: *true'",
-        Instant::now() + Duration::from_secs(60),
-    )
-    .unwrap();
+    e2e::driver::start(&mut vm, "", "--metrics-addr 127.0.0.1:9808").unwrap();
     vm.run_ok(&format!(
         "{CSI} create v --param raidType=raid5_ls --param legs=4 --size 48Mi"
     ))
@@ -91,20 +85,7 @@ fn a_removed_disk_is_reported_and_the_leg_rebuilt_onto_the_spare_by_itself() {
 }
 
 fn start_driver(vm: &mut Vm) -> u32 {
-    start_driver_with(vm, "")
-}
-
-/// Start the standalone driver with `env` (`VAR=value ...`, or empty) set.
-fn start_driver_with(vm: &mut Vm, env: &str) -> u32 {
-    let pid = vm
-        .spawn(&format!("exec env {env} dmraid-csi standalone --endpoint /run/csi.sock --disks '/dev/vd*' --node-id vm --monitor-interval 1 2>>/tmp/driver.log"))
-        .unwrap();
-    vm.wait_until(
-        "dmraid-csi identity --endpoint /run/csi.sock | grep -q 'ready: *true'",
-        Instant::now() + Duration::from_secs(60),
-    )
-    .unwrap();
-    pid
+    e2e::driver::start(vm, "", "").unwrap()
 }
 
 fn leg_disk(vm: &mut Vm, skip: &[usize]) -> usize {
@@ -233,7 +214,7 @@ fn crash_points_of_a_leg_replacement_each_end_in_one_rebuild_and_no_leaked_exten
             .boot()
             .unwrap();
         // raid1 on 2 legs, 2 spares: a second allocation would show.
-        let pid = start_driver_with(&mut vm, &format!("DMRAID_CRASH_AT={point}"));
+        let pid = e2e::driver::start(&mut vm, &format!("DMRAID_CRASH_AT={point}"), "").unwrap();
         vm.run_ok(&format!(
             "{CSI} create v --param raidType=raid1 --param legs=2 --param maxRecoveryRate=4Mi --size 16Mi"
         ))

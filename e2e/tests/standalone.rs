@@ -4,31 +4,21 @@
 //! labels, stage again and read back; block mode; idempotence and refusals.
 
 use e2e::{Vm, MIB};
-use std::time::{Duration, Instant};
 
 const CSI: &str = "dmraid-csi csi --endpoint /run/csi.sock";
 const K: &str = "/var/lib/kubelet";
 
 fn start(vm: &mut Vm) -> u32 {
-    let pid = vm
-        .spawn("exec dmraid-csi standalone --endpoint /run/csi.sock --state-dir /var/lib/dmraid-csi --disks '/dev/vd*' --node-id vm --paths-under /var/lib/kubelet")
-        .unwrap();
-    vm.wait_until(
-        "dmraid-csi identity --endpoint /run/csi.sock | grep -q 'ready: *true'",
-        Instant::now() + Duration::from_secs(60),
+    e2e::driver::start(
+        vm,
+        "",
+        "--state-dir /var/lib/dmraid-csi --paths-under /var/lib/kubelet",
     )
-    .unwrap();
-    pid
+    .unwrap()
 }
 
 fn stop(vm: &mut Vm, pid: u32) {
-    vm.run_ok(&format!("kill -TERM {pid}")).unwrap();
-    // The agent is PID 1 and does not reap orphans: a zombie counts as stopped.
-    vm.wait_until(
-        &format!("[ ! -e /proc/{pid} ] || grep -q '^State:.*Z' /proc/{pid}/status"),
-        Instant::now() + Duration::from_secs(60),
-    )
-    .unwrap();
+    e2e::driver::stop(vm, pid).unwrap();
 }
 
 fn code(vm: &mut Vm, cmd: &str) -> String {

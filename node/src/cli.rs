@@ -31,13 +31,9 @@ pub enum Command {
     Describe {
         /// Volume id.
         id: String,
-        /// CSI endpoint of the running driver.
-        #[arg(
-            long,
-            env = "CSI_ENDPOINT",
-            default_value = "unix:///run/dmraid-csi/csi.sock"
-        )]
-        endpoint: String,
+        /// Where the running driver is.
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Show the disks the globs match and what their labels say (reads only).
     Disks(DisksArgs),
@@ -209,13 +205,9 @@ pub enum LogFormat {
 /// Flags of `dmraid-csi csi`.
 #[derive(Debug, Args)]
 pub struct CsiArgs {
-    /// CSI endpoint of the running driver.
-    #[arg(
-        long,
-        env = "CSI_ENDPOINT",
-        default_value = "unix:///run/dmraid-csi/csi.sock"
-    )]
-    pub endpoint: String,
+    /// Where the running driver is.
+    #[command(flatten)]
+    pub client: ClientArgs,
     /// The call.
     #[command(subcommand)]
     pub call: CsiCall,
@@ -328,13 +320,9 @@ pub enum CsiCall {
 /// Flags of `dmraid-csi volumes`.
 #[derive(Debug, Args)]
 pub struct VolumesArgs {
-    /// CSI endpoint of the running driver.
-    #[arg(
-        long,
-        env = "CSI_ENDPOINT",
-        default_value = "unix:///run/dmraid-csi/csi.sock"
-    )]
-    pub endpoint: String,
+    /// Where the running driver is.
+    #[command(flatten)]
+    pub client: ClientArgs,
     /// Keep watching, with progress bars, until no resync or rebuild runs.
     #[arg(long)]
     pub wait: bool,

@@ -46,7 +46,7 @@ fn status(s: tonic::Status) -> String {
 
 /// Run one CSI call and print its answer.
 pub async fn run(args: CsiArgs) -> Result<(), String> {
-    let ch = socket::connect(&args.endpoint)
+    let ch = socket::connect(&args.client.endpoint)
         .await
         .map_err(|e| e.to_string())?;
     let mut ctl = ControllerClient::new(ch.clone());

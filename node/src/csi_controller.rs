@@ -303,24 +303,8 @@ impl Controller for ControllerService {
         &self,
         _r: Request<ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
-        use controller_service_capability::rpc::Type;
-        let caps = [
-            Type::CreateDeleteVolume,
-            Type::ListVolumes,
-            Type::GetCapacity,
-            Type::VolumeCondition,
-            Type::GetVolume,
-            Type::ExpandVolume,
-        ]
-        .into_iter()
-        .map(|t| ControllerServiceCapability {
-            r#type: Some(controller_service_capability::Type::Rpc(
-                controller_service_capability::Rpc { r#type: t as i32 },
-            )),
-        })
-        .collect();
         Ok(Response::new(ControllerGetCapabilitiesResponse {
-            capabilities: caps,
+            capabilities: dmraid_proto::requests::controller_capabilities(),
         }))
     }
 
@@ -330,18 +314,21 @@ impl Controller for ControllerService {
     ) -> Result<Response<CreateSnapshotResponse>, Status> {
         Err(snapshots_not_offered())
     }
+
     async fn delete_snapshot(
         &self,
         _r: Request<DeleteSnapshotRequest>,
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
         Err(snapshots_not_offered())
     }
+
     async fn list_snapshots(
         &self,
         _r: Request<ListSnapshotsRequest>,
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
         Err(snapshots_not_offered())
     }
+
     async fn get_snapshot(
         &self,
         _r: Request<GetSnapshotRequest>,

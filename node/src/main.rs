@@ -263,10 +263,12 @@ async fn main() -> ExitCode {
             dmraid_node::engine_cli::check(&id, repair).map(|text| println!("{text}"))
         }
         Command::Csi(args) => dmraid_node::csi_client::run(args).await,
-        Command::Volumes(args) => dmraid_node::csi_client::volumes(&args.endpoint, args.wait).await,
+        Command::Volumes(args) => {
+            dmraid_node::csi_client::volumes(&args.client.endpoint, args.wait).await
+        }
         Command::Disks(args) => dmraid_node::csi_client::disks(&args.disks),
-        Command::Describe { id, endpoint } => {
-            dmraid_node::csi_client::describe(&endpoint, &id).await
+        Command::Describe { id, client } => {
+            dmraid_node::csi_client::describe(&client.endpoint, &id).await
         }
     };
     match result {

@@ -114,6 +114,24 @@ pub fn snapshots_not_offered() -> Status {
     Status::unimplemented("snapshots are not offered by dmraid-csi")
 }
 
+/// What both Controller services (standalone and cluster) offer.
+pub fn controller_capabilities() -> Vec<crate::csi::ControllerServiceCapability> {
+    use crate::csi::controller_service_capability::{self as cap, rpc::Type};
+    [
+        Type::CreateDeleteVolume,
+        Type::ListVolumes,
+        Type::GetCapacity,
+        Type::ExpandVolume,
+        Type::VolumeCondition,
+        Type::GetVolume,
+    ]
+    .into_iter()
+    .map(|t| crate::csi::ControllerServiceCapability {
+        r#type: Some(cap::Type::Rpc(cap::Rpc { r#type: t as i32 })),
+    })
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

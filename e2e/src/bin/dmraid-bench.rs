@@ -88,23 +88,11 @@ fn until(vm: &mut Vm, cond: &str, limit_s: u32) -> Result<f64, String> {
 }
 
 fn start_driver(vm: &mut Vm, extra: &str) -> Result<u32, String> {
-    let pid = vm.spawn(&format!(
-        "exec dmraid-csi standalone --endpoint /run/csi.sock --disks '/dev/vd*' --node-id bench --monitor-interval 1 {extra} 2>>/tmp/driver.log"
-    ))?;
-    vm.wait_until(
-        "dmraid-csi identity --endpoint /run/csi.sock | grep -q 'ready: *true'",
-        Instant::now() + Duration::from_secs(120),
-    )?;
-    Ok(pid)
+    e2e::driver::start(vm, "", extra)
 }
 
 fn stop_driver(vm: &mut Vm, pid: u32) -> Result<(), String> {
-    vm.run_ok(&format!("kill -TERM {pid}"))?;
-    // The agent is PID 1 and does not reap orphans: a zombie counts as stopped.
-    vm.wait_until(
-        &format!("[ ! -e /proc/{pid} ] || grep -q '^State:.*Z' /proc/{pid}/status"),
-        Instant::now() + Duration::from_secs(120),
-    )
+    e2e::driver::stop(vm, pid)
 }
 
 fn in_sync(name: &str) -> String {

@@ -18,11 +18,7 @@ fn main() -> Result<(), String> {
     let started = Instant::now();
     let mut vm = Vm::builder().disks(&[256 * MIB; 4]).with_driver()?.boot()?;
     println!("booted in {:.1} s", started.elapsed().as_secs_f64());
-    vm.spawn("exec dmraid-csi standalone --endpoint /run/csi.sock --disks '/dev/vd*' --node-id demo 2>/tmp/driver.log")?;
-    vm.wait_until(
-        "dmraid-csi identity --endpoint /run/csi.sock | grep -q 'ready: *true'",
-        Instant::now() + Duration::from_secs(60),
-    )?;
+    e2e::driver::start(&mut vm, "", "")?;
     let csi = "dmraid-csi csi --endpoint /run/csi.sock";
     step(
         &mut vm,
