@@ -35,12 +35,13 @@ export CGO_ENABLED=0
 up_to_date() { [ -x "$bin/$1" ] && [ "$(cat "$bin/$1.version" 2>/dev/null)" = "$2" ]; }
 stamp() { echo "$2" >"$bin/$1.version"; echo "k8s-tools: $1 $2 ready"; }
 
-# kube-apiserver: k8s.io/kubernetes replaces its staging modules with
-# ./staging paths, which `go install pkg@version` refuses. A throwaway module
-# requires it and points every staging module at its published version.
-if ! up_to_date kube-apiserver "$KUBERNETES_VERSION"; then
-  echo "k8s-tools: building kube-apiserver $KUBERNETES_VERSION (several minutes on a cold cache)"
+# k8s.io/kubernetes replaces its staging modules with ./staging paths, which
+# `go install pkg@version` refuses. A throwaway module requires it and points
+# every staging module at its published version; kube-apiserver and kubelet
+# are built from it with their version stamped.
+k8s_module() {
   dir="$build/kubernetes-$KUBERNETES_VERSION"
+  [ -f "$dir/go.mod" ] && return 0
   mkdir -p "$dir"
   mod="$(curl -fsSL "${GOPROXY_URL:-https://proxy.golang.org}/k8s.io/kubernetes/@v/$KUBERNETES_VERSION.mod")"
   {
@@ -59,13 +60,31 @@ if ! up_to_date kube-apiserver "$KUBERNETES_VERSION"; then
 
 package tools
 
-import _ "k8s.io/kubernetes/cmd/kube-apiserver"
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+)
 EOF
-  (cd "$dir" && go mod tidy >/dev/null 2>&1 || true
-   cd "$dir" && go build -o "$bin/kube-apiserver" \
-     -ldflags "-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(cut -d. -f2 <<<"$KUBERNETES_VERSION") -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION" \
-     k8s.io/kubernetes/cmd/kube-apiserver)
-  stamp kube-apiserver "$KUBERNETES_VERSION"
+  (cd "$dir" && go mod tidy >/dev/null 2>&1 || true)
+}
+build_k8s() {
+  local name="$1" extra="${2:-}"
+  k8s_module
+  (cd "$build/kubernetes-$KUBERNETES_VERSION" && go build -o "$bin/$name" \
+     -ldflags "$extra -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(cut -d. -f2 <<<"$KUBERNETES_VERSION") -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION" \
+     "k8s.io/kubernetes/cmd/$name")
+  stamp "$name" "$KUBERNETES_VERSION"
+}
+
+if ! up_to_date kube-apiserver "$KUBERNETES_VERSION"; then
+  echo "k8s-tools: building kube-apiserver $KUBERNETES_VERSION (several minutes on a cold cache)"
+  build_k8s kube-apiserver
+fi
+
+# kubelet: runs in the test VM (static, stripped: it goes into the initramfs).
+if ! up_to_date kubelet "$KUBERNETES_VERSION"; then
+  echo "k8s-tools: building kubelet $KUBERNETES_VERSION (a few minutes on a cold cache)"
+  build_k8s kubelet "-s -w"
 fi
 
 if ! up_to_date etcd "$ETCD_VERSION"; then
@@ -105,4 +124,23 @@ if ! up_to_date helm "$HELM_VERSION"; then
   GOBIN="$bin" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   stamp helm "$HELM_VERSION"
 fi
-echo "k8s-tools: ok ($bin)"
+# The container runtime the VM's kubelet uses: containerd, runc and the CNI
+# plugins from Debian's packages (whatever version the mirror has; recorded
+# in the stamp), unpacked, never installed on this host.
+node_rt="$DMRAID_CACHE/node-runtime"
+candidates() { apt-cache policy containerd runc containernetworking-plugins 2>/dev/null | awk '/Candidate/ && $2 != "(none)" {printf "%s ", $2}'; }
+want="$(candidates)"
+if [ "$(wc -w <<<"$want")" -ne 3 ]; then
+  # A fresh machine may have no package lists yet.
+  ${SUDO:-} apt-get update -qq >/dev/null 2>&1 || true
+  want="$(candidates)"
+fi
+if [ ! -x "$node_rt/root/usr/bin/containerd" ] || [ "$(cat "$node_rt/stamp" 2>/dev/null)" != "$want" ]; then
+  echo "k8s-tools: unpacking containerd, runc and CNI plugins from Debian ($want)"
+  rm -rf "$node_rt" && mkdir -p "$node_rt/debs"
+  (cd "$node_rt/debs" && apt-get download containerd runc containernetworking-plugins >/dev/null 2>&1) \
+    || { echo "k8s-tools: apt-get download failed (run scripts/install.sh for the package lists)" >&2; exit 1; }
+  for deb in "$node_rt"/debs/*.deb; do dpkg -x "$deb" "$node_rt/root"; done
+  echo "$want" >"$node_rt/stamp"
+fi
+echo "k8s-tools: ok ($bin, $node_rt)"

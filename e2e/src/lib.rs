@@ -5,6 +5,7 @@ pub mod apiserver;
 pub mod driver;
 pub mod initramfs;
 pub mod kube_util;
+pub mod kubelet;
 pub mod qmp;
 pub mod raid;
 pub mod vm;

@@ -1,0 +1,144 @@
+//! A real kubelet in the VM: containerd, runc and the CNI plugins from
+//! Debian's packages and the kubelet built from the Go module proxy (both
+//! by `scripts/k8s-tools.sh`), registered as a node with the host's API
+//! server through QEMU user networking. The kernel's overlay, bridge and
+//! veth modules come from the same cached kernel package.
+
+use crate::apiserver::{tool, ApiServer};
+use crate::initramfs::vm_dir;
+use crate::{Vm, VmBuilder};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The node name the kubelet registers.
+pub const NODE: &str = "vm";
+
+/// `$DMRAID_CACHE/node-runtime/root`: Debian's containerd, runc and CNI plugins, unpacked.
+pub fn runtime_root() -> Result<PathBuf, String> {
+    let root = tool("kubelet")?
+        .parent()
+        .and_then(|b| b.parent())
+        .map(|c| c.join("node-runtime/root"))
+        .ok_or("no cache dir")?;
+    if root.join("usr/bin/containerd").exists() {
+        Ok(root)
+    } else {
+        Err(format!(
+            "{} has no containerd: run scripts/k8s-tools.sh",
+            root.display()
+        ))
+    }
+}
+
+fn kernel_modules() -> Result<PathBuf, String> {
+    let base = vm_dir().join("kernel/root/lib/modules");
+    let kver = std::fs::read_dir(&base)
+        .map_err(|e| format!("{}: {e}: run scripts/install.sh", base.display()))?
+        .flatten()
+        .next()
+        .ok_or_else(|| format!("no kernel modules under {}", base.display()))?;
+    Ok(kver.path().join("kernel"))
+}
+
+/// Add the kubelet, the runtime, the kernel modules they need and an admin
+/// kubeconfig for `server` to a VM being built (give it networking and
+/// at least 1.5 GiB of memory).
+pub fn with_kubelet(builder: VmBuilder, server: &ApiServer) -> Result<VmBuilder, String> {
+    let rt = runtime_root()?;
+    let k = kernel_modules()?;
+    let mut b = builder
+        .file(tool("kubelet")?, "/usr/bin/kubelet")
+        .file(
+            server.guest_kubeconfig_path(),
+            "/etc/kubernetes/kubelet.conf",
+        )
+        .file(
+            "/lib/x86_64-linux-gnu/libseccomp.so.2",
+            "/lib/x86_64-linux-gnu/libseccomp.so.2",
+        );
+    for bin in ["containerd", "containerd-shim-runc-v2", "ctr"] {
+        b = b.file(rt.join("usr/bin").join(bin), &format!("/usr/bin/{bin}"));
+    }
+    b = b.file(rt.join("usr/sbin/runc"), "/usr/bin/runc");
+    for plugin in ["bridge", "host-local", "loopback", "portmap"] {
+        b = b.file(
+            rt.join("usr/lib/cni").join(plugin),
+            &format!("/opt/cni/bin/{plugin}"),
+        );
+    }
+    for (m, rel) in [
+        ("llc", "net/llc/llc.ko"),
+        ("stp", "net/802/stp.ko"),
+        ("bridge", "net/bridge/bridge.ko"),
+        ("veth", "drivers/net/veth.ko"),
+        ("overlay", "fs/overlayfs/overlay.ko"),
+    ] {
+        b = b.file(k.join(rel), &format!("/lib/modules/node/{m}.ko"));
+    }
+    Ok(b)
+}
+
+/// What the guest needs before containerd and the kubelet start: the
+/// modules, cgroup v2, writable state on tmpfs (cAdvisor cannot size the
+/// initramfs root), the files a kubelet reads, and the configs.
+const SETUP: &str = r#"
+for m in llc stp bridge veth overlay; do insmod /lib/modules/node/$m.ko 2>/dev/null || true; done
+mkdir -p /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup
+echo '+cpu +memory +pids' > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+for d in /var/lib/kubelet /var/lib/containerd /var/log; do mkdir -p $d && mount -t tmpfs tmpfs $d; done
+mkdir -p /etc/containerd /etc/cni/net.d /run/containerd /root
+hostname vm
+echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd
+echo 'root:x:0:' > /etc/group
+echo 0123456789abcdef0123456789abcdef > /etc/machine-id
+cat > /etc/containerd/config.toml <<'X'
+version = 2
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:3.10"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/opt/cni/bin"
+    conf_dir = "/etc/cni/net.d"
+X
+cat > /etc/cni/net.d/10-pods.conflist <<'X'
+{"cniVersion":"0.4.0","name":"pods","plugins":[{"type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":false,"ipam":{"type":"host-local","ranges":[[{"subnet":"10.88.0.0/16"}]]}},{"type":"portmap","capabilities":{"portMappings":true}}]}
+X
+cat > /etc/kubernetes/kubelet.yaml <<'X'
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: cgroupfs
+failSwapOn: false
+cgroupsPerQOS: false
+enforceNodeAllocatable: []
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: false}
+authorization: {mode: AlwaysAllow}
+containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
+X
+"#;
+
+/// Start containerd and the kubelet in a VM built with [`with_kubelet`] and
+/// wait until the kubelet has registered node [`NODE`]. Logs go to
+/// /tmp/containerd.log and /tmp/kubelet.log in the guest.
+pub fn start(vm: &mut Vm) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    vm.run_ok(SETUP)?;
+    vm.spawn("exec containerd 2>/tmp/containerd.log")?;
+    vm.wait_until("ctr version >/dev/null 2>&1", deadline)?;
+    vm.spawn(&format!(
+        "exec kubelet --config /etc/kubernetes/kubelet.yaml --kubeconfig /etc/kubernetes/kubelet.conf \
+         --hostname-override {NODE} --node-ip 10.0.2.15 -v 2 2>/tmp/kubelet.log"
+    ))?;
+    vm.wait_until(
+        "grep -q 'Successfully registered node' /tmp/kubelet.log",
+        deadline,
+    )
+    .map_err(|e| {
+        let log = vm
+            .run_ok("tail -40 /tmp/kubelet.log; tail -10 /tmp/containerd.log")
+            .unwrap_or_default();
+        format!("{e}\n{log}")
+    })
+}
