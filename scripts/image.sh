@@ -54,31 +54,5 @@ cp /etc/mke2fs.conf "$rootfs/etc/"
 [ -e "$rootfs/lib64" ] || ln -s usr/lib64 "$rootfs/lib64" 2>/dev/null || true
 chmod 1777 "$rootfs/tmp"
 
-# One layer, reproducible: sorted, owned by root, timestamps at the epoch.
-tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$rootfs" -cf "$work/layer.tar" .
-diff_id=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
-gzip -n -9 "$work/layer.tar"
-layout="$work/oci"
-mkdir -p "$layout/blobs/sha256"
-blob() { # FILE -> digest (moves the file into the layout)
-  local d; d=$(sha256sum "$1" | cut -d' ' -f1)
-  mv "$1" "$layout/blobs/sha256/$d"
-  echo "$d"
-}
-size() { stat -c %s "$layout/blobs/sha256/$1"; }
-layer=$(blob "$work/layer.tar.gz")
-cat >"$work/config.json" <<JSON
-{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/usr/bin/dmraid-csi"],"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Labels":{"org.opencontainers.image.title":"dmraid-csi","org.opencontainers.image.version":"$version"}},"rootfs":{"type":"layers","diff_ids":["sha256:$diff_id"]},"history":[{"created_by":"scripts/image.sh"}]}
-JSON
-config=$(blob "$work/config.json")
-cat >"$work/manifest.json" <<JSON
-{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:$config","size":$(size "$config")},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:$layer","size":$(size "$layer")}]}
-JSON
-manifest=$(blob "$work/manifest.json")
-cat >"$layout/index.json" <<JSON
-{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:$manifest","size":$(size "$manifest"),"platform":{"architecture":"amd64","os":"linux"},"annotations":{"io.containerd.image.name":"$name","org.opencontainers.image.ref.name":"${name##*:}"}}]}
-JSON
-echo '{"imageLayoutVersion":"1.0.0"}' >"$layout/oci-layout"
-tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$layout" -cf "$out/dmraid-csi.oci.tar" .
-echo "image: $name, $(du -h "$out/dmraid-csi.oci.tar" | cut -f1), manifest sha256:$manifest" >&2
+"$here/oci-pack.sh" "$rootfs" "$name" '["/usr/bin/dmraid-csi"]' "$out/dmraid-csi.oci.tar" "dmraid-csi" "$version"
 echo "$out/dmraid-csi.oci.tar"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes tools the tests run for real: kube-apiserver and etcd
-# (the API server the cluster-side tests talk to), csi-sanity (the CSI
-# conformance suite) and helm. Everything comes from the Go module proxy at
+# (the API server the cluster-side tests talk to), kube-controller-manager,
+# kube-scheduler and kubectl (the whole-cluster test), the kubelet (in the
+# VM), csi-sanity (the CSI conformance suite) and helm. Everything comes from the Go module proxy at
 # pinned versions and lands in $DMRAID_CACHE/bin; a tool already built at the
 # pinned version is kept, so a warm cache passes through in a second.
 #
@@ -16,6 +17,9 @@ STAGING_VERSION=v0.36.3    # the k8s.io/* staging modules of that release
 ETCD_VERSION=v3.6.7
 CSI_TEST_VERSION=v5.4.0
 HELM_VERSION=v3.21.4
+
+# The commands built from k8s.io/kubernetes.
+K8S_CMDS=(kube-apiserver kubelet kube-controller-manager kube-scheduler kubectl)
 
 bin="$DMRAID_CACHE/bin"
 if [ "${1:-}" = "--print" ]; then
@@ -41,7 +45,8 @@ stamp() { echo "$2" >"$bin/$1.version"; echo "k8s-tools: $1 $2 ready"; }
 # are built from it with their version stamped.
 k8s_module() {
   dir="$build/kubernetes-$KUBERNETES_VERSION"
-  [ -f "$dir/go.mod" ] && return 0
+  # The stamp names the commands tools.go imports, so adding one re-tidies.
+  [ -f "$dir/go.mod" ] && [ "$(cat "$dir/cmds" 2>/dev/null)" = "${K8S_CMDS[*]}" ] && return 0
   mkdir -p "$dir"
   mod="$(curl -fsSL "${GOPROXY_URL:-https://proxy.golang.org}/k8s.io/kubernetes/@v/$KUBERNETES_VERSION.mod")"
   {
@@ -55,17 +60,13 @@ k8s_module() {
     sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\t\1 => \1 '"$STAGING_VERSION"'#p' <<<"$mod"
     echo ")"
   } >"$dir/go.mod"
-  cat >"$dir/tools.go" <<'EOF'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kubelet"
-)
-EOF
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    for c in "${K8S_CMDS[@]}"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$c"; done
+    printf ')\n'
+  } >"$dir/tools.go"
   (cd "$dir" && go mod tidy >/dev/null 2>&1 || true)
+  echo "${K8S_CMDS[*]}" >"$dir/cmds"
 }
 build_k8s() {
   local name="$1" extra="${2:-}"
@@ -86,6 +87,15 @@ if ! up_to_date kubelet "$KUBERNETES_VERSION"; then
   echo "k8s-tools: building kubelet $KUBERNETES_VERSION (a few minutes on a cold cache)"
   build_k8s kubelet "-s -w"
 fi
+
+# The control plane of the whole-cluster test (PVC -> pod on a real kubelet)
+# and the kubectl its assertions read through.
+for name in kube-controller-manager kube-scheduler kubectl; do
+  if ! up_to_date "$name" "$KUBERNETES_VERSION"; then
+    echo "k8s-tools: building $name $KUBERNETES_VERSION"
+    build_k8s "$name" "-s -w"
+  fi
+done
 
 if ! up_to_date etcd "$ETCD_VERSION"; then
   echo "k8s-tools: building etcd $ETCD_VERSION"
@@ -142,5 +152,28 @@ if [ ! -x "$node_rt/root/usr/bin/containerd" ] || [ "$(cat "$node_rt/stamp" 2>/d
     || { echo "k8s-tools: apt-get download failed (run scripts/install.sh for the package lists)" >&2; exit 1; }
   for deb in "$node_rt"/debs/*.deb; do dpkg -x "$deb" "$node_rt/root"; done
   echo "$want" >"$node_rt/stamp"
+fi
+# The pod sandbox ("pause") image: Debian's static catatonit in pause mode.
+if [ ! -f "$node_rt/pause.oci.tar" ]; then
+  echo "k8s-tools: packing the pause image from Debian's catatonit"
+  pause="$(mktemp -d)"
+  (cd "$pause" && apt-get download catatonit >/dev/null 2>&1 && dpkg -x catatonit_*.deb x) \
+    || { echo "k8s-tools: cannot download catatonit" >&2; exit 1; }
+  mkdir -p "$pause/rootfs"
+  cp "$pause/x/usr/bin/catatonit" "$pause/rootfs/catatonit"
+  "$here/oci-pack.sh" "$pause/rootfs" registry.k8s.io/pause:3.10 '["/catatonit","-P"]' "$node_rt/pause.oci.tar"
+  rm -rf "$pause"
+fi
+# A workload image for the whole-cluster test: Debian's static busybox.
+if [ ! -f "$node_rt/busybox.oci.tar" ]; then
+  echo "k8s-tools: packing the busybox workload image"
+  bb="$(mktemp -d)"
+  mkdir -p "$bb/bin" "$bb/tmp"
+  cp /bin/busybox "$bb/bin/busybox" || { echo "k8s-tools: /bin/busybox missing: run scripts/install.sh (busybox-static)" >&2; exit 1; }
+  for applet in $(/bin/busybox --list); do
+    [ "$applet" = busybox ] || ln -s busybox "$bb/bin/$applet"
+  done
+  "$here/oci-pack.sh" "$bb" dmraid-csi.local/busybox:e2e '["/bin/sh"]' "$node_rt/busybox.oci.tar"
+  rm -rf "$bb"
 fi
 echo "k8s-tools: ok ($bin, $node_rt)"

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 /// The node name the kubelet registers.
 pub const NODE: &str = "vm";
+/// The workload image every test pod can run (busybox; `/bin/sh` and its applets).
+pub const BUSYBOX: &str = "dmraid-csi.local/busybox:e2e";
 
 /// `$DMRAID_CACHE/node-runtime/root`: Debian's containerd, runc and CNI plugins, unpacked.
 pub fn runtime_root() -> Result<PathBuf, String> {
@@ -60,6 +62,17 @@ pub fn with_kubelet(builder: VmBuilder, server: &ApiServer) -> Result<VmBuilder,
         b = b.file(rt.join("usr/bin").join(bin), &format!("/usr/bin/{bin}"));
     }
     b = b.file(rt.join("usr/sbin/runc"), "/usr/bin/runc");
+    // The pod sandbox and the workload image (scripts/k8s-tools.sh packs both).
+    for image in ["pause", "busybox"] {
+        let archive = rt.with_file_name(format!("{image}.oci.tar"));
+        if !archive.exists() {
+            return Err(format!(
+                "{} is missing: run scripts/k8s-tools.sh",
+                archive.display()
+            ));
+        }
+        b = b.file(archive, &format!("/images/{image}.oci.tar"));
+    }
     for plugin in ["bridge", "host-local", "loopback", "portmap"] {
         b = b.file(
             rt.join("usr/lib/cni").join(plugin),
@@ -86,17 +99,28 @@ for m in llc stp bridge veth overlay; do insmod /lib/modules/node/$m.ko 2>/dev/n
 mkdir -p /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup
 echo '+cpu +memory +pids' > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
 for d in /var/lib/kubelet /var/lib/containerd /var/log; do mkdir -p $d && mount -t tmpfs tmpfs $d; done
+# CSI mounts made in the node plugin's container (Bidirectional) must reach the kubelet's.
+mount --make-rshared /
 mkdir -p /etc/containerd /etc/cni/net.d /run/containerd /root
 hostname vm
 echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd
 echo 'root:x:0:' > /etc/group
 echo 0123456789abcdef0123456789abcdef > /etc/machine-id
+# QEMU's user network answers DNS here; the kubelet copies this into pods.
+echo 'nameserver 10.0.2.3' > /etc/resolv.conf
+printf '127.0.0.1 localhost\n10.0.2.15 vm\n' > /etc/hosts
 cat > /etc/containerd/config.toml <<'X'
 version = 2
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "registry.k8s.io/pause:3.10"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "native"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      # The VM's root is the initramfs, where pivot_root(2) is refused.
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        NoPivotRoot = true
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/opt/cni/bin"
     conf_dir = "/etc/cni/net.d"
@@ -119,6 +143,25 @@ containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
 X
 "#;
 
+/// The driver's image as an OCI archive named `name` (scripts/image.sh from
+/// the release binaries already built), to add to the VM under /images/ so
+/// [`start`] imports it.
+pub fn driver_image(name: &str) -> Result<PathBuf, String> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/image.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .args(["--no-build", name])
+        .output()
+        .map_err(|e| format!("{}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "scripts/image.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
 /// Start containerd and the kubelet in a VM built with [`with_kubelet`] and
 /// wait until the kubelet has registered node [`NODE`]. Logs go to
 /// /tmp/containerd.log and /tmp/kubelet.log in the guest.
@@ -127,6 +170,10 @@ pub fn start(vm: &mut Vm) -> Result<(), String> {
     vm.run_ok(SETUP)?;
     vm.spawn("exec containerd 2>/tmp/containerd.log")?;
     vm.wait_until("ctr version >/dev/null 2>&1", deadline)?;
+    // Nothing is pulled: every image the node runs is imported here.
+    vm.run_ok(
+        "for i in /images/*.tar; do ctr -n k8s.io images import --snapshotter native \"$i\" >/dev/null || exit 1; done",
+    )?;
     vm.spawn(&format!(
         "exec kubelet --config /etc/kubernetes/kubelet.yaml --kubeconfig /etc/kubernetes/kubelet.conf \
          --hostname-override {NODE} --node-ip 10.0.2.15 -v 2 2>/tmp/kubelet.log"
