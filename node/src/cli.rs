@@ -179,6 +179,20 @@ pub struct ServeArgs {
     /// (default: /var/lib/kubelet for `node`, / for `standalone`).
     #[arg(long)]
     pub paths_under: Option<PathBuf>,
+    /// `node` only: register with the kubelet ourselves (instead of the
+    /// node-driver-registrar sidecar) by serving the registration socket in
+    /// this directory, the kubelet's `plugins_registry` as mounted here.
+    #[arg(long, value_name = "DIR")]
+    pub kubelet_registration_dir: Option<PathBuf>,
+    /// With --kubelet-registration-dir: the CSI socket's path as the
+    /// kubelet sees it on the node (default: the --endpoint path).
+    #[arg(long, value_name = "PATH")]
+    pub kubelet_endpoint: Option<PathBuf>,
+    /// Answer liveness probes at http://ADDR/healthz (e.g. 0.0.0.0:9810):
+    /// 200 once the arrays are back from the labels, 503 with the reason
+    /// before that or without device-mapper. Off when unset.
+    #[arg(long, value_name = "ADDR")]
+    pub healthz_addr: Option<String>,
 }
 
 /// Flags of the client subcommands.

@@ -13,7 +13,7 @@ use dmraid_proto::csi::node_server::NodeServer;
 use dmraid_proto::csi::{GetPluginCapabilitiesRequest, GetPluginInfoRequest, ProbeRequest};
 use dmraid_proto::grpc_metrics::{self, GrpcMetrics};
 use dmraid_proto::identity::{IdentityService, Readiness};
-use dmraid_proto::socket;
+use dmraid_proto::{registration, socket, DRIVER_NAME};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -124,6 +124,33 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
     });
     // Ready once the arrays are back from the labels; never without device-mapper.
     readiness.set(engine.is_some());
+    if let Some(addr) = &args.healthz_addr {
+        let ready = readiness.clone();
+        let route: grpc_metrics::Route = Arc::new(move || {
+            if ready.get() {
+                Ok("ok\n".into())
+            } else {
+                Err("not ready: device-mapper unavailable or arrays not re-activated\n".into())
+            }
+        });
+        grpc_metrics::serve_routes(addr, vec![("/healthz", route)])
+            .map_err(|e| format!("--healthz-addr {addr}: {e}"))?;
+        tracing::info!(addr = %addr, "answering liveness probes at /healthz");
+    }
+    if let Some(dir) = &args.kubelet_registration_dir {
+        let seen_by_kubelet = args
+            .kubelet_endpoint
+            .clone()
+            .unwrap_or_else(|| path.clone());
+        let service = registration::RegistrationService::new(DRIVER_NAME, &seen_by_kubelet);
+        let reg_path = registration::socket_in(dir, DRIVER_NAME);
+        tracing::info!(socket = %reg_path.display(), csi = %seen_by_kubelet.display(), "registering with the kubelet");
+        tokio::spawn(async move {
+            if let Err(e) = registration::serve(service, reg_path).await {
+                tracing::error!(error = %e, "kubelet registration socket failed; the kubelet will not call this driver");
+            }
+        });
+    }
     tracing::info!(endpoint = %path.display(), node = %node_id, standalone, ready = engine.is_some(), "serving CSI");
     socket::serve(router, listener, &path, socket::shutdown_signal())
         .await

@@ -154,24 +154,51 @@ where
 /// Serve `GET /metrics` on `addr` with the text `render` gives, until the
 /// process ends (one small thread per connection).
 pub fn serve(addr: &str, render: Arc<dyn Fn() -> String + Send + Sync>) -> std::io::Result<()> {
+    serve_routes(
+        addr,
+        vec![("/metrics", Arc::new(move || Ok(render())) as Route)],
+    )
+}
+
+/// An HTTP GET handler: `Ok(body)` answers 200, `Err(body)` 503.
+pub type Route = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+
+/// Serve plain-text GET routes on `addr` until the process ends (one small
+/// thread per connection); any other path is a 404 naming the served ones.
+pub fn serve_routes(addr: &str, routes: Vec<(&'static str, Route)>) -> std::io::Result<()> {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind(addr)?;
+    let routes = Arc::new(routes);
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
-            let render = render.clone();
+            let routes = routes.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(&conn);
                 let mut request = String::new();
                 if reader.read_line(&mut request).is_err() {
                     return;
                 }
-                let (status, body) = if request.starts_with("GET /metrics") {
-                    ("200 OK", render())
-                } else {
-                    (
+                let path = request
+                    .strip_prefix("GET ")
+                    .and_then(|r| r.split_whitespace().next())
+                    .map(|p| p.split('?').next().unwrap_or(p))
+                    .unwrap_or("");
+                let (status, body) = match routes.iter().find(|(p, _)| *p == path) {
+                    Some((_, route)) => match route() {
+                        Ok(body) => ("200 OK", body),
+                        Err(body) => ("503 Service Unavailable", body),
+                    },
+                    None => (
                         "404 Not Found",
-                        "only /metrics is served here\n".to_string(),
-                    )
+                        format!(
+                            "only {} served here\n",
+                            routes
+                                .iter()
+                                .map(|(p, _)| *p)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ),
                 };
                 let mut conn = &conn;
                 let _ = write!(
@@ -216,6 +243,39 @@ mod tests {
         let mut body = String::new();
         c.read_to_string(&mut body).unwrap();
         assert!(body.starts_with("HTTP/1.0 404"), "{body}");
+    }
+
+    #[test]
+    fn a_failing_route_answers_503_with_its_reason() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        drop(l);
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let probe = up.clone();
+        let route: Route = Arc::new(move || {
+            if probe.load(std::sync::atomic::Ordering::SeqCst) {
+                Ok("ok\n".into())
+            } else {
+                Err("device-mapper unavailable\n".into())
+            }
+        });
+        serve_routes(&addr, vec![("/healthz", route)]).unwrap();
+        let get = || {
+            use std::io::{Read, Write};
+            let mut c = std::net::TcpStream::connect(&addr).unwrap();
+            c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut body = String::new();
+            c.read_to_string(&mut body).unwrap();
+            body
+        };
+        let down = get();
+        assert!(
+            down.starts_with("HTTP/1.0 503") && down.ends_with("device-mapper unavailable\n"),
+            "{down}"
+        );
+        up.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(get().starts_with("HTTP/1.0 200"));
     }
 
     #[test]

@@ -8,8 +8,16 @@ pub mod csi {
     tonic::include_proto!("csi.v1");
 }
 
+/// The kubelet's plugin registration API (`pluginregistration`), served by
+/// the node plugin where the node-driver-registrar sidecar is not used.
+pub mod pluginregistration {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("pluginregistration");
+}
+
 pub mod grpc_metrics;
 pub mod identity;
+pub mod registration;
 pub mod requests;
 pub mod socket;
 
