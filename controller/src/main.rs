@@ -32,6 +32,17 @@ struct Args {
     /// latency) at http://ADDR/metrics, e.g. 0.0.0.0:9808; off when unset.
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<String>,
+    /// Do the csi-provisioner and csi-resizer sidecars' work in this
+    /// process (for clusters where their images cannot be had): provision
+    /// claims of dmraid.csi.io StorageClasses, delete released volumes,
+    /// expand claims, publish CSIStorageCapacity in $POD_NAMESPACE. Run
+    /// one replica only: there is no leader election.
+    #[arg(long)]
+    run_provisioner: bool,
+    /// Answer liveness probes at http://ADDR/healthz (e.g. 0.0.0.0:9809)
+    /// without the livenessprobe sidecar. Off when unset.
+    #[arg(long, value_name = "ADDR")]
+    healthz_addr: Option<String>,
 }
 
 async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, String> {
@@ -68,17 +79,36 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
         tracing::info!(addr = %addr, "serving metrics at /metrics");
     }
+    let controller = ClusterController::new(
+        client.clone(),
+        Duration::from_secs(args.node_timeout.max(1)),
+    );
     let router = tonic::transport::Server::builder()
         .layer(calls.layer())
         .add_service(IdentityServer::new(IdentityService::new(
             true,
             readiness.clone(),
         )))
-        .add_service(ControllerServer::new(ClusterController::new(
-            client,
-            Duration::from_secs(args.node_timeout.max(1)),
-        )));
+        .add_service(ControllerServer::new(controller.clone()));
+    if args.run_provisioner {
+        let namespace = std::env::var("POD_NAMESPACE").ok();
+        tokio::spawn(dmraid_controller::provisioner::run(
+            client, controller, namespace,
+        ));
+    }
     readiness.set(true);
+    if let Some(addr) = &args.healthz_addr {
+        let ready = readiness.clone();
+        let route: grpc_metrics::Route = std::sync::Arc::new(move || {
+            if ready.get() {
+                Ok("ok\n".into())
+            } else {
+                Err("not serving yet\n".into())
+            }
+        });
+        grpc_metrics::serve_routes(addr, vec![("/healthz", route)])
+            .map_err(|e| format!("--healthz-addr {addr}: {e}"))?;
+    }
     tracing::info!(endpoint = %path.display(), "serving CSI controller");
     socket::serve(router, listener, &path, socket::shutdown_signal())
         .await
