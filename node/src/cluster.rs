@@ -16,7 +16,7 @@ use dmraid_api::crd::{
     RaidNodeStatus, RaidVolume, RaidVolumeStatus, VolumeEvent, FIELD_MANAGER, FINALIZER,
     NODE_LABEL,
 };
-use dmraid_api::status::{LegState, SyncAction};
+use dmraid_api::status::{LegState, RaidStatus, SyncAction};
 use dmraid_api::RaidSpec;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim};
@@ -117,12 +117,23 @@ pub fn health_word(v: &VolumeInfo) -> &'static str {
     let missing = v.legs.iter().filter(|l| l.disk.is_none()).count() as u32;
     let lost = (st.dead_legs().len() as u32).max(missing);
     let kind = v.spec.spec.raid_type;
-    if lost > kind.tolerated_failures(v.legs.len() as u32, v.spec.spec.copies()) {
+    let tolerated = kind.tolerated_failures(v.legs.len() as u32, v.spec.spec.copies());
+    status_word(st, lost, tolerated)
+}
+
+/// The HEALTH word of a status with `lost` legs gone of `tolerated`.
+fn status_word(st: &RaidStatus, lost: u32, tolerated: u32) -> &'static str {
+    if lost > tolerated {
         return "failed";
     }
+    // Some legs in sync and others not: those are being recovered (the
+    // action reads resync or idle for a moment around the table reloads
+    // of a rebuild); an initial or post-crash resync marks every leg.
+    let recovering = st.legs.contains(&LegState::Syncing) && st.legs.contains(&LegState::InSync);
     match st.action {
         Some(SyncAction::Recover) => "rebuilding",
         _ if lost > 0 => "degraded",
+        _ if recovering => "rebuilding",
         Some(SyncAction::Resync) => "resyncing",
         _ if st.legs.contains(&LegState::Syncing) => "resyncing",
         Some(SyncAction::Check) | Some(SyncAction::Repair) => "scrubbing",
@@ -705,6 +716,41 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leg_being_recovered_reads_rebuilding_whatever_the_action_says() {
+        let word = |line: &str, lost| status_word(&RaidStatus::parse(line).unwrap(), lost, 1);
+        assert_eq!(
+            word("0 1548288 raid raid5_ls 3 AaA 0/516096 recover 0 0 -", 0),
+            "rebuilding"
+        );
+        // Around the reload that drops `rebuild`, md says resync or idle for a moment.
+        assert_eq!(
+            word("0 1548288 raid raid5_ls 3 AaA 0/516096 resync 0 0 -", 0),
+            "rebuilding"
+        );
+        assert_eq!(
+            word("0 1548288 raid raid5_ls 3 AaA 0/516096 idle 0 0 -", 0),
+            "rebuilding"
+        );
+        // Every leg syncing: the initial (or post-crash) resync.
+        assert_eq!(
+            word("0 1548288 raid raid5_ls 3 aaa 0/516096 resync 0 0 -", 0),
+            "resyncing"
+        );
+        assert_eq!(
+            word("0 1548288 raid raid5_ls 3 ADA 516096/516096 idle 0 0 -", 1),
+            "degraded"
+        );
+        assert_eq!(
+            word("0 1548288 raid raid5_ls 3 DDA 516096/516096 idle 0 0 -", 2),
+            "failed"
+        );
+        assert_eq!(
+            word("0 1548288 raid raid5_ls 3 AAA 516096/516096 idle 0 0 -", 0),
+            "healthy"
+        );
+    }
 
     #[test]
     fn times_are_rfc3339_seconds() {
