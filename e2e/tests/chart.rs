@@ -61,6 +61,9 @@ fn a_misspelt_value_is_refused_with_its_name() {
     assert!(e.contains("/node/disks/0") && e.contains("^/dev/"), "{e}");
     let e = render(&["logFormat=yaml"]).unwrap_err();
     assert!(e.contains("logFormat"), "{e}");
+    // The in-process provisioner has no leader election.
+    let e = render(&["sidecars.enabled=false", "controller.replicas=2"]).unwrap_err();
+    assert!(e.contains("controller.replicas to 1"), "{e}");
 }
 
 #[test]
@@ -71,7 +74,7 @@ fn every_rendered_object_passes_strict_server_side_validation() {
         let c = client(&server.kubeconfig_path()).await.unwrap();
         apply_crds(&c).await.unwrap();
         namespace(&c, "dmraid").await.unwrap();
-        let sets: [&[&str]; 5] = [
+        let sets: [&[&str]; 6] = [
             &[],
             &[
                 "storageClasses.raid1.enabled=true",
@@ -93,6 +96,11 @@ fn every_rendered_object_passes_strict_server_side_validation() {
                 "node.autoRebuild=false",
             ],
             &["controller.nodeDeployment=true"],
+            &[
+                "sidecars.enabled=false",
+                "controller.hostNetwork=true",
+                "node.hostNetwork=true",
+            ],
         ];
         for set in sets {
             let yaml = render(set).unwrap_or_else(|e| panic!("helm template {set:?}: {e}"));
@@ -136,6 +144,21 @@ fn every_rendered_object_passes_strict_server_side_validation() {
                         .map(move |c| format!("{kind} {}", c["args"]))
                 })
                 .collect();
+            if set.contains(&"sidecars.enabled=false") {
+                // The driver does the sidecars' work: no sidecar image at all.
+                assert!(provisioners.is_empty(), "{provisioners:?}");
+                assert!(!yaml.contains("registry.k8s.io/sig-storage"), "{yaml}");
+                for flag in [
+                    "--run-provisioner",
+                    "--kubelet-registration-dir=/registration",
+                    "--healthz-addr=0.0.0.0:9809",
+                    "--healthz-addr=0.0.0.0:9810",
+                    "hostNetwork: true",
+                ] {
+                    assert!(yaml.contains(flag), "{flag} missing");
+                }
+                continue;
+            }
             assert_eq!(provisioners.len(), 1, "{provisioners:?}");
             if set.contains(&"controller.nodeDeployment=true") {
                 assert!(
@@ -169,6 +192,7 @@ const GRANTS: &[(&str, &str, &str, &str, &str)] = &[
     ("controller", "apps", "replicasets", "get", "csi-provisioner --capacity-ownerref-level: owner chain"),
     ("controller", "apps", "deployments", "get", "csi-provisioner --capacity-ownerref-level: owner chain"),
     ("controller", "", "events", "list watch create update patch", "sidecars: Events on claims"),
+    ("controller", "events.k8s.io", "events", "create patch", "dmraid-csi-controller --run-provisioner: Events on claims and PVs"),
     ("controller", "coordination.k8s.io", "leases", "get watch list delete update create", "sidecars: leader election"),
     ("node", "dmraid.csi.io", "raidvolumes", "get list watch patch", "dmraid-csi node: reconciles its RaidVolumes, finalizer by patch"),
     ("node", "dmraid.csi.io", "raidvolumes/status", "patch", "dmraid-csi node: status by server-side apply"),
