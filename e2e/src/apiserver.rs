@@ -11,6 +11,12 @@ use std::time::{Duration, Instant};
 
 /// The address a QEMU guest (user networking) uses for the host's loopback.
 pub const HOST_FROM_GUEST: &str = "10.0.2.2";
+/// The Service range: inside QEMU's user network, so a guest can reach the
+/// `kubernetes` Service's address through a forward ([`crate::VmBuilder::forward`]).
+pub const SERVICE_RANGE: &str = "10.0.2.240/28";
+/// The `kubernetes` Service's cluster IP (the range's first address), where
+/// pods find the API server.
+pub const SERVICE_IP: &str = "10.0.2.241";
 
 /// A running etcd + kube-apiserver.
 pub struct ApiServer {
@@ -100,7 +106,7 @@ fn make_pki(dir: &Path) -> Result<(), String> {
     std::fs::write(
         dir.join("san.cnf"),
         format!(
-            "subjectAltName=IP:127.0.0.1,IP:{HOST_FROM_GUEST},DNS:localhost,DNS:kubernetes.default.svc\n"
+            "subjectAltName=IP:127.0.0.1,IP:{HOST_FROM_GUEST},IP:{SERVICE_IP},DNS:localhost,DNS:kubernetes.default.svc,DNS:kubernetes.default\n"
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -209,7 +215,7 @@ impl ApiServer {
             .args(["--service-account-issuer", "https://kubernetes.default.svc"])
             .args(["--service-account-key-file", &p("sa.pub")])
             .args(["--service-account-signing-key-file", &p("sa.key")])
-            .args(["--service-cluster-ip-range", "10.96.0.0/16"])
+            .args(["--service-cluster-ip-range", SERVICE_RANGE])
             .args(["--allow-privileged=true", "--v=1"])
             .stdout(log("apiserver.log")?)
             .stderr(log("apiserver.err")?)
@@ -265,6 +271,12 @@ impl ApiServer {
     /// A kubeconfig for a QEMU guest (server at 10.0.2.2).
     pub fn guest_kubeconfig_path(&self) -> PathBuf {
         self.dir.path().join("kubeconfig.guest")
+    }
+
+    /// A file of this server's directory: `ca.crt`, `ca.key`, `sa.key`,
+    /// `kubeconfig`, ... (for the control plane's other components).
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
     /// The API server's own log, for failure messages.

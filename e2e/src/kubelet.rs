@@ -91,16 +91,32 @@ pub fn with_kubelet(builder: VmBuilder, server: &ApiServer) -> Result<VmBuilder,
     Ok(b)
 }
 
+/// Where containerd and the kubelet see their root: a tmpfs with the
+/// initramfs's directories bound in. The initramfs root itself will not do:
+/// pivot_root(2) refuses it (runc needs it), and it cannot be made a shared
+/// mount for Bidirectional propagation. The agent (outside) sees the
+/// kubelet's paths under this prefix.
+pub const ROOT: &str = "/node";
+
 /// What the guest needs before containerd and the kubelet start: the
-/// modules, cgroup v2, writable state on tmpfs (cAdvisor cannot size the
-/// initramfs root), the files a kubelet reads, and the configs.
+/// modules, cgroup v2, the node's root ([`ROOT`]), writable state on tmpfs
+/// (cAdvisor cannot size the initramfs root), the files a kubelet reads,
+/// and the configs.
 const SETUP: &str = r#"
 for m in llc stp bridge veth overlay; do insmod /lib/modules/node/$m.ko 2>/dev/null || true; done
 mkdir -p /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup
 echo '+cpu +memory +pids' > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
-for d in /var/lib/kubelet /var/lib/containerd /var/log; do mkdir -p $d && mount -t tmpfs tmpfs $d; done
+mkdir -p /etc/containerd /etc/cni/net.d /run/containerd /root /opt
+mkdir -p /node && mount -t tmpfs -o size=16m tmpfs /node
+for d in /*; do
+  n=${d#/}
+  case "$n" in proc|sys|dev|run|tmp|var|node) continue ;; esac
+  if [ -L "$d" ]; then cp -P "$d" /node/; elif [ -d "$d" ]; then mkdir -p "/node/$n" && mount -o rbind "$d" "/node/$n"; fi
+done
+for n in proc sys dev run tmp; do mkdir -p "/node/$n" && mount -o rbind "/$n" "/node/$n"; done
+for n in var/lib/kubelet var/lib/containerd var/lib/dmraid-csi var/log; do mkdir -p "/node/$n" && mount -t tmpfs tmpfs "/node/$n"; done
 # CSI mounts made in the node plugin's container (Bidirectional) must reach the kubelet's.
-mount --make-rshared /
+mount --make-rshared /node
 mkdir -p /etc/containerd /etc/cni/net.d /run/containerd /root
 hostname vm
 echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd
@@ -118,9 +134,6 @@ version = 2
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
-      # The VM's root is the initramfs, where pivot_root(2) is refused.
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        NoPivotRoot = true
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/opt/cni/bin"
     conf_dir = "/etc/cni/net.d"
@@ -168,14 +181,14 @@ pub fn driver_image(name: &str) -> Result<PathBuf, String> {
 pub fn start(vm: &mut Vm) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(180);
     vm.run_ok(SETUP)?;
-    vm.spawn("exec containerd 2>/tmp/containerd.log")?;
-    vm.wait_until("ctr version >/dev/null 2>&1", deadline)?;
+    vm.spawn("exec chroot /node containerd 2>/tmp/containerd.log")?;
+    vm.wait_until("chroot /node ctr version >/dev/null 2>&1", deadline)?;
     // Nothing is pulled: every image the node runs is imported here.
     vm.run_ok(
-        "for i in /images/*.tar; do ctr -n k8s.io images import --snapshotter native \"$i\" >/dev/null || exit 1; done",
+        "for i in /images/*.tar; do chroot /node ctr -n k8s.io images import --snapshotter native \"$i\" >/dev/null || exit 1; done",
     )?;
     vm.spawn(&format!(
-        "exec kubelet --config /etc/kubernetes/kubelet.yaml --kubeconfig /etc/kubernetes/kubelet.conf \
+        "exec chroot /node kubelet --config /etc/kubernetes/kubelet.yaml --kubeconfig /etc/kubernetes/kubelet.conf \
          --hostname-override {NODE} --node-ip 10.0.2.15 -v 2 2>/tmp/kubelet.log"
     ))?;
     vm.wait_until(

@@ -2,6 +2,7 @@
 //! injection, for every test that touches device-mapper.
 
 pub mod apiserver;
+pub mod control_plane;
 pub mod driver;
 pub mod initramfs;
 pub mod kube_util;

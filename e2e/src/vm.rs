@@ -46,6 +46,7 @@ pub struct VmBuilder {
     command_timeout: Duration,
     network: bool,
     host_cache: bool,
+    forwards: Vec<(String, u16)>,
 }
 
 /// Where the workspace's binaries are (`$CARGO_TARGET_DIR/{debug,release}`).
@@ -83,6 +84,7 @@ impl Default for VmBuilder {
             command_timeout: Duration::from_secs(300),
             network: false,
             host_cache: false,
+            forwards: Vec::new(),
         }
     }
 }
@@ -120,6 +122,15 @@ impl VmBuilder {
     /// the host reachable at 10.0.2.2 (its loopback services included).
     pub fn network(mut self) -> Self {
         self.network = true;
+        self
+    }
+
+    /// With [`VmBuilder::network`]: the guest's TCP connections to
+    /// `guest_addr` ("10.0.2.x:port", inside QEMU's user network) reach
+    /// port `host_port` on the host's loopback, one `socat` per connection.
+    /// What kube-proxy does for a Service's cluster IP, for the API server.
+    pub fn forward(mut self, guest_addr: &str, host_port: u16) -> Self {
+        self.forwards.push((guest_addr.to_string(), host_port));
         self
     }
 
@@ -180,6 +191,7 @@ impl VmBuilder {
             next_id: 1,
             boots: 0,
             network: self.network,
+            forwards: self.forwards,
             plugs: 0,
         };
         vm.start()?;
@@ -223,6 +235,7 @@ pub struct Vm {
     next_id: u64,
     boots: u32,
     network: bool,
+    forwards: Vec<(String, u16)>,
     /// Disks plugged in while running, for unique QEMU block node names.
     plugs: u32,
 }
@@ -272,7 +285,11 @@ impl Vm {
             ))
             .args(["-device", "virtserialport,chardev=agent,name=agent"]);
         if self.network {
-            cmd.args(["-nic", "user,model=virtio-net-pci"]);
+            let mut nic = "user,model=virtio-net-pci".to_string();
+            for (guest, port) in &self.forwards {
+                nic += &format!(",guestfwd=tcp:{guest}-cmd:socat STDIO TCP:127.0.0.1:{port}");
+            }
+            cmd.args(["-nic", &nic]);
         }
         let cache = if self.host_cache { "writeback" } else { "none" };
         for (i, disk) in self.disks.iter().enumerate() {

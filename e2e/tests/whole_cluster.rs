@@ -1,0 +1,548 @@
+//! The whole path as a user walks it, with real components only: on the
+//! host kube-apiserver, etcd, kube-controller-manager and kube-scheduler;
+//! in the VM containerd and a kubelet registered as node `vm`, whose pods
+//! reach the API server's Service address through a QEMU forward (what
+//! kube-proxy would do). The driver is installed with `helm install` of our
+//! chart from its image, imported into containerd (nothing is pulled); the
+//! CSI sidecar images cannot be had here, so the chart runs with
+//! `sidecars.enabled=false` and the driver does their work itself.
+//!
+//! StorageClass raid5_ls × 3 + a spare disk → PVC (WaitForFirstConsumer) →
+//! a pod writes a known pattern → one disk is pulled from the VM →
+//! `kubectl describe pvc` shows the Warning naming the leg and its disk,
+//! `kubectl get raidvolumes` goes through rebuilding back to healthy → the
+//! pattern reads back unchanged → the PVC is expanded and the pod's
+//! filesystem grows → a class with a bad parameter leaves its PVC Pending
+//! with a clear event → deleting pod and PVCs removes the PV, the array and
+//! its extents.
+//!
+//! Runs on its own: `cargo test -p e2e --test whole_cluster -- --nocapture`.
+
+use dmraid_api::crd::{RaidNode, RaidVolume};
+use e2e::apiserver::{tool, ApiServer, SERVICE_IP};
+use e2e::control_plane::ControlPlane;
+use e2e::kube_util::client;
+use e2e::kubelet::{self, BUSYBOX, NODE};
+use e2e::{Vm, MIB};
+use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::CSINode;
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DRIVER_IMAGE: &str = "dmraid-csi.local/dmraid-csi:e2e";
+/// The pattern the pod writes: `yes dmraid-csi | head -c` this many bytes.
+const PATTERN_BYTES: usize = 16 << 20;
+
+/// The real kubectl against the test API server.
+struct Kubectl {
+    bin: std::path::PathBuf,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl Kubectl {
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+        let mut child = Command::new(&self.bin)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("kubectl: {e}"))?;
+        if let Some(text) = stdin {
+            let _ = child.stdin.take().map(|mut i| i.write_all(text.as_bytes()));
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "kubectl {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        self.run(args, None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `kubectl apply -f -`, retried while the namespace's default service
+    /// account is still being made by the controller-manager.
+    fn apply(&self, yaml: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.run(&["apply", "-f", "-"], Some(yaml)) {
+                Ok(out) => {
+                    print!("{out}");
+                    return;
+                }
+                Err(e) if e.contains("serviceaccount") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(500))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+}
+
+/// Poll `f` every 500 ms until it gives Some, or fail naming `what`.
+fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn expected_md5() -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("yes dmraid-csi | head -c {PATTERN_BYTES} | md5sum"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+async fn events_of(c: &Client, ns: &str, name: &str) -> Vec<Event> {
+    let api: Api<Event> = Api::namespaced(c.clone(), ns);
+    api.list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+fn debug(vm: &mut Vm, k: &Kubectl, plane: &ControlPlane) -> String {
+    format!(
+        "--- pods ---\n{}\n--- events ---\n{}\n--- kubelet ---\n{}\n--- node plugin ---\n{}\n--- controller ---\n{}\n--- scheduler ---\n{}",
+        k.run(&["get", "pods", "-A", "-o", "wide"], None).unwrap_or_else(|e| e),
+        k.run(&["get", "events", "-A"], None).unwrap_or_else(|e| e),
+        vm.run_ok("grep -E ' E[0-9]{4}|rror' /tmp/kubelet.log | tail -25").unwrap_or_default(),
+        // (kubectl logs would need the API server to reach the kubelet's port.)
+        vm.run_ok("tail -30 /node/var/log/pods/dmraid-csi_dmraid-csi-node*/node/*.log").unwrap_or_default(),
+        vm.run_ok("tail -30 /node/var/log/pods/dmraid-csi_dmraid-csi-controller*/controller/*.log").unwrap_or_default(),
+        plane.log_tail("kube-scheduler", 10),
+    )
+}
+
+const CLASSES: &str = r#"
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: raid5}
+provisioner: dmraid.csi.io
+volumeBindingMode: WaitForFirstConsumer
+allowVolumeExpansion: true
+reclaimPolicy: Delete
+parameters:
+  raidType: raid5_ls
+  legs: "3"
+  chunkSize: 64Ki
+  # Slow enough that the rebuild is seen in `kubectl get raidvolumes`.
+  maxRecoveryRate: 4Mi
+  csi.storage.k8s.io/fstype: ext4
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: raid-bad}
+provisioner: dmraid.csi.io
+volumeBindingMode: WaitForFirstConsumer
+parameters:
+  raidType: raid7
+  legs: "3"
+"#;
+
+fn claim_and_pod(claim: &str, class: &str, pod: &str, command: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: {claim}, namespace: app}}
+spec:
+  storageClassName: {class}
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 64Mi}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}, namespace: app}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: app
+      image: {BUSYBOX}
+      imagePullPolicy: Never
+      command: [sh, -c, "{command}"]
+      volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes:
+    - name: data
+      persistentVolumeClaim: {{claimName: {claim}}}
+"#
+    )
+}
+
+#[test]
+fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
+    let started = Instant::now();
+    let server = ApiServer::start().expect("API server");
+    let plane = ControlPlane::start(&server).expect("controller-manager and scheduler");
+    let k = Kubectl {
+        bin: tool("kubectl").unwrap(),
+        kubeconfig: server.kubeconfig_path(),
+    };
+    // Three legs and a spare.
+    let builder = Vm::builder()
+        .network()
+        .forward(&format!("{SERVICE_IP}:443"), server.port)
+        .memory_mb(2048)
+        .disks(&[256 * MIB; 4])
+        .host_page_cache()
+        .command_timeout(Duration::from_secs(600))
+        .file(
+            kubelet::driver_image(DRIVER_IMAGE).unwrap(),
+            "/images/dmraid-csi.oci.tar",
+        );
+    let mut vm = kubelet::with_kubelet(builder, &server)
+        .unwrap()
+        .boot()
+        .unwrap();
+    kubelet::start(&mut vm).unwrap();
+    println!("node registered at {:.0?}", started.elapsed());
+
+    // helm install, as a user would (values for images imported into the node).
+    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/dmraid-csi");
+    let (repo, tag) = DRIVER_IMAGE.rsplit_once(':').unwrap();
+    let out = Command::new(tool("helm").unwrap())
+        .arg("install")
+        .arg("dmraid-csi")
+        .arg(&chart)
+        .args(["-n", "dmraid-csi", "--create-namespace", "--kubeconfig"])
+        .arg(server.kubeconfig_path())
+        .args(["--set", &format!("image.repository={repo}")])
+        .args(["--set", &format!("image.tag={tag}")])
+        .args(["--set", "image.pullPolicy=Never"])
+        .args(["--set", "sidecars.enabled=false"])
+        .args(["--set", "controller.hostNetwork=true"])
+        .args(["--set", "node.hostNetwork=true"])
+        .args(["--set", "metrics.controllerPort=9811"])
+        .args(["--set", "node.disks={/dev/vd*}"])
+        .args(["--set", "node.monitorInterval=2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm install: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = rt.block_on(client(&server.kubeconfig_path())).unwrap();
+    // The driver registered itself with the kubelet: its CSINode lists it.
+    let csinodes: Api<CSINode> = Api::all(c.clone());
+    let registered = || {
+        rt.block_on(csinodes.get_opt(NODE))
+            .ok()
+            .flatten()
+            .and_then(|n| {
+                n.spec
+                    .drivers
+                    .into_iter()
+                    .find(|d| d.name == "dmraid.csi.io")
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let driver = loop {
+        if let Some(d) = registered() {
+            break d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the kubelet has no dmraid.csi.io driver\n{}",
+            debug(&mut vm, &k, &plane)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    println!(
+        "driver registered with the kubelet at {:.0?}: {driver:?}",
+        started.elapsed()
+    );
+    assert_eq!(driver.node_id, NODE);
+    let raidnodes: Api<RaidNode> = Api::all(c.clone());
+    // Free bytes per disk before any claim.
+    let free_before: std::collections::BTreeMap<String, u64> =
+        wait_for("RaidNode vm with 4 disks", Duration::from_secs(120), || {
+            let n = rt.block_on(raidnodes.get_opt(NODE)).ok()??;
+            let st = n.status?;
+            (st.disk_count == 4).then(|| {
+                st.disks
+                    .iter()
+                    .map(|d| (d.id.clone(), d.free_bytes))
+                    .collect()
+            })
+        });
+
+    // A claim and the pod that uses it.
+    k.apply(CLASSES);
+    k.ok(&["create", "namespace", "app"]);
+    let writer = format!(
+        "yes dmraid-csi | head -c {PATTERN_BYTES} > /data/pattern && sync && touch /data/written && \
+         while :; do dd if=/dev/zero of=/data/scratch bs=64k count=16 conv=fsync 2>/dev/null; sleep 1; done"
+    );
+    k.apply(&claim_and_pod("data", "raid5", "writer", &writer));
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "app");
+    let deadline = Instant::now() + Duration::from_secs(400);
+    loop {
+        let phase = rt
+            .block_on(pods.get_opt("writer"))
+            .ok()
+            .flatten()
+            .and_then(|p| p.status?.phase);
+        if phase.as_deref() == Some("Running") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod writer still {phase:?}\n{}",
+            debug(&mut vm, &k, &plane)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    println!("pod running at {:.0?}", started.elapsed());
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), "app");
+    let pvc = rt.block_on(pvcs.get("data")).unwrap();
+    let pv_name = pvc.spec.as_ref().unwrap().volume_name.clone().unwrap();
+    assert_eq!(
+        pvc.annotations()
+            .get("volume.kubernetes.io/selected-node")
+            .map(String::as_str),
+        Some(NODE),
+        "the scheduler picked the node"
+    );
+    // Where the kubelet published the volume into the pod.
+    let mount = vm
+        .run_ok(&format!(
+            "awk '$2 ~ /kubernetes.io~csi\\/{pv_name}\\/mount$/ {{print $2}}' /proc/mounts | head -1"
+        ))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(!mount.is_empty(), "{pv_name} is not mounted in the VM");
+    vm.wait_until(
+        &format!("test -e {mount}/written"),
+        Instant::now() + Duration::from_secs(120),
+    )
+    .unwrap();
+    let md5 = |vm: &mut Vm| {
+        vm.run_ok(&format!("md5sum {mount}/pattern"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let want = expected_md5();
+    assert_eq!(md5(&mut vm), want, "the pattern the pod wrote");
+
+    // Pull the disk of leg 1 while the pod writes.
+    let volumes: Api<RaidVolume> = Api::all(c.clone());
+    let rv = wait_for("RaidVolume healthy", Duration::from_secs(180), || {
+        let v = rt.block_on(volumes.get_opt(&pv_name)).ok()??;
+        (v.status.as_ref()?.health == "healthy").then_some(v)
+    });
+    let disk = rv.status.as_ref().unwrap().legs[1].disk.clone();
+    let victim = (0..4)
+        .find(|i| vm.disk_dev(*i).unwrap() == disk)
+        .unwrap_or_else(|| panic!("leg 1's disk {disk:?} is not one of the VM's"));
+    println!("pulling {disk} (leg 1) at {:.0?}", started.elapsed());
+    vm.hot_remove_disk(victim).unwrap();
+    let pulled = Instant::now();
+    let mut seen: Vec<String> = Vec::new();
+    let mut degraded_seen = false;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let t = k.ok(&["get", "raidvolumes"]);
+        let row = t
+            .lines()
+            .find(|l| l.starts_with(&pv_name))
+            .unwrap_or("")
+            .to_string();
+        let health = row.split_whitespace().nth(5).unwrap_or("").to_string();
+        if seen.last() != Some(&health) {
+            println!("{:>5.1}s {row}", pulled.elapsed().as_secs_f64());
+            seen.push(health.clone());
+        }
+        let v = rt.block_on(volumes.get(&pv_name)).unwrap();
+        let cond = |name: &str| {
+            v.status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == name))
+                .map(|c| c.status == "True")
+                .unwrap_or(false)
+        };
+        degraded_seen |= cond("Degraded");
+        if health == "healthy" && seen.iter().any(|h| h == "rebuilding") {
+            assert!(!cond("Degraded"), "healthy but still Degraded: {v:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not healed: health went {seen:?}\n{}",
+            debug(&mut vm, &k, &plane)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    println!(
+        "health went {seen:?}; healed {:.0?} after the pull",
+        pulled.elapsed()
+    );
+    assert!(degraded_seen, "the Degraded condition was never set");
+    // Events are written as the node sees things happen: wait for the last.
+    let describe = wait_for(
+        "LegFailed (Warning), RebuildStarted and RebuildFinished in kubectl describe pvc",
+        Duration::from_secs(30),
+        || {
+            let d = k.ok(&["describe", "pvc", "data", "-n", "app"]);
+            let warned = d
+                .lines()
+                .any(|l| l.contains("Warning") && l.contains("LegFailed"));
+            (warned && d.contains("RebuildStarted") && d.contains("RebuildFinished")).then_some(d)
+        },
+    );
+    println!("{describe}");
+    let warning = describe
+        .lines()
+        .find(|l| l.contains("LegFailed"))
+        .unwrap()
+        .to_string();
+    assert!(
+        warning.contains("leg 1") && warning.contains(&disk),
+        "the warning names the leg and its disk: {warning}"
+    );
+    assert_eq!(md5(&mut vm), want, "the pattern after the rebuild");
+
+    // Expansion: the claim grows, the pod's filesystem with it.
+    let size_kib = |vm: &mut Vm| -> u64 {
+        vm.run_ok(&format!("df -Pk {mount} | tail -1"))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let before = size_kib(&mut vm);
+    k.ok(&[
+        "patch",
+        "pvc",
+        "data",
+        "-n",
+        "app",
+        "-p",
+        r#"{"spec":{"resources":{"requests":{"storage":"128Mi"}}}}"#,
+    ]);
+    let grown = wait_for(
+        "the claim's capacity at 128Mi",
+        Duration::from_secs(240),
+        || {
+            let p = rt.block_on(pvcs.get("data")).ok()?;
+            let cap = p.status?.capacity?.get("storage")?.0.clone();
+            let bytes = dmraid_api::quantity::parse_size("storage", &cap).ok()?.0;
+            (bytes >= 128 * MIB).then_some(cap)
+        },
+    );
+    let after = size_kib(&mut vm);
+    println!("expanded: claim capacity {grown}, filesystem {before} KiB -> {after} KiB");
+    assert!(after > before + 48 * 1024, "{before} -> {after} KiB");
+    assert_eq!(md5(&mut vm), want, "the pattern after the expansion");
+
+    // A class with a bad parameter: the claim stays Pending and says why.
+    k.apply(&claim_and_pod("bad", "raid-bad", "bad-pod", "sleep 3600"));
+    let event = wait_for(
+        "a ProvisioningFailed event",
+        Duration::from_secs(120),
+        || {
+            rt.block_on(events_of(&c, "app", "bad"))
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("ProvisioningFailed"))
+        },
+    );
+    let msg = event.message.clone().unwrap_or_default();
+    println!("bad class: {msg}");
+    assert!(msg.contains("raidType") && msg.contains("raid7"), "{msg}");
+    let phase = rt
+        .block_on(pvcs.get("bad"))
+        .unwrap()
+        .status
+        .and_then(|s| s.phase);
+    assert_eq!(phase.as_deref(), Some("Pending"));
+
+    // Delete the pods and claims: PV, array and extents go.
+    k.ok(&[
+        "delete",
+        "pod",
+        "writer",
+        "bad-pod",
+        "-n",
+        "app",
+        "--wait=true",
+    ]);
+    k.ok(&["delete", "pvc", "data", "bad", "-n", "app", "--wait=true"]);
+    let pvs: Api<PersistentVolume> = Api::all(c.clone());
+    wait_for("the PV deleted", Duration::from_secs(180), || {
+        rt.block_on(pvs.get_opt(&pv_name))
+            .ok()
+            .map(|p| p.is_none())
+            .filter(|gone| *gone)
+    });
+    wait_for("the RaidVolume deleted", Duration::from_secs(60), || {
+        rt.block_on(volumes.get_opt(&pv_name))
+            .ok()
+            .map(|p| p.is_none())
+            .filter(|gone| *gone)
+    });
+    let left = vm.run_ok("dmsetup ls | grep dmraid- || true").unwrap();
+    assert!(left.trim().is_empty(), "devices left: {left}");
+    // Every disk still present is as free as before the claim (the pulled
+    // one keeps its old extents in its label until it comes back).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let last = loop {
+        let st = rt
+            .block_on(raidnodes.get(NODE))
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        let present: Vec<_> = st.disks.iter().filter(|d| d.state == "claimed").collect();
+        let last: Vec<String> = present
+            .iter()
+            .map(|d| {
+                let before = free_before.get(&d.id).copied().unwrap_or(0);
+                format!("{}: {} free, {before} before", d.path, d.free_bytes)
+            })
+            .collect();
+        if present.len() == 3
+            && present
+                .iter()
+                .all(|d| free_before.get(&d.id) == Some(&d.free_bytes))
+        {
+            break last.join("; ");
+        }
+        assert!(Instant::now() < deadline, "extents left: {last:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    println!("extents freed: {last}");
+    println!("whole path done in {:.0?}", started.elapsed());
+}
