@@ -331,6 +331,37 @@ fn device_names_of_one_volume_never_catch_another() {
 }
 
 #[test]
+fn a_rebuild_onto_a_disk_without_room_is_refused_and_changes_nothing() {
+    let (dm, disks, e) = setup(4, 64 * MIB);
+    let s = params(&[("raidType", "raid5_ls")]);
+    let v = e.create_volume("r", &s, 8 * MIB as u64).unwrap();
+    dm.set_status("dmraid-r", "raid5_ls 3 ADA 8192/8192 idle 0");
+    let labels_before: Vec<Vec<u8>> = ["/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde"]
+        .iter()
+        .map(|d| disks.bytes(d))
+        .collect();
+    // A disk that already holds another leg of the same volume has no room for this one.
+    let busy = v.legs[0].disk.clone().unwrap();
+    let err = e.replace_leg("r", Some(1), Some(busy.clone())).unwrap_err();
+    assert!(matches!(err, Error::NoRoom(_)), "{err}");
+    println!("{busy:?}: {err}");
+    let labels_after: Vec<Vec<u8>> = ["/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde"]
+        .iter()
+        .map(|d| disks.bytes(d))
+        .collect();
+    assert!(
+        labels_before == labels_after,
+        "a refused rebuild wrote to a disk"
+    );
+    assert_eq!(e.volume("r").unwrap().legs, v.legs);
+    // An unknown volume is NotFound.
+    assert!(matches!(
+        e.replace_leg("nosuch", None, None),
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[test]
 fn a_failed_leg_is_replaced_on_a_spare_and_old_extents_freed_when_in_sync() {
     let (dm, _disks, e) = setup(4, 64 * MIB);
     let s = params(&[("raidType", "raid5_ls")]);
