@@ -6,7 +6,7 @@ use dmraid_controller::csi::ClusterController;
 use dmraid_proto::csi::controller_server::ControllerServer;
 use dmraid_proto::csi::identity_server::IdentityServer;
 use dmraid_proto::grpc_metrics::{self, GrpcMetrics};
-use dmraid_proto::identity::{IdentityService, Readiness};
+use dmraid_proto::identity::{self, IdentityService, Readiness};
 use dmraid_proto::socket;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -98,15 +98,7 @@ async fn run(args: Args) -> Result<(), String> {
     }
     readiness.set(true);
     if let Some(addr) = &args.healthz_addr {
-        let ready = readiness.clone();
-        let route: grpc_metrics::Route = std::sync::Arc::new(move || {
-            if ready.get() {
-                Ok("ok\n".into())
-            } else {
-                Err("not serving yet\n".into())
-            }
-        });
-        grpc_metrics::serve_routes(addr, vec![("/healthz", route)])
+        identity::serve_healthz(addr, readiness.clone(), "not serving yet")
             .map_err(|e| format!("--healthz-addr {addr}: {e}"))?;
     }
     tracing::info!(endpoint = %path.display(), "serving CSI controller");

@@ -467,13 +467,7 @@ async fn expand(
             "allocatedResourceStatuses": {"storage": status},
         }})
     };
-    claims
-        .patch_status(
-            &pvc.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&set_status("ControllerResizeInProgress")),
-        )
-        .await?;
+    patch_claim_status(&claims, pvc, &set_status("ControllerResizeInProgress")).await?;
     ctx.event(
         me.clone(),
         false,
@@ -494,13 +488,7 @@ async fn expand(
         Err(status) => {
             let msg = format!("resize volume {:?} by resizer {DRIVER_NAME:?} failed: rpc error: code = {:?} desc = {}", pv.name_any(), status.code(), status.message());
             ctx.event(me, true, "VolumeResizeFailed", msg.clone()).await;
-            let _ = claims
-                .patch_status(
-                    &pvc.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&set_status("ControllerResizeFailed")),
-                )
-                .await;
+            let _ = patch_claim_status(&claims, pvc, &set_status("ControllerResizeFailed")).await;
             return Err(Error::Failed(msg));
         }
     };
@@ -521,13 +509,7 @@ async fn expand(
                 "message": "Waiting for user to (re-)start a pod to finish file system resize of volume on node.",
                 "lastTransitionTime": now()}],
         }});
-        claims
-            .patch_status(
-                &pvc.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await?;
+        patch_claim_status(&claims, pvc, &patch).await?;
         ctx.event(
             me,
             false,
@@ -540,13 +522,7 @@ async fn expand(
             "capacity": {"storage": quantity(grown)},
             "allocatedResourceStatuses": null,
         }});
-        claims
-            .patch_status(
-                &pvc.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await?;
+        patch_claim_status(&claims, pvc, &patch).await?;
         ctx.event(
             me,
             false,
@@ -559,6 +535,20 @@ async fn expand(
         .await;
     }
     Ok(Action::await_change())
+}
+
+async fn patch_claim_status(
+    claims: &Api<PersistentVolumeClaim>,
+    pvc: &PersistentVolumeClaim,
+    patch: &serde_json::Value,
+) -> Result<PersistentVolumeClaim, kube::Error> {
+    claims
+        .patch_status(
+            &pvc.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
 }
 
 fn now() -> String {

@@ -12,7 +12,7 @@ use dmraid_proto::csi::identity_server::IdentityServer;
 use dmraid_proto::csi::node_server::NodeServer;
 use dmraid_proto::csi::{GetPluginCapabilitiesRequest, GetPluginInfoRequest, ProbeRequest};
 use dmraid_proto::grpc_metrics::{self, GrpcMetrics};
-use dmraid_proto::identity::{IdentityService, Readiness};
+use dmraid_proto::identity::{self, IdentityService, Readiness};
 use dmraid_proto::{registration, socket, DRIVER_NAME};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -125,15 +125,8 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
     // Ready once the arrays are back from the labels; never without device-mapper.
     readiness.set(engine.is_some());
     if let Some(addr) = &args.healthz_addr {
-        let ready = readiness.clone();
-        let route: grpc_metrics::Route = Arc::new(move || {
-            if ready.get() {
-                Ok("ok\n".into())
-            } else {
-                Err("not ready: device-mapper unavailable or arrays not re-activated\n".into())
-            }
-        });
-        grpc_metrics::serve_routes(addr, vec![("/healthz", route)])
+        let why = "not ready: device-mapper unavailable or arrays not re-activated";
+        identity::serve_healthz(addr, readiness.clone(), why)
             .map_err(|e| format!("--healthz-addr {addr}: {e}"))?;
         tracing::info!(addr = %addr, "answering liveness probes at /healthz");
     }

@@ -34,6 +34,19 @@ impl Readiness {
     }
 }
 
+/// Answer liveness probes at `http://addr/healthz` (what the livenessprobe
+/// sidecar would): 200 while `ready` is set, else 503 with `not_ready`.
+pub fn serve_healthz(addr: &str, ready: Readiness, not_ready: &'static str) -> std::io::Result<()> {
+    let route: crate::grpc_metrics::Route = Arc::new(move || {
+        if ready.get() {
+            Ok("ok\n".into())
+        } else {
+            Err(format!("{not_ready}\n"))
+        }
+    });
+    crate::grpc_metrics::serve_routes(addr, vec![("/healthz", route)])
+}
+
 /// The Identity service.
 pub struct IdentityService {
     serves_controller: bool,
