@@ -544,5 +544,26 @@ fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
         std::thread::sleep(Duration::from_millis(500));
     };
     println!("extents freed: {last}");
+    // The driver's own /healthz answered the kubelet's liveness probes all along.
+    let driver_pods: Api<Pod> = Api::namespaced(c.clone(), "dmraid-csi");
+    for p in rt
+        .block_on(driver_pods.list(&ListParams::default()))
+        .unwrap()
+        .items
+    {
+        let restarts: i32 = p
+            .status
+            .and_then(|s| s.container_statuses)
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c.restart_count)
+            .sum();
+        assert_eq!(
+            restarts,
+            0,
+            "{} restarted",
+            p.metadata.name.unwrap_or_default()
+        );
+    }
     println!("whole path done in {:.0?}", started.elapsed());
 }
