@@ -83,6 +83,15 @@ fn requested(pvc: &PersistentVolumeClaim, which: &str) -> Result<Option<u64>, St
     }
 }
 
+/// The CSI volume id a PV names.
+fn volume_handle(pv: &PersistentVolume) -> String {
+    pv.spec
+        .as_ref()
+        .and_then(|s| s.csi.as_ref())
+        .map(|c| c.volume_handle.clone())
+        .unwrap_or_default()
+}
+
 /// Bytes a PV holds, from its capacity.
 fn pv_bytes(pv: &PersistentVolume) -> u64 {
     pv.spec
@@ -453,12 +462,7 @@ async fn expand(
     me: ObjectReference,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    let handle = pv
-        .spec
-        .as_ref()
-        .and_then(|s| s.csi.as_ref())
-        .map(|c| c.volume_handle.clone())
-        .unwrap_or_default();
+    let handle = volume_handle(pv);
     let claims: Api<PersistentVolumeClaim> =
         Api::namespaced(ctx.client.clone(), &pvc.namespace().unwrap_or_default());
     let set_status = |status: &str| {
@@ -563,12 +567,7 @@ async fn reconcile_volume(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Resul
     if !should_delete(&pv) {
         return Ok(Action::await_change());
     }
-    let handle = pv
-        .spec
-        .as_ref()
-        .and_then(|s| s.csi.as_ref())
-        .map(|c| c.volume_handle.clone())
-        .unwrap_or_default();
+    let handle = volume_handle(&pv);
     tracing::info!(pv = %pv.name_any(), volume = %handle, "released: deleting the volume");
     if let Err(status) = ctx
         .csi
