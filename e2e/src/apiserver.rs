@@ -60,6 +60,15 @@ pub fn tool(name: &str) -> Result<PathBuf, String> {
     Ok(p)
 }
 
+/// Whether `cmd` runs and exits 0 (its output discarded): a readiness probe.
+pub fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
 fn free_port() -> Result<u16, String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
     l.local_addr()
@@ -298,15 +307,12 @@ impl ApiServer {
                     self.log_tail(30)
                 ));
             }
-            let ok = Command::new("curl")
-                .args(["-sf", "--max-time", "2", "--cacert"])
-                .arg(&ca)
-                .args(["-H", &format!("Authorization: Bearer {}", self.token), &url])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
+            let ok = succeeds(
+                Command::new("curl")
+                    .args(["-sf", "--max-time", "2", "--cacert"])
+                    .arg(&ca)
+                    .args(["-H", &format!("Authorization: Bearer {}", self.token), &url]),
+            );
             if ok {
                 return Ok(());
             }

@@ -4,7 +4,7 @@
 //! and kube-scheduler (which picks the node of a WaitForFirstConsumer
 //! claim), both built by `scripts/k8s-tools.sh`, on loopback, killed on drop.
 
-use crate::apiserver::{tool, ApiServer};
+use crate::apiserver::{succeeds, tool, ApiServer};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -89,15 +89,12 @@ impl ControlPlane {
                 let name = e.split(' ').next().unwrap_or_default().to_string();
                 return Err(format!("{e}:\n{}", self.log_tail(&name, 30)));
             }
-            let ok = Command::new(&kubectl)
-                .arg("--kubeconfig")
-                .arg(server.kubeconfig_path())
-                .args(["get", "configmap", "kube-root-ca.crt", "-n", "default"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
+            let ok = succeeds(
+                Command::new(&kubectl)
+                    .arg("--kubeconfig")
+                    .arg(server.kubeconfig_path())
+                    .args(["get", "configmap", "kube-root-ca.crt", "-n", "default"]),
+            );
             if ok {
                 return Ok(());
             }

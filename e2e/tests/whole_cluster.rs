@@ -93,13 +93,25 @@ impl Kubectl {
 }
 
 /// Poll `f` every 500 ms until it gives Some, or fail naming `what`.
-fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+fn wait_for<T>(what: &str, within: Duration, f: impl FnMut() -> Option<T>) -> T {
+    wait_or(what, within, f, String::new)
+}
+
+/// [`wait_for`], failing with what `context` gathers (logs, objects).
+fn wait_or<T>(
+    what: &str,
+    within: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    context: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + within;
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        if Instant::now() >= deadline {
+            panic!("{what}: not within {within:?}\n{}", context());
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
 }
@@ -264,18 +276,12 @@ fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
                     .find(|d| d.name == "dmraid.csi.io")
             })
     };
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let driver = loop {
-        if let Some(d) = registered() {
-            break d;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the kubelet has no dmraid.csi.io driver\n{}",
-            debug(&mut vm, &k, &plane)
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    };
+    let driver = wait_or(
+        "the kubelet lists the dmraid.csi.io driver",
+        Duration::from_secs(300),
+        registered,
+        || debug(&mut vm, &k, &plane),
+    );
     println!(
         "driver registered with the kubelet at {:.0?}: {driver:?}",
         started.elapsed()
@@ -304,23 +310,19 @@ fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
     );
     k.apply(&claim_and_pod("data", "raid5", "writer", &writer));
     let pods: Api<Pod> = Api::namespaced(c.clone(), "app");
-    let deadline = Instant::now() + Duration::from_secs(400);
-    loop {
-        let phase = rt
-            .block_on(pods.get_opt("writer"))
-            .ok()
-            .flatten()
-            .and_then(|p| p.status?.phase);
-        if phase.as_deref() == Some("Running") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pod writer still {phase:?}\n{}",
-            debug(&mut vm, &k, &plane)
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    wait_or(
+        "pod writer Running",
+        Duration::from_secs(400),
+        || {
+            let phase = rt
+                .block_on(pods.get_opt("writer"))
+                .ok()
+                .flatten()
+                .and_then(|p| p.status?.phase);
+            (phase.as_deref() == Some("Running")).then_some(())
+        },
+        || debug(&mut vm, &k, &plane),
+    );
     println!("pod running at {:.0?}", started.elapsed());
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), "app");
     let pvc = rt.block_on(pvcs.get("data")).unwrap();
