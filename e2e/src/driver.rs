@@ -8,12 +8,18 @@ use std::time::{Duration, Instant};
 pub const CSI: &str = "dmraid-csi csi --endpoint /run/csi.sock";
 
 /// Run `dmraid-csi standalone` on /run/csi.sock over every virtio disk
-/// (node id `vm`, a health round each second), with `extra` flags and `env`
+/// (node id `vm`, a health round each second unless `extra` sets
+/// `--monitor-interval`), with `extra` flags and `env`
 /// (`VAR=value ...`, or empty) set; stderr goes to /tmp/driver.log. Waits
 /// until the driver says it is ready and returns its pid.
 pub fn start(vm: &mut Vm, env: &str, extra: &str) -> Result<u32, String> {
+    let interval = if extra.contains("--monitor-interval") {
+        ""
+    } else {
+        "--monitor-interval 1"
+    };
     let pid = vm.spawn(&format!(
-        "exec env {env} dmraid-csi standalone --endpoint /run/csi.sock --disks '/dev/vd*' --node-id vm --monitor-interval 1 {extra} 2>>/tmp/driver.log"
+        "exec env {env} dmraid-csi standalone --endpoint /run/csi.sock --disks '/dev/vd*' --node-id vm {interval} {extra} 2>>/tmp/driver.log"
     ))?;
     vm.wait_until(
         "dmraid-csi identity --endpoint /run/csi.sock | grep -q 'ready: *true'",

@@ -3,6 +3,7 @@
 
 pub mod apiserver;
 pub mod control_plane;
+pub mod controller;
 pub mod driver;
 pub mod initramfs;
 pub mod kube_util;

@@ -10,114 +10,17 @@
 
 use dmraid_api::crd::{RaidNode, RaidVolume};
 use dmraid_proto::csi::controller_client::ControllerClient;
-use dmraid_proto::csi::volume_capability::{
-    access_mode::Mode, AccessMode, AccessType, MountVolume,
-};
 use dmraid_proto::csi::*;
 use dmraid_proto::TOPOLOGY_KEY;
 use e2e::apiserver::tool;
 use e2e::apiserver::ApiServer;
+use e2e::controller::{create_request, events_of, Controller};
 use e2e::kube_util::{apply_all, apply_crds, client, namespace, service_account_token, table};
-use e2e::vm::release_binary;
 use e2e::{Vm, MIB};
-use k8s_openapi::api::core::v1::Event;
-use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, Client};
-use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use kube::api::{Patch, PatchParams};
+use kube::Api;
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Controller {
-    child: Child,
-    metrics_port: u16,
-    _dir: tempfile::TempDir,
-    socket: std::path::PathBuf,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_controller(kubeconfig: &std::path::Path) -> Controller {
-    let bin = release_binary("dmraid-csi-controller")
-        .expect("release dmraid-csi-controller: run `cargo build --release --workspace --bins`");
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("controller.sock");
-    let log = std::fs::File::create(dir.path().join("controller.log")).unwrap();
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(bin)
-        .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
-        .arg("--endpoint")
-        .arg(&socket)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--node-timeout", "90"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !socket.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "controller socket never appeared"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Controller {
-        child,
-        metrics_port,
-        _dir: dir,
-        socket,
-    }
-}
-
-fn mount_cap() -> VolumeCapability {
-    VolumeCapability {
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: "ext4".into(),
-            ..Default::default()
-        })),
-    }
-}
-
-fn create_request(
-    name: &str,
-    params: &[(&str, &str)],
-    node: &str,
-    bytes: i64,
-) -> CreateVolumeRequest {
-    let topo = Topology {
-        segments: [(TOPOLOGY_KEY.to_string(), node.to_string())].into(),
-    };
-    CreateVolumeRequest {
-        name: name.into(),
-        capacity_range: Some(CapacityRange {
-            required_bytes: bytes,
-            limit_bytes: 0,
-        }),
-        volume_capabilities: vec![mount_cap()],
-        parameters: params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<HashMap<_, _>>(),
-        accessibility_requirements: Some(TopologyRequirement {
-            requisite: vec![topo.clone()],
-            preferred: vec![topo],
-        }),
-        ..Default::default()
-    }
-}
 
 async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
 where
@@ -132,14 +35,6 @@ where
         assert!(Instant::now() < deadline, "{what}: not within {within:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-async fn events_of(c: &Client, name: &str) -> Vec<Event> {
-    let api: Api<Event> = Api::all(c.clone());
-    api.list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
 }
 
 fn condition(v: &RaidVolume, t: &str) -> Option<(String, String, String)> {
@@ -237,7 +132,7 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
             .unwrap()
     );
 
-    let ctl = start_controller(&controller_kubeconfig);
+    let ctl = Controller::start(&controller_kubeconfig).unwrap();
     let mut csi = rt.block_on(async {
         let ch = dmraid_proto::socket::connect(&ctl.socket.display().to_string())
             .await

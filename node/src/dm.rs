@@ -115,8 +115,14 @@ pub trait DeviceMapper: Send + Sync {
     fn status(&self, name: &str) -> Result<Vec<Target>, DmError>;
     /// Send a target message (`check`, `repair`, `idle`, ...).
     fn message(&self, name: &str, msg: &str) -> Result<Option<String>, DmError>;
-    /// Block until any device's event counter rises or the timeout passes;
-    /// true when woken by an event.
+    /// Note the events seen so far: the next [`DeviceMapper::wait_for_event`]
+    /// returns at once for any event raised after this call. Arm before
+    /// reading the state an event would change, so nothing raised while it
+    /// is read is lost.
+    fn arm_events(&self) -> Result<(), DmError>;
+    /// Block until an event was raised since the last
+    /// [`DeviceMapper::arm_events`] or the timeout passes; true when woken
+    /// by an event.
     fn wait_for_event(&self, timeout: Duration) -> Result<bool, DmError>;
     /// The path of the device's block node, created if the system has no udev to do it.
     fn device_path(&self, name: &str) -> Result<PathBuf, DmError>;
@@ -349,9 +355,14 @@ mod kernel {
             Ok(out)
         }
 
-        fn wait_for_event(&self, timeout: Duration) -> Result<bool, DmError> {
-            // Arm first, then poll: an event between the two still wakes the poll.
+        fn arm_events(&self) -> Result<(), DmError> {
+            // DM_DEV_ARM_POLL: this fd polls readable once the global event
+            // counter moves past its value now.
             self.dm.arm_poll().map_err(kernel_err("arm poll", ""))?;
+            Ok(())
+        }
+
+        fn wait_for_event(&self, timeout: Duration) -> Result<bool, DmError> {
             let mut fds = [libc::pollfd {
                 fd: self.dm.as_raw_fd(),
                 events: libc::POLLIN,
@@ -459,6 +470,14 @@ struct FakeState {
     fail_next: Option<String>,
     /// Every table loaded, with the device's name, in order.
     loads: Vec<(String, Vec<Target>)>,
+    /// Events raised so far (table swaps, [`FakeDm::raise_event`]), and
+    /// their number at the last `arm_events`: the kernel's global event
+    /// counter and a control fd's armed value.
+    events: u64,
+    armed: u64,
+    /// A status change that happens just after the device's status is next
+    /// read: (device, new status).
+    change_after_read: Option<(String, String)>,
 }
 
 struct FakeDevice {
@@ -484,6 +503,17 @@ impl FakeDm {
         self.lock()
             .statuses
             .insert(name.to_string(), params.to_string());
+    }
+
+    /// Raise a device-mapper event, as the kernel does when a leg fails.
+    pub fn raise_event(&self) {
+        self.lock().events += 1;
+    }
+
+    /// Right after device `name`'s status is next read, make it report
+    /// `params` and raise an event: a leg failing while a round looks.
+    pub fn change_after_read(&self, name: &str, params: &str) {
+        self.lock().change_after_read = Some((name.to_string(), params.to_string()));
     }
 
     /// Make the next operation whose log line starts with `prefix` fail (e.g. `"load vol-x"`).
@@ -638,14 +668,19 @@ impl DeviceMapper for FakeDm {
             .devices
             .get_mut(name)
             .ok_or_else(|| DmError::NotFound(name.to_string()))?;
-        if let Some(table) = dev.inactive.take() {
+        let swapped = if let Some(table) = dev.inactive.take() {
             dev.live = table;
             dev.info.live_table = true;
             dev.info.inactive_table = false;
             dev.info.event_nr += 1;
-        }
+            true
+        } else {
+            false
+        };
         dev.info.suspended = false;
-        Ok(dev.info.clone())
+        let info = dev.info.clone();
+        st.events += u64::from(swapped);
+        Ok(info)
     }
 
     fn remove(&self, name: &str) -> Result<(), DmError> {
@@ -674,12 +709,12 @@ impl DeviceMapper for FakeDm {
     }
 
     fn status(&self, name: &str) -> Result<Vec<Target>, DmError> {
-        let st = self.lock();
+        let mut st = self.lock();
         let dev = st
             .devices
             .get(name)
             .ok_or_else(|| DmError::NotFound(name.to_string()))?;
-        Ok(dev
+        let now: Vec<Target> = dev
             .live
             .iter()
             .map(|t| {
@@ -693,7 +728,18 @@ impl DeviceMapper for FakeDm {
                 };
                 Target::new(t.start, t.length, &t.kind, params)
             })
-            .collect())
+            .collect();
+        if st
+            .change_after_read
+            .as_ref()
+            .is_some_and(|(dev, _)| dev == name)
+        {
+            if let Some((dev, params)) = st.change_after_read.take() {
+                st.statuses.insert(dev, params);
+                st.events += 1;
+            }
+        }
+        Ok(now)
     }
 
     fn message(&self, name: &str, msg: &str) -> Result<Option<String>, DmError> {
@@ -705,9 +751,26 @@ impl DeviceMapper for FakeDm {
         Ok(None)
     }
 
+    fn arm_events(&self) -> Result<(), DmError> {
+        let mut st = self.lock();
+        st.armed = st.events;
+        Ok(())
+    }
+
     fn wait_for_event(&self, timeout: Duration) -> Result<bool, DmError> {
-        std::thread::sleep(timeout.min(Duration::from_millis(10)));
-        Ok(false)
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            {
+                let st = self.lock();
+                if st.events != st.armed {
+                    return Ok(true);
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     fn device_path(&self, name: &str) -> Result<PathBuf, DmError> {

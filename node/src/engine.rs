@@ -474,7 +474,14 @@ impl Engine {
         self.volume(id)
     }
 
-    /// Block until a device-mapper event or `timeout`; true when woken by an event.
+    /// Note the device-mapper events seen so far (see
+    /// [`crate::dm::DeviceMapper::arm_events`]).
+    pub fn arm_events(&self) -> Result<(), Error> {
+        Ok(self.dm.arm_events()?)
+    }
+
+    /// Block until a device-mapper event since the last
+    /// [`Engine::arm_events`] or `timeout`; true when woken by an event.
     pub fn wait_for_event(&self, timeout: std::time::Duration) -> Result<bool, Error> {
         Ok(self.dm.wait_for_event(timeout)?)
     }

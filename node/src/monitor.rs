@@ -331,6 +331,12 @@ pub fn run(
 ) {
     let mut state = RoundState::default();
     while !stop.load(Ordering::SeqCst) {
+        // Armed before the round reads anything: an event raised while the
+        // round runs (a leg failing just after its status was read) wakes
+        // the wait below at once instead of waiting out the interval.
+        if let Err(e) = engine.arm_events() {
+            tracing::warn!(error = %e, "arming device-mapper events failed; polling");
+        }
         round(
             &engine,
             &cfg,
@@ -474,5 +480,68 @@ mod tests {
         );
         assert_eq!(engine.volume("v").unwrap().legs, before);
         assert!(st.last["v"].contains("failed"));
+    }
+
+    #[test]
+    fn a_leg_failing_while_a_round_reads_wakes_the_next_round_at_once() {
+        let dm = Arc::new(FakeDm::new());
+        let disks = FakeDisks::new();
+        for d in ["/dev/vdb", "/dev/vdc", "/dev/vdd"] {
+            disks.add(d, 64 << 20);
+        }
+        let engine = Arc::new(Engine::new(
+            dm.clone(),
+            Arc::new(disks.clone()),
+            EngineConfig {
+                node: "n".into(),
+                globs: vec!["/dev/vd*".into()],
+                wipe: false,
+            },
+        ));
+        engine.claim_disks().unwrap();
+        let p: BTreeMap<String, String> = [("raidType".to_string(), "raid5_ls".to_string())].into();
+        engine
+            .create_volume(
+                "v",
+                &dmraid_api::RaidSpec::from_parameters(&p).unwrap(),
+                8 << 20,
+            )
+            .unwrap();
+        // The first round reads a healthy array; the leg fails (and the
+        // kernel raises its event) just after.
+        dm.change_after_read("dmraid-v", "raid5_ls 3 ADA 8192/8192 idle 0");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let cfg = MonitorConfig {
+            auto_rebuild: false,
+            // Far longer than the wait below: only the event can wake it.
+            interval: Duration::from_secs(600),
+            scrub_every: None,
+            state_dir: None,
+        };
+        let worker = {
+            let (engine, stop) = (engine.clone(), stop.clone());
+            std::thread::spawn(move || run(engine, cfg, stop, None, Some(tx)))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut rounds = 0;
+        let failed = loop {
+            match rx.try_recv() {
+                Ok(Notice::Event(v, e)) if e.reason == "LegFailed" => break Some(v),
+                Ok(Notice::Round) => rounds += 1,
+                Ok(_) => {}
+                Err(_) if std::time::Instant::now() > deadline => break None,
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        stop.store(true, Ordering::SeqCst);
+        dm.raise_event();
+        worker.join().unwrap();
+        assert_eq!(
+            failed.as_deref(),
+            Some("v"),
+            "the failure was not seen before the 600 s round ({rounds} rounds ran)"
+        );
+        assert_eq!(rounds, 1, "seen in the round the event woke");
     }
 }
