@@ -13,6 +13,8 @@ packages=(
   # real-kernel tests: the VM, its initramfs and the tools copied into it
   qemu-system-x86 qemu-utils busybox-static dmsetup cpio kmod xz-utils
   e2fsprogs xfsprogs socat
+  # the bench's lvcreate comparison (lvm copied into the VM)
+  lvm2
   # real API server tests: certificates and readiness probes
   openssl curl
   # lint of the shell scripts

@@ -2,7 +2,8 @@
 # Provisions the real-kernel test VM's pieces into $DMRAID_CACHE/vm:
 #   kernel/     Debian's cloud kernel package, unpacked (vmlinuz + modules)
 #   base/       the initramfs tree without our binaries: busybox, dmsetup,
-#               mkfs/resize tools with their libraries, the kernel modules
+#               mkfs/resize tools and lvm (for the bench's lvcreate
+#               comparison) with their libraries, the kernel modules
 #               dm-raid needs, and /init
 # The test harness (e2e/src/initramfs.rs) adds the agent and the driver
 # binaries per run. Idempotent: a warm cache returns at once.
@@ -15,7 +16,7 @@ source "$here/../../scripts/env.sh"
 
 pkg="${DMRAID_KERNEL_PKG:-linux-image-6.1.0-50-cloud-amd64}"
 vm="$DMRAID_CACHE/vm"
-stamp="$vm/base/.provisioned-$pkg-v5"
+stamp="$vm/base/.provisioned-$pkg-v6"
 if [ -f "$stamp" ]; then
   echo "provision: VM pieces cached ($pkg)"
   exit 0
@@ -30,6 +31,7 @@ need cpio cpio
 need depmod kmod
 need mkfs.ext4 e2fsprogs
 need mkfs.xfs xfsprogs
+need lvm lvm2
 [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || { echo "provision: busybox not found: run scripts/install.sh (busybox-static)" >&2; exit 1; }
 busybox="$(command -v busybox)"
 file -L "$busybox" 2>/dev/null | grep -q "statically linked" || true
@@ -80,6 +82,13 @@ done
 # xfs_growfs is a script on some releases; it calls xfs_io
 p=$(command -v xfs_io || true); [ -n "$p" ] && copy_with_libs "$p" "/usr/sbin/xfs_io"
 mkdir -p "$base/etc"; cp /etc/mke2fs.conf "$base/etc/" 2>/dev/null || true
+# lvm dispatches on its name; its config runs it without udev or daemons
+copy_with_libs "$(command -v lvm)" /usr/sbin/lvm
+for c in pvcreate vgcreate lvcreate lvremove lvs vgremove pvremove; do
+  ln -sf lvm "$base/usr/sbin/$c"
+done
+mkdir -p "$base/etc/lvm" "$base/run/lock/lvm"
+cp "$here/lvm.conf" "$base/etc/lvm/lvm.conf"
 
 # kernel modules and their dependencies, decompressed (busybox insmod can't read .xz)
 mods="dm-mod dm-raid raid456 raid1 raid10 raid0 dm-delay dm-flakey virtio_blk virtio_pci virtio_console virtio_net xfs"

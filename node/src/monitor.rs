@@ -320,6 +320,9 @@ pub fn round(
     }
 }
 
+/// The shortest time from one round's start to the next one's.
+const MIN_ROUND_GAP: Duration = Duration::from_millis(200);
+
 /// Run rounds until `stop` is set: on every device-mapper event, and at
 /// least every `cfg.interval`.
 pub fn run(
@@ -330,7 +333,16 @@ pub fn run(
     notices: Option<Notices>,
 ) {
     let mut state = RoundState::default();
+    let mut last: Option<std::time::Instant> = None;
     while !stop.load(Ordering::SeqCst) {
+        // A round's own table loads raise events too, so it is followed by
+        // one more round at once; rounds that keep raising events (a
+        // replacement failing and cleaned up each time) are held to
+        // MIN_ROUND_GAP apart instead of spinning.
+        if let Some(gap) = last.map(|t| t.elapsed()).filter(|e| *e < MIN_ROUND_GAP) {
+            std::thread::sleep(MIN_ROUND_GAP - gap);
+        }
+        last = Some(std::time::Instant::now());
         // Armed before the round reads anything: an event raised while the
         // round runs (a leg failing just after its status was read) wakes
         // the wait below at once instead of waiting out the interval.
@@ -543,5 +555,45 @@ mod tests {
             "the failure was not seen before the 600 s round ({rounds} rounds ran)"
         );
         assert_eq!(rounds, 1, "seen in the round the event woke");
+    }
+
+    #[test]
+    fn a_storm_of_events_is_held_to_a_few_rounds_a_second() {
+        let dm = Arc::new(FakeDm::new());
+        let engine = Arc::new(Engine::new(
+            dm.clone(),
+            Arc::new(FakeDisks::new()),
+            EngineConfig {
+                node: "n".into(),
+                globs: vec![],
+                wipe: false,
+            },
+        ));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let cfg = MonitorConfig {
+            auto_rebuild: false,
+            interval: Duration::from_secs(600),
+            scrub_every: None,
+            state_dir: None,
+        };
+        let worker = {
+            let (engine, stop) = (engine.clone(), stop.clone());
+            std::thread::spawn(move || run(engine, cfg, stop, None, Some(tx)))
+        };
+        let until = std::time::Instant::now() + Duration::from_secs(1);
+        while std::time::Instant::now() < until {
+            dm.raise_event();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop.store(true, Ordering::SeqCst);
+        dm.raise_event();
+        worker.join().unwrap();
+        let rounds = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter(|n| *n == Notice::Round)
+            .count();
+        // Woken by the events (the interval is 600 s), at most one round
+        // per MIN_ROUND_GAP: 1 s / 200 ms, plus the first and the last.
+        assert!((2..=7).contains(&rounds), "{rounds} rounds in 1 s");
     }
 }
