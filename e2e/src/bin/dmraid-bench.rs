@@ -494,7 +494,7 @@ fn provisioning(rows: &mut Vec<Row>) -> Result<(), String> {
             // LVM refuses some shapes the kernel takes (raid6 under 3
             // stripes): say what it said instead of a figure.
             let said = vm
-                .run(&format!("{cmd} 2>&1 | grep -v 'default stripesize'"))
+                .run(&format!("lvcreate -v {lv} -L 1G -n lv -y bench 2>&1 | grep -i -e required -e error -e invalid -e fail"))
                 .map(|o| o.text())
                 .unwrap_or_default();
             let said = said.split_whitespace().collect::<Vec<_>>().join(" ");
