@@ -528,8 +528,10 @@ fn median(mut samples: Vec<f64>) -> (f64, String) {
     (samples[samples.len() / 2], all)
 }
 
-/// 4. Leg fault → VolumeCondition abnormal, with the chart's 10 s health
-/// round: what is seen sooner comes from device-mapper events.
+/// 4. Leg fault → VolumeCondition abnormal.
+///
+/// With the chart's 10 s health round: what is seen sooner comes from
+/// device-mapper events.
 fn health_latency(rows: &mut Vec<Row>) -> Result<(), String> {
     let mut vm = Vm::builder().disks(&[256 * MIB; 2]).with_driver()?.boot()?;
     start_driver(&mut vm, "--auto-rebuild false --monitor-interval 10")?;
