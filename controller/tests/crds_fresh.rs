@@ -2,7 +2,12 @@
 
 #[test]
 fn chart_crds_match_the_types() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/dmraid-csi/crds");
+    // The run-time manifest dir: the target dir is shared between checkouts,
+    // and a fresh binary built in another one keeps that one's compile-time path.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let dir = manifest.join("../charts/dmraid-csi/crds");
     for (name, yaml) in dmraid_controller::crds::all() {
         let path = dir.join(name);
         let on_disk =

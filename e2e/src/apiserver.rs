@@ -44,7 +44,7 @@ pub fn tool(name: &str) -> Result<PathBuf, String> {
     if p.exists() {
         return Ok(p);
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/k8s-tools.sh");
+    let script = crate::repo_root().join("scripts/k8s-tools.sh");
     let out = Command::new("bash")
         .arg(&script)
         .output()

@@ -160,7 +160,7 @@ X
 /// the release binaries already built), to add to the VM under /images/ so
 /// [`start`] imports it.
 pub fn driver_image(name: &str) -> Result<PathBuf, String> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/image.sh");
+    let script = crate::repo_root().join("scripts/image.sh");
     let out = std::process::Command::new("bash")
         .arg(&script)
         .args(["--no-build", name])

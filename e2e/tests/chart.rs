@@ -13,7 +13,7 @@ use std::process::Command;
 const KUBE_VERSION: &str = "1.36.3";
 
 fn chart() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/dmraid-csi")
+    e2e::repo_root().join("charts/dmraid-csi")
 }
 
 /// `helm template` with `--set` pairs; Err(stderr) when helm refuses.
@@ -270,7 +270,7 @@ fn rbac_grants_exactly_what_is_explained() {
 
 #[test]
 fn the_dashboard_queries_only_metrics_the_binaries_export() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = e2e::repo_root();
     let dashboard = std::fs::read_to_string(chart().join("dashboards/dmraid-csi.json")).unwrap();
     let d: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
     let sources = std::fs::read_to_string(root.join("node/src/metrics.rs")).unwrap()

@@ -60,7 +60,7 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
     let rbac = Command::new(tool("helm").unwrap())
         .arg("template")
         .arg("t")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/dmraid-csi"))
+        .arg(e2e::repo_root().join("charts/dmraid-csi"))
         .args(["--namespace", "dmraid", "--kube-version", "1.36.3"])
         .args([
             "--show-only",

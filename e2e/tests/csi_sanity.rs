@@ -6,7 +6,7 @@
 //! may be left behind: no volume, no array, no mount.
 
 use e2e::{Vm, MIB};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -21,17 +21,10 @@ const PARAMETERS: &str = "raidType: raid1\nlegs: \"2\"\ncsi.storage.k8s.io/fstyp
 /// the driver does not advertise (keep README "Conformance" in step).
 const SKIP: &str = "[Ss]napshot";
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("e2e/ lives in the repository")
-        .to_path_buf()
-}
-
 /// The csi-sanity binary at the pinned version, built by
 /// scripts/k8s-tools.sh (run here when the cache does not have it).
 fn csi_sanity() -> PathBuf {
-    let script = repo_root().join("scripts/k8s-tools.sh");
+    let script = e2e::repo_root().join("scripts/k8s-tools.sh");
     let text =
         std::fs::read_to_string(&script).unwrap_or_else(|e| panic!("{}: {e}", script.display()));
     let pinned = text

@@ -27,7 +27,7 @@ fn sh(cmd: &mut Command) -> String {
 
 #[test]
 fn the_oci_archive_runs_the_driver() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/image.sh");
+    let script = e2e::repo_root().join("scripts/image.sh");
     let archive = sh(Command::new("bash")
         .arg(&script)
         .args(["--no-build", "example.org/dmraid-csi:test"]));

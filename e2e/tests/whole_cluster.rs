@@ -234,7 +234,7 @@ fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
     println!("node registered at {:.0?}", started.elapsed());
 
     // helm install, as a user would (values for images imported into the node).
-    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/dmraid-csi");
+    let chart = e2e::repo_root().join("charts/dmraid-csi");
     let (repo, tag) = DRIVER_IMAGE.rsplit_once(':').unwrap();
     let out = Command::new(tool("helm").unwrap())
         .arg("install")
