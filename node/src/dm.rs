@@ -729,15 +729,9 @@ impl DeviceMapper for FakeDm {
                 Target::new(t.start, t.length, &t.kind, params)
             })
             .collect();
-        if st
-            .change_after_read
-            .as_ref()
-            .is_some_and(|(dev, _)| dev == name)
-        {
-            if let Some((dev, params)) = st.change_after_read.take() {
-                st.statuses.insert(dev, params);
-                st.events += 1;
-            }
+        if let Some((dev, params)) = st.change_after_read.take_if(|(dev, _)| dev == name) {
+            st.statuses.insert(dev, params);
+            st.events += 1;
         }
         Ok(now)
     }

@@ -376,35 +376,74 @@ mod tests {
     use crate::dm::{DeviceMapper, FakeDm};
     use crate::engine::EngineConfig;
 
-    #[test]
-    fn a_lost_leg_is_rebuilt_onto_a_spare_and_reaped_when_in_sync() {
+    /// An engine over fake disks `disks` (64 MiB each), all claimed.
+    fn engine_on(disks: &[&str]) -> (Arc<FakeDm>, FakeDisks, Arc<Engine>) {
         let dm = Arc::new(FakeDm::new());
-        let disks = FakeDisks::new();
-        for d in ["/dev/vdb", "/dev/vdc", "/dev/vdd"] {
-            disks.add(d, 64 << 20);
+        let fake = FakeDisks::new();
+        for d in disks {
+            fake.add(d, 64 << 20);
         }
-        let engine = Engine::new(
+        let engine = Arc::new(Engine::new(
             dm.clone(),
-            Arc::new(disks.clone()),
+            Arc::new(fake.clone()),
             EngineConfig {
                 node: "n".into(),
                 globs: vec!["/dev/vd*".into()],
                 wipe: false,
             },
-        );
+        ));
         engine.claim_disks().unwrap();
+        (dm, fake, engine)
+    }
+
+    /// Volume `v`: an 8 MiB raid5_ls over three of the disks.
+    fn raid5_v(engine: &Engine) -> crate::engine::VolumeInfo {
         let p: BTreeMap<String, String> = [("raidType".to_string(), "raid5_ls".to_string())].into();
         let spec = dmraid_api::RaidSpec::from_parameters(&p).unwrap();
-        let old = engine.create_volume("v", &spec, 8 << 20).unwrap().legs[1]
-            .disk
-            .clone()
-            .unwrap();
-        let cfg = MonitorConfig {
-            auto_rebuild: true,
-            interval: Duration::from_millis(1),
+        engine.create_volume("v", &spec, 8 << 20).unwrap()
+    }
+
+    fn config(auto_rebuild: bool, interval: Duration) -> MonitorConfig {
+        MonitorConfig {
+            auto_rebuild,
+            interval,
             scrub_every: None,
             state_dir: None,
-        };
+        }
+    }
+
+    /// [`run`] on its own thread with a 600 s interval (only events wake it).
+    fn spawn_run(
+        engine: &Arc<Engine>,
+    ) -> (
+        std::thread::JoinHandle<()>,
+        Arc<AtomicBool>,
+        tokio::sync::mpsc::UnboundedReceiver<Notice>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (engine, flag) = (engine.clone(), stop.clone());
+        let cfg = config(false, Duration::from_secs(600));
+        let worker = std::thread::spawn(move || run(engine, cfg, flag, None, Some(tx)));
+        (worker, stop, rx)
+    }
+
+    /// Stop a [`spawn_run`] monitor: set the flag and keep waking it (an
+    /// event raised before its next arm is absorbed) until it is gone.
+    fn stop_run(dm: &FakeDm, worker: std::thread::JoinHandle<()>, stop: &AtomicBool) {
+        stop.store(true, Ordering::SeqCst);
+        while !worker.is_finished() {
+            dm.raise_event();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn a_lost_leg_is_rebuilt_onto_a_spare_and_reaped_when_in_sync() {
+        let (dm, disks, engine) = engine_on(&["/dev/vdb", "/dev/vdc", "/dev/vdd"]);
+        let old = raid5_v(&engine).legs[1].disk.clone().unwrap();
+        let cfg = config(true, Duration::from_millis(1));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut st = RoundState::default();
         round(&engine, &cfg, &mut st, None, Some(&tx));
@@ -457,40 +496,14 @@ mod tests {
 
     #[test]
     fn with_auto_rebuild_off_nothing_is_replaced() {
-        let dm = Arc::new(FakeDm::new());
-        let disks = FakeDisks::new();
-        for d in ["/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde"] {
-            disks.add(d, 64 << 20);
-        }
-        let engine = Engine::new(
-            dm.clone(),
-            Arc::new(disks.clone()),
-            EngineConfig {
-                node: "n".into(),
-                globs: vec!["/dev/vd*".into()],
-                wipe: false,
-            },
-        );
-        engine.claim_disks().unwrap();
-        let p: BTreeMap<String, String> = [("raidType".to_string(), "raid5_ls".to_string())].into();
-        engine
-            .create_volume(
-                "v",
-                &dmraid_api::RaidSpec::from_parameters(&p).unwrap(),
-                8 << 20,
-            )
-            .unwrap();
+        let (dm, _disks, engine) = engine_on(&["/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde"]);
+        raid5_v(&engine);
         let before = engine.volume("v").unwrap().legs;
         dm.set_status("dmraid-v", "raid5_ls 3 ADA 8192/8192 idle 0");
         let mut st = RoundState::default();
         round(
             &engine,
-            &MonitorConfig {
-                auto_rebuild: false,
-                interval: Duration::from_millis(1),
-                scrub_every: None,
-                state_dir: None,
-            },
+            &config(false, Duration::from_millis(1)),
             &mut st,
             None,
             None,
@@ -501,45 +514,14 @@ mod tests {
 
     #[test]
     fn a_leg_failing_while_a_round_reads_wakes_the_next_round_at_once() {
-        let dm = Arc::new(FakeDm::new());
-        let disks = FakeDisks::new();
-        for d in ["/dev/vdb", "/dev/vdc", "/dev/vdd"] {
-            disks.add(d, 64 << 20);
-        }
-        let engine = Arc::new(Engine::new(
-            dm.clone(),
-            Arc::new(disks.clone()),
-            EngineConfig {
-                node: "n".into(),
-                globs: vec!["/dev/vd*".into()],
-                wipe: false,
-            },
-        ));
-        engine.claim_disks().unwrap();
-        let p: BTreeMap<String, String> = [("raidType".to_string(), "raid5_ls".to_string())].into();
-        engine
-            .create_volume(
-                "v",
-                &dmraid_api::RaidSpec::from_parameters(&p).unwrap(),
-                8 << 20,
-            )
-            .unwrap();
+        let (dm, _disks, engine) = engine_on(&["/dev/vdb", "/dev/vdc", "/dev/vdd"]);
+        raid5_v(&engine);
         // The first round reads a healthy array; the leg fails (and the
         // kernel raises its event) just after.
         dm.change_after_read("dmraid-v", "raid5_ls 3 ADA 8192/8192 idle 0");
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let cfg = MonitorConfig {
-            auto_rebuild: false,
-            // Far longer than the wait below: only the event can wake it.
-            interval: Duration::from_secs(600),
-            scrub_every: None,
-            state_dir: None,
-        };
-        let worker = {
-            let (engine, stop) = (engine.clone(), stop.clone());
-            std::thread::spawn(move || run(engine, cfg, stop, None, Some(tx)))
-        };
+        // The interval (600 s) is far longer than the wait below: only the
+        // event can wake it.
+        let (worker, stop, mut rx) = spawn_run(&engine);
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let mut rounds = 0;
         let failed = loop {
@@ -551,12 +533,7 @@ mod tests {
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
         };
-        stop.store(true, Ordering::SeqCst);
-        while !worker.is_finished() {
-            dm.raise_event();
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        worker.join().unwrap();
+        stop_run(&dm, worker, &stop);
         assert_eq!(
             failed.as_deref(),
             Some("v"),
@@ -567,40 +544,14 @@ mod tests {
 
     #[test]
     fn a_storm_of_events_is_held_to_a_few_rounds_a_second() {
-        let dm = Arc::new(FakeDm::new());
-        let engine = Arc::new(Engine::new(
-            dm.clone(),
-            Arc::new(FakeDisks::new()),
-            EngineConfig {
-                node: "n".into(),
-                globs: vec![],
-                wipe: false,
-            },
-        ));
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let cfg = MonitorConfig {
-            auto_rebuild: false,
-            interval: Duration::from_secs(600),
-            scrub_every: None,
-            state_dir: None,
-        };
-        let worker = {
-            let (engine, stop) = (engine.clone(), stop.clone());
-            std::thread::spawn(move || run(engine, cfg, stop, None, Some(tx)))
-        };
+        let (dm, _disks, engine) = engine_on(&[]);
+        let (worker, stop, mut rx) = spawn_run(&engine);
         let until = std::time::Instant::now() + Duration::from_secs(1);
         while std::time::Instant::now() < until {
             dm.raise_event();
             std::thread::sleep(Duration::from_millis(1));
         }
-        stop.store(true, Ordering::SeqCst);
-        // Keep waking it: an event raised before its next arm is absorbed.
-        while !worker.is_finished() {
-            dm.raise_event();
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        worker.join().unwrap();
+        stop_run(&dm, worker, &stop);
         let rounds = std::iter::from_fn(|| rx.try_recv().ok())
             .filter(|n| *n == Notice::Round)
             .count();

@@ -9,11 +9,11 @@
 //! agent's round trips are not counted.
 
 use e2e::apiserver::ApiServer;
+use e2e::driver::CSI;
 use e2e::vm::release_binary;
 use e2e::{Vm, MIB};
 use std::time::{Duration, Instant};
 
-const CSI: &str = "dmraid-csi csi --endpoint /run/csi.sock";
 const GIB: u64 = 1024 * MIB;
 
 /// A benchmark: adds its rows.
@@ -157,6 +157,15 @@ fn in_sync(name: &str) -> String {
     format!("dmsetup status {name} | grep -q idle && ! dmsetup status {name} | awk '{{print $6}}' | grep -q '[^A]'")
 }
 
+/// Create `vol` with `params` on a running driver, wait for the initial
+/// resync and return md's span of it (from the kernel log).
+fn create_and_resync(vm: &mut Vm, vol: &str, params: &str) -> Result<f64, String> {
+    clear_log(vm)?;
+    vm.run_ok(&format!("{CSI} create {vol} {params} --size 1Gi"))?;
+    wait_every(vm, &in_sync(&format!("dmraid-{vol}")), 900, 1000)?;
+    span(&kernel_log(vm)?, "resync of RAID array", "resync done")
+}
+
 /// A raid1 of two legs, leg 1 made failing, in sync again: for the
 /// rebuild benches. Returns the kernel's recovery span and the span from
 /// the fault (marked in the log) to the end of the recovery.
@@ -190,12 +199,7 @@ fn rebuild(rows: &mut Vec<Row>) -> Result<(), String> {
         .with_driver()?
         .boot()?;
     start_driver(&mut vm, "")?;
-    clear_log(&mut vm)?;
-    vm.run_ok(&format!(
-        "{CSI} create r1 --param raidType=raid1 --param legs=2 --size 1Gi"
-    ))?;
-    wait_every(&mut vm, &in_sync("dmraid-r1"), 900, 1000)?;
-    let full = span(&kernel_log(&mut vm)?, "resync of RAID array", "resync done")?;
+    let full = create_and_resync(&mut vm, "r1", "--param raidType=raid1 --param legs=2")?;
     let legs = e2e::raid::leg_disks(&mut vm, "r1")?;
     let spare = (0..3).find(|i| !legs.contains(i)).ok_or("no spare")?;
     let (src, dst) = (vm.disk_dev(legs[0])?, vm.disk_dev(spare)?);
@@ -334,12 +338,7 @@ fn bitmap_resync(rows: &mut Vec<Row>) -> Result<(), String> {
         .with_driver()?
         .boot()?;
     start_driver(&mut vm, "")?;
-    clear_log(&mut vm)?;
-    vm.run_ok(&format!(
-        "{CSI} create r5 --param raidType=raid5_ls --param legs=3 --size 1Gi"
-    ))?;
-    wait_every(&mut vm, &in_sync("dmraid-r5"), 900, 1000)?;
-    let full = span(&kernel_log(&mut vm)?, "resync of RAID array", "resync done")?;
+    let full = create_and_resync(&mut vm, "r5", "--param raidType=raid5_ls --param legs=3")?;
     let table = vm.run_ok("dmsetup table dmraid-r5")?;
     let region: u64 = table
         .split_whitespace()
