@@ -43,6 +43,12 @@ pub trait Disks: Send + Sync {
     /// same device instance (a hot-removed disk vanishes; a disk added later
     /// may take its name and number, but not its `seq`).
     fn present(&self, disk: &DiskInfo) -> bool;
+    /// Hold other processes off this disk's label until the lock is
+    /// dropped (none by default: only real devices are shared).
+    fn lock_label(&self, path: &Path) -> std::io::Result<crate::lock::DiskLock> {
+        let _ = path;
+        Ok(crate::lock::DiskLock::none())
+    }
 }
 
 /// Real block devices (regular files work too, for tinkering).
@@ -132,6 +138,10 @@ impl Disks for RealDisks {
 
     fn present(&self, disk: &DiskInfo) -> bool {
         devno_of(&disk.path).is_ok_and(|d| d == disk.devno) && diskseq_of(&disk.devno) == disk.seq
+    }
+
+    fn lock_label(&self, path: &Path) -> std::io::Result<crate::lock::DiskLock> {
+        crate::lock::disk(path, std::time::Duration::from_secs(10))
     }
 }
 
