@@ -161,17 +161,67 @@ pub enum LabelError {
     /// A label written by a newer dmraid-csi.
     #[error("label format version {0} is newer than this driver understands ({FORMAT_VERSION}); upgrade dmraid-csi, the label was not touched")]
     NewerFormat(u32),
-    /// Both copies carry our magic but neither verifies.
-    #[error("both label copies are damaged (checksum mismatch); refusing to guess")]
-    Corrupt,
+    /// Our slots are there but no copy is usable; says why for each.
+    #[error("no copy of the label is usable ({0}); refusing to guess")]
+    Corrupt(String),
     /// The label does not fit its slot.
     #[error(
         "label of {0} bytes does not fit its {SLOT_BYTES}-byte slot: too many extents on one disk"
     )]
     TooBig(usize),
-    /// The body does not parse.
+    /// The body does not serialise.
     #[error("label body: {0}")]
     Body(String),
+    /// A label that would not read back (its extents are wrong); not written.
+    #[error("refusing to write a label that would not read back: {0}")]
+    Invalid(String),
+}
+
+/// Check what a checksum cannot: every extent lies after the label area
+/// and within the disk's `disk` sectors, and no two overlap. A label that
+/// fails is as untrustworthy as a damaged one (its allocations would hand
+/// out the label area, sectors past the end, or one leg's sectors twice).
+pub fn validate(label: &DiskLabel, disk: Sectors) -> Result<(), String> {
+    let mut spans = Vec::with_capacity(label.extents.len());
+    for e in &label.extents {
+        let name = || {
+            format!(
+                "extent of volume {} leg {} ({:?}, {} sectors at {})",
+                e.volume, e.leg, e.role, e.len, e.start
+            )
+        };
+        let Some(end) = e.start.checked_add(e.len) else {
+            return Err(format!("{} ends past the largest sector number", name()));
+        };
+        if e.start < LABEL_AREA.0 {
+            return Err(format!(
+                "{} lies inside the label area (the first {} sectors)",
+                name(),
+                LABEL_AREA.0
+            ));
+        }
+        if end > disk.0 {
+            return Err(format!(
+                "{} lies past the disk's end ({} sectors)",
+                name(),
+                disk.0
+            ));
+        }
+        if e.len > 0 {
+            spans.push((e.start, end, e));
+        }
+    }
+    spans.sort_unstable_by_key(|&(start, end, _)| (start, end));
+    for pair in spans.windows(2) {
+        let ((_, end, a), (start, _, b)) = (pair[0], pair[1]);
+        if start < end {
+            return Err(format!(
+                "extents of volume {} leg {} and volume {} leg {} overlap at sector {start}",
+                a.volume, a.leg, b.volume, b.leg
+            ));
+        }
+    }
+    Ok(())
 }
 
 struct Slot {
@@ -181,12 +231,19 @@ struct Slot {
 
 enum SlotRead {
     Blank,
-    Invalid,
+    /// Our magic, but not a usable copy: why.
+    Invalid(String),
     Newer(u32),
     Valid(Slot),
 }
 
-fn read_slot<D: Read + Seek>(dev: &mut D, index: u64) -> Result<SlotRead, LabelError> {
+const SLOT_NAMES: [&str; 2] = ["A", "B"];
+
+fn read_slot<D: Read + Seek>(
+    dev: &mut D,
+    index: u64,
+    disk: Sectors,
+) -> Result<SlotRead, LabelError> {
     dev.seek(SeekFrom::Start(index * SLOT_BYTES))?;
     let mut h = [0u8; HEADER];
     if let Err(e) = dev.read_exact(&mut h) {
@@ -203,25 +260,33 @@ fn read_slot<D: Read + Seek>(dev: &mut D, index: u64) -> Result<SlotRead, LabelE
     let mut header_crc_input = h;
     header_crc_input[32..36].fill(0);
     if crc32c::crc32c(&header_crc_input) != u32_at(32) {
-        return Ok(SlotRead::Invalid);
+        return Ok(SlotRead::Invalid("header checksum mismatch".into()));
     }
     let version = u32_at(8);
     if version > FORMAT_VERSION {
         return Ok(SlotRead::Newer(version));
     }
-    let seq = u64::from_le_bytes(h[12..20].try_into().map_err(|_| LabelError::Corrupt)?);
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&h[12..20]);
+    let seq = u64::from_le_bytes(seq);
     let len = u32_at(20) as usize;
     if len > SLOT_BYTES as usize - HEADER {
-        return Ok(SlotRead::Invalid);
+        return Ok(SlotRead::Invalid(format!(
+            "body length {len} exceeds the slot"
+        )));
     }
     let mut body = vec![0u8; len];
     dev.read_exact(&mut body)?;
     if crc32c::crc32c(&body) != u32_at(24) {
-        return Ok(SlotRead::Invalid);
+        return Ok(SlotRead::Invalid("body checksum mismatch".into()));
     }
-    match serde_json::from_slice(&body) {
-        Ok(label) => Ok(SlotRead::Valid(Slot { seq, label })),
-        Err(e) => Err(LabelError::Body(e.to_string())),
+    let label: DiskLabel = match serde_json::from_slice(&body) {
+        Ok(label) => label,
+        Err(e) => return Ok(SlotRead::Invalid(format!("body does not parse: {e}"))),
+    };
+    match validate(&label, disk) {
+        Ok(()) => Ok(SlotRead::Valid(Slot { seq, label })),
+        Err(why) => Ok(SlotRead::Invalid(why)),
     }
 }
 
@@ -234,15 +299,25 @@ pub struct Loaded {
     pub seq: u64,
     /// The slot the next write goes to.
     next_slot: u64,
+    /// The disk's size, which the label's extents were checked against.
+    disk: Sectors,
 }
 
-/// Read the newest valid label. `Ok(label: None)` for a disk that carries
-/// none of our slots; an error when our slots exist but none verifies, or a
-/// newer format is present.
+/// Read the newest valid label, checking its extents against the disk's
+/// size as the device reports it (its end, by seeking there). See
+/// [`read_within`].
 pub fn read<D: Read + Seek>(dev: &mut D) -> Result<Loaded, LabelError> {
-    let a = read_slot(dev, 0)?;
-    let b = read_slot(dev, 1)?;
-    for s in [&a, &b] {
+    let end = dev.seek(SeekFrom::End(0))?;
+    read_within(dev, Sectors(end / 512))
+}
+
+/// Read the newest valid label of a disk of `disk` sectors. `Ok(label:
+/// None)` for a disk that carries none of our slots; an error when our
+/// slots exist but no copy is usable (checksum, body or extents wrong), or
+/// a newer format is present. A copy skipped for the other is logged.
+pub fn read_within<D: Read + Seek>(dev: &mut D, disk: Sectors) -> Result<Loaded, LabelError> {
+    let slots = [read_slot(dev, 0, disk)?, read_slot(dev, 1, disk)?];
+    for s in &slots {
         if let SlotRead::Newer(v) = s {
             return Err(LabelError::NewerFormat(*v));
         }
@@ -251,34 +326,54 @@ pub fn read<D: Read + Seek>(dev: &mut D) -> Result<Loaded, LabelError> {
         SlotRead::Valid(slot) => Some(slot.seq),
         _ => None,
     };
-    let (sa, sb) = (seq(&a), seq(&b));
-    let (best, next_slot) = match (sa, sb) {
-        (Some(x), Some(y)) if y > x => (b, 0),
-        (Some(_), _) => (a, 1),
-        (None, Some(_)) => (b, 0),
-        (None, None) => {
-            if matches!(a, SlotRead::Invalid) || matches!(b, SlotRead::Invalid) {
-                return Err(LabelError::Corrupt);
-            }
+    let best = match (seq(&slots[0]), seq(&slots[1])) {
+        (Some(x), Some(y)) if y > x => Some(1),
+        (Some(_), _) => Some(0),
+        (None, Some(_)) => Some(1),
+        (None, None) => None,
+    };
+    let why = |s: &SlotRead| match s {
+        SlotRead::Invalid(why) => Some(why.clone()),
+        _ => None,
+    };
+    let Some(best) = best else {
+        if slots.iter().all(|s| matches!(s, SlotRead::Blank)) {
             return Ok(Loaded {
                 label: None,
                 seq: 0,
                 next_slot: 0,
+                disk,
             });
         }
+        let reasons: Vec<String> = slots
+            .iter()
+            .zip(SLOT_NAMES)
+            .map(|(s, name)| format!("copy {name}: {}", why(s).unwrap_or_else(|| "blank".into())))
+            .collect();
+        return Err(LabelError::Corrupt(reasons.join("; ")));
     };
-    match best {
+    let [a, b] = slots;
+    let (chosen, other) = if best == 0 { (a, b) } else { (b, a) };
+    if let Some(why) = why(&other) {
+        tracing::warn!(
+            copy = SLOT_NAMES[1 - best],
+            reason = %why,
+            "skipping an unusable copy of a disk label; the other copy is used and the next write replaces this one"
+        );
+    }
+    match chosen {
         SlotRead::Valid(slot) => Ok(Loaded {
             label: Some(slot.label),
             seq: slot.seq,
-            next_slot,
+            next_slot: 1 - best as u64,
+            disk,
         }),
         _ => unreachable!("best is the valid slot chosen above"),
     }
 }
 
 /// Write `label` as the next version after `loaded`, into the older slot,
-/// and sync. `loaded` is updated to describe the new state.
+/// and sync; `loaded` is updated to describe the new state.
 pub fn write<D: Write + Seek + SyncIo>(
     dev: &mut D,
     loaded: &mut Loaded,
@@ -288,6 +383,7 @@ pub fn write<D: Write + Seek + SyncIo>(
     if body.len() > SLOT_BYTES as usize - HEADER {
         return Err(LabelError::TooBig(body.len()));
     }
+    validate(label, loaded.disk).map_err(LabelError::Invalid)?;
     let seq = loaded.seq + 1;
     let mut h = [0u8; HEADER];
     h[0..8].copy_from_slice(MAGIC);
@@ -333,8 +429,50 @@ mod tests {
     use proptest::prelude::*;
     use std::io::Cursor;
 
+    /// Sectors of the in-memory test disk: the label area and as much again.
+    const DISK: u64 = 2 * LABEL_AREA.0;
+
     fn disk() -> Cursor<Vec<u8>> {
-        Cursor::new(vec![0u8; (LABEL_AREA.0 * 512) as usize])
+        Cursor::new(vec![0u8; (DISK * 512) as usize])
+    }
+
+    /// Put `body` into slot `index` with sequence `seq` and good checksums,
+    /// as a writer that does not check what it writes would.
+    fn put_slot(d: &mut Cursor<Vec<u8>>, index: u64, seq: u64, body: &[u8]) {
+        let mut h = [0u8; HEADER];
+        h[0..8].copy_from_slice(MAGIC);
+        h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        h[12..20].copy_from_slice(&seq.to_le_bytes());
+        h[20..24].copy_from_slice(&(body.len() as u32).to_le_bytes());
+        h[24..28].copy_from_slice(&crc32c::crc32c(body).to_le_bytes());
+        let crc = crc32c::crc32c(&h);
+        h[32..36].copy_from_slice(&crc.to_le_bytes());
+        let at = (index * SLOT_BYTES) as usize;
+        d.get_mut()[at..at + HEADER].copy_from_slice(&h);
+        d.get_mut()[at + HEADER..at + HEADER + body.len()].copy_from_slice(body);
+    }
+
+    /// label(1) written normally (slot A, sequence 1), then `bad` forced
+    /// into slot B with sequence 2.
+    fn good_a_then_bad_b(bad: &DiskLabel) -> Cursor<Vec<u8>> {
+        let mut d = disk();
+        let mut l = read(&mut d).unwrap();
+        write(&mut d, &mut l, &label(1)).unwrap();
+        put_slot(&mut d, 1, 2, &serde_json::to_vec(bad).unwrap());
+        d
+    }
+
+    fn with_extent(start: u64, len: u64) -> DiskLabel {
+        let mut l = label(2);
+        l.extents.push(Extent {
+            volume: "w".into(),
+            leg: 1,
+            role: Role::Meta,
+            start,
+            len,
+            state: ExtentState::Active,
+        });
+        l
     }
 
     fn label(n: u64) -> DiskLabel {
@@ -414,7 +552,7 @@ mod tests {
         write(&mut d, &mut l, &label(2)).unwrap();
         d.get_mut()[HEADER + 1] ^= 1;
         d.get_mut()[SLOT_BYTES as usize + HEADER + 1] ^= 1;
-        assert!(matches!(read(&mut d), Err(LabelError::Corrupt)));
+        assert!(matches!(read(&mut d), Err(LabelError::Corrupt(_))));
     }
 
     #[test]
@@ -453,6 +591,62 @@ mod tests {
             write(&mut d, &mut l, &big),
             Err(LabelError::TooBig(_))
         ));
+    }
+
+    #[test]
+    fn extents_in_the_label_area_past_the_end_or_overlapping_fall_back_to_the_other_copy() {
+        for bad in [
+            with_extent(LABEL_AREA.0 - 1, 10),
+            with_extent(0, 1),
+            with_extent(DISK - 10, 11),
+            with_extent(DISK, 1),
+            with_extent(u64::MAX - 5, 10),
+            with_extent(2048 + 2 + 99, 5),
+            with_extent(2048, 3),
+        ] {
+            let mut d = good_a_then_bad_b(&bad);
+            let mut back = read(&mut d).unwrap();
+            assert_eq!(back.label, Some(label(1)), "{:?}", bad.extents);
+            assert_eq!(back.seq, 1);
+            // The next write goes over the bad copy.
+            write(&mut d, &mut back, &label(3)).unwrap();
+            assert_eq!(&d.get_ref()[0..8], MAGIC);
+            assert_eq!(read(&mut d).unwrap().label, Some(label(3)));
+        }
+        // Touching the label area's end or the disk's end is fine.
+        let mut edges = label(2);
+        edges.extents = vec![
+            with_extent(LABEL_AREA.0, 10).extents[1].clone(),
+            with_extent(DISK - 10, 10).extents[1].clone(),
+        ];
+        let mut d = good_a_then_bad_b(&edges);
+        assert_eq!(read(&mut d).unwrap().label, Some(edges));
+    }
+
+    #[test]
+    fn a_checksummed_body_that_does_not_parse_falls_back_to_the_other_copy() {
+        let mut d = disk();
+        let mut l = read(&mut d).unwrap();
+        write(&mut d, &mut l, &label(1)).unwrap();
+        put_slot(&mut d, 1, 2, b"{\"disk_uuid\": 42");
+        let back = read(&mut d).unwrap();
+        assert_eq!(back.label, Some(label(1)));
+        assert_eq!(back.seq, 1);
+    }
+
+    #[test]
+    fn no_usable_copy_is_an_error_naming_why() {
+        let mut d = disk();
+        put_slot(&mut d, 0, 1, b"not json");
+        put_slot(
+            &mut d,
+            1,
+            2,
+            &serde_json::to_vec(&with_extent(DISK, 1)).unwrap(),
+        );
+        let e = read(&mut d).unwrap_err().to_string();
+        assert!(e.contains("does not parse"), "{e}");
+        assert!(e.contains("past the disk's end"), "{e}");
     }
 
     /// A writer that stops (as a power cut would) after `limit` bytes.
@@ -497,6 +691,46 @@ mod tests {
             let mut d = torn.inner;
             let back = read(&mut d).unwrap();
             prop_assert!(back.label == Some(label(gen)) || back.label == Some(label(99)));
+        }
+
+        #[test]
+        fn a_label_is_read_back_only_when_its_extents_are_disjoint_and_on_the_disk(
+            extents in proptest::collection::vec(
+                (prop_oneof![0u64..2 * DISK, Just(u64::MAX - 3)], prop_oneof![0u64..DISK, Just(u64::MAX)]),
+                0..6,
+            )
+        ) {
+            let mut b = label(2);
+            b.extents = extents
+                .iter()
+                .enumerate()
+                .map(|(i, &(start, len))| Extent {
+                    volume: format!("v{i}"),
+                    leg: 0,
+                    role: Role::Data,
+                    start,
+                    len,
+                    state: ExtentState::Active,
+                })
+                .collect();
+            let ends: Vec<Option<u64>> = extents.iter().map(|&(s, l)| s.checked_add(l)).collect();
+            let in_range = extents
+                .iter()
+                .zip(&ends)
+                .all(|(&(s, _), e)| s >= LABEL_AREA.0 && e.is_some_and(|e| e <= DISK));
+            let disjoint = (0..extents.len()).all(|i| {
+                (0..i).all(|j| {
+                    let (a, b) = (extents[i], extents[j]);
+                    a.1 == 0 || b.1 == 0 || ends[i] <= Some(b.0) || ends[j] <= Some(a.0)
+                })
+            });
+            let mut d = good_a_then_bad_b(&b);
+            let back = read(&mut d).unwrap();
+            if in_range && disjoint {
+                prop_assert_eq!(back.label, Some(b));
+            } else {
+                prop_assert_eq!(back.label, Some(label(1)));
+            }
         }
 
         #[test]
