@@ -518,13 +518,41 @@ impl Engine {
                 continue;
             }
             let path = c.info.path.clone();
+            let _disk_lock = self.disks.lock_label(&path).map_err(Self::io_err(&path))?;
             let mut dev = self.disks.open(&path).map_err(Self::io_err(&path))?;
-            labels::write(&mut dev, &mut c.loaded, &label).map_err(|source| Error::Label {
+            let written = labels::write(&mut dev, &mut c.loaded, &label);
+            if let Err(labels::LabelError::Stale { .. }) = &written {
+                Self::reload_label(&mut dev, c);
+            }
+            written.map_err(|source| Error::Label {
                 path: path.display().to_string(),
                 source,
             })?;
         }
         Ok(())
+    }
+
+    /// After another process wrote `c`'s label: cache what is on the disk
+    /// now, so the caller's next attempt builds on it. The cache is kept as
+    /// it was (and every write stays refused) when the disk no longer holds
+    /// this node's label of this disk.
+    fn reload_label(dev: &mut Box<dyn crate::disks::BlockIo>, c: &mut Claimed) {
+        let path = c.info.path.display().to_string();
+        match labels::read_within(dev, Bytes(c.info.size).sectors()) {
+            Ok(labels::Loaded {
+                label: Some(fresh), ..
+            }) if fresh.disk_uuid != c.label().disk_uuid || fresh.node != c.label().node => {
+                tracing::warn!(disk = %path, node = %fresh.node, uuid = %fresh.disk_uuid, "this disk was relabelled by another process; not adopting its label")
+            }
+            Ok(fresh) if fresh.label.is_some() => {
+                tracing::warn!(disk = %path, seq = fresh.seq, "another process wrote this disk's label; re-read it");
+                c.loaded = fresh;
+            }
+            Ok(_) => {
+                tracing::warn!(disk = %path, "this disk's label was erased by another process")
+            }
+            Err(error) => tracing::warn!(disk = %path, %error, "cannot re-read this disk's label"),
+        }
     }
 
     /// The volume's record and, per leg, (disk, meta start, data start) when its disk is here.

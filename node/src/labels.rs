@@ -175,6 +175,14 @@ pub enum LabelError {
     /// A label that would not read back (its extents are wrong); not written.
     #[error("refusing to write a label that would not read back: {0}")]
     Invalid(String),
+    /// Someone else wrote the label since it was read; nothing was written.
+    #[error("the label on this disk changed under us (sequence {found}, expected {expected}): another dmraid-csi process is using this disk")]
+    Stale {
+        /// The sequence number this writer last read.
+        expected: u64,
+        /// The sequence number on the disk now.
+        found: u64,
+    },
 }
 
 /// Check what a checksum cannot: every extent lies after the label area
@@ -374,7 +382,14 @@ pub fn read_within<D: Read + Seek>(dev: &mut D, disk: Sectors) -> Result<Loaded,
 
 /// Write `label` as the next version after `loaded`, into the older slot,
 /// and sync; `loaded` is updated to describe the new state.
-pub fn write<D: Write + Seek + SyncIo>(
+///
+/// Compare-and-swap: the slots are read again first, and when the newest
+/// usable copy on the disk is no longer the one `loaded` describes (another
+/// process wrote since), nothing is written and the error is
+/// [`LabelError::Stale`]; the caller re-reads and decides. The read and the
+/// write are one step only if the caller holds other writers off the disk
+/// meanwhile (the engine takes the disk's lock).
+pub fn write<D: Read + Write + Seek + SyncIo>(
     dev: &mut D,
     loaded: &mut Loaded,
     label: &DiskLabel,
@@ -384,6 +399,13 @@ pub fn write<D: Write + Seek + SyncIo>(
         return Err(LabelError::TooBig(body.len()));
     }
     validate(label, loaded.disk).map_err(LabelError::Invalid)?;
+    let on_disk = read_within(dev, loaded.disk)?;
+    if on_disk.seq != loaded.seq {
+        return Err(LabelError::Stale {
+            expected: loaded.seq,
+            found: on_disk.seq,
+        });
+    }
     let seq = loaded.seq + 1;
     let mut h = [0u8; HEADER];
     h[0..8].copy_from_slice(MAGIC);
@@ -395,13 +417,13 @@ pub fn write<D: Write + Seek + SyncIo>(
     h[32..36].copy_from_slice(&crc.to_le_bytes());
     let mut buf = h.to_vec();
     buf.extend_from_slice(&body);
-    dev.seek(SeekFrom::Start(loaded.next_slot * SLOT_BYTES))?;
+    dev.seek(SeekFrom::Start(on_disk.next_slot * SLOT_BYTES))?;
     dev.write_all(&buf)?;
     dev.flush()?;
     dev.sync_data()?;
     loaded.seq = seq;
     loaded.label = Some(label.clone());
-    loaded.next_slot = 1 - loaded.next_slot;
+    loaded.next_slot = 1 - on_disk.next_slot;
     Ok(())
 }
 
@@ -594,6 +616,40 @@ mod tests {
     }
 
     #[test]
+    fn a_second_writer_from_a_stale_view_is_refused() {
+        let mut d = disk();
+        let mut first = read(&mut d).unwrap();
+        let mut second = read(&mut d).unwrap();
+        write(&mut d, &mut first, &label(1)).unwrap();
+        let before = d.get_ref().clone();
+        let e = write(&mut d, &mut second, &label(2)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                LabelError::Stale {
+                    expected: 0,
+                    found: 1
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("another dmraid-csi process"), "{e}");
+        assert_eq!(d.get_ref(), &before, "nothing was written");
+        assert_eq!(read(&mut d).unwrap().label, Some(label(1)));
+        // Once it has re-read the disk, the second writer builds on the first's label.
+        let mut second = read(&mut d).unwrap();
+        write(&mut d, &mut second, &label(2)).unwrap();
+        assert_eq!(read(&mut d).unwrap().seq, 2);
+        assert!(matches!(
+            write(&mut d, &mut first, &label(3)),
+            Err(LabelError::Stale {
+                expected: 1,
+                found: 2
+            })
+        ));
+    }
+
+    #[test]
     fn extents_in_the_label_area_past_the_end_or_overlapping_fall_back_to_the_other_copy() {
         for bad in [
             with_extent(LABEL_AREA.0 - 1, 10),
@@ -665,6 +721,11 @@ mod tests {
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
+        }
+    }
+    impl Read for Torn {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.inner.read(buf)
         }
     }
     impl Seek for Torn {

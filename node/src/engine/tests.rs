@@ -717,3 +717,37 @@ fn tombstones_are_bounded() {
     assert_eq!(l.deleted.len(), crate::labels::MAX_TOMBSTONES);
     assert!(l.deleted.contains_key("u1999") && !l.deleted.contains_key("u0"));
 }
+
+#[test]
+fn a_second_process_over_the_same_disks_is_refused_then_builds_on_the_firsts_labels() {
+    let (_dm, disks, first) = setup(2, 64 * MIB);
+    // Another process (another state directory) claimed the same disks.
+    let second = engine(&Arc::new(FakeDm::new()), &disks);
+    let s = params(&[("raidType", "raid1")]);
+    first.create_volume("a", &s, 8 * MIB as u64).unwrap();
+    let before = (disks.bytes("/dev/vdb"), disks.bytes("/dev/vdc"));
+    let err = second.create_volume("b", &s, 8 * MIB as u64).unwrap_err();
+    assert!(
+        err.to_string().contains("another dmraid-csi process"),
+        "{err}"
+    );
+    assert_eq!(
+        (disks.bytes("/dev/vdb"), disks.bytes("/dev/vdc")),
+        before,
+        "a refused write changes nothing"
+    );
+    // Each refusal re-reads the disk it hit; the caller retries and the
+    // second volume lands beside the first, never over it.
+    let mut tries = 1;
+    while let Err(e) = second.create_volume("b", &s, 8 * MIB as u64) {
+        assert!(e.to_string().contains("another dmraid-csi process"), "{e}");
+        tries += 1;
+        assert!(tries <= 3, "one refusal per stale disk at most");
+    }
+    for path in ["/dev/vdb", "/dev/vdc"] {
+        let mut dev = disks.open(std::path::Path::new(path)).unwrap();
+        let label = labels::read(&mut dev).unwrap().label.unwrap();
+        let on_disk: BTreeSet<&str> = label.extents.iter().map(|x| x.volume.as_str()).collect();
+        assert_eq!(on_disk, BTreeSet::from(["a", "b"]), "{path}");
+    }
+}
