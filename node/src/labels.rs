@@ -10,6 +10,11 @@
 //! copy and is synced before it counts; a read takes the newest copy that
 //! verifies. A torn write can only damage the slot being written, so the
 //! previous state is never lost (stratisd's metadata areas work the same way).
+//! A copy counts only if its extents also make sense for the disk (after the
+//! label area, within the disk, disjoint): a checksum proves the bytes are
+//! what was written, not that what was written is right. A write first
+//! re-reads the slots and refuses if another process wrote since
+//! (compare-and-swap); holding writers off in between is the caller's job.
 
 use dmraid_api::units::Sectors;
 use serde::{Deserialize, Serialize};
