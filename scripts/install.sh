@@ -8,11 +8,13 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/env.sh"
 
 packages=(
-  # build: the devicemapper crate's bindings need the headers and libclang
-  libdevmapper-dev libclang-dev pkg-config
+  # build: the devicemapper and libblkid bindings need the headers and libclang
+  libdevmapper-dev libblkid-dev libclang-dev pkg-config
   # real-kernel tests: the VM, its initramfs and the tools copied into it
   qemu-system-x86 qemu-utils busybox-static dmsetup cpio kmod xz-utils
   e2fsprogs xfsprogs socat
+  # disks shaped like a real node's: partition tables, a FAT ESP, md superblocks
+  fdisk dosfstools mdadm
   # the bench's lvcreate comparison (lvm copied into the VM)
   lvm2
   # real API server tests: certificates and readiness probes

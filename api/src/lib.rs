@@ -10,6 +10,7 @@ pub mod error;
 pub mod params;
 pub mod quantity;
 pub mod raid_type;
+pub mod redundancy;
 pub mod status;
 pub mod superblock;
 pub mod sync;

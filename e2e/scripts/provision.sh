@@ -16,7 +16,7 @@ source "$here/../../scripts/env.sh"
 
 pkg="${DMRAID_KERNEL_PKG:-linux-image-6.1.0-50-cloud-amd64}"
 vm="$DMRAID_CACHE/vm"
-stamp="$vm/base/.provisioned-$pkg-v6"
+stamp="$vm/base/.provisioned-$pkg-v7"
 if [ -f "$stamp" ]; then
   echo "provision: VM pieces cached ($pkg)"
   exit 0
@@ -79,6 +79,13 @@ for tool in dmsetup mkfs.ext4 mke2fs resize2fs e2fsck dumpe2fs mkfs.xfs xfs_grow
   [ -n "$p" ] || { echo "provision: $tool not found: run scripts/install.sh" >&2; exit 1; }
   copy_with_libs "$p" "/usr/sbin/$tool"
 done
+# disks shaped like a real node's (the disk-selection suite): a GPT with a FAT
+# ESP, an md superblock
+for tool in sfdisk mkfs.vfat mdadm; do
+  p=$(command -v "$tool" || true)
+  [ -n "$p" ] || { echo "provision: $tool not found: run scripts/install.sh" >&2; exit 1; }
+  copy_with_libs "$p" "/usr/sbin/$tool"
+done
 # xfs_growfs is a script on some releases; it calls xfs_io
 p=$(command -v xfs_io || true); [ -n "$p" ] && copy_with_libs "$p" "/usr/sbin/xfs_io"
 mkdir -p "$base/etc"; cp /etc/mke2fs.conf "$base/etc/" 2>/dev/null || true
@@ -91,7 +98,7 @@ mkdir -p "$base/etc/lvm" "$base/run/lock/lvm"
 cp "$here/lvm.conf" "$base/etc/lvm/lvm.conf"
 
 # kernel modules and their dependencies, decompressed (busybox insmod can't read .xz)
-mods="dm-mod dm-raid raid456 raid1 raid10 raid0 dm-delay dm-flakey virtio_blk virtio_pci virtio_console virtio_net xfs"
+mods="dm-mod dm-raid raid456 raid1 raid10 raid0 dm-delay dm-flakey virtio_blk virtio_pci virtio_console virtio_net xfs vfat nls_cp437 nls_ascii nls_utf8"
 order="$base/modules.order"
 : > "$order"
 for m in $mods; do

@@ -172,7 +172,7 @@ fn raid6_heals_two_losses_one_on_a_spare_one_on_a_disk_added_later_and_a_killed_
     let volumes = vm
         .run_ok("dmraid-csi volumes --endpoint /run/csi.sock")
         .unwrap();
-    assert!(volumes.contains("ABNORMAL"), "{volumes}");
+    assert!(volumes.contains("DEGRADED"), "{volumes}");
     vm.hot_add_disk(64 * MIB).unwrap();
     vm.wait_until(
         "dmsetup status dmraid-v | grep -q ' AAAA .* idle'",

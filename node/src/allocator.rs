@@ -2,7 +2,8 @@
 //! tables, no I/O.
 //!
 //! Policy: each leg needs one metadata and one data extent, on a disk no
-//! other leg of the volume uses. Disks with the most free space are chosen
+//! other leg of the volume uses (a failure domain: two partitions of one
+//! disk are one domain). Disks with the most free space are chosen
 //! first (ties by id), which keeps free space even across disks so later,
 //! wider arrays still fit; on each disk the meta+data pair goes contiguous
 //! into the smallest gap that holds it (best fit), so large gaps stay whole.
@@ -19,6 +20,12 @@ pub struct DiskSpace {
     pub size: Sectors,
     /// Extents already allocated.
     pub used: Vec<(u64, u64)>,
+    /// The failure domain: the whole disk's device number for a
+    /// partition, the disk's own id otherwise. No two legs of a volume
+    /// share one.
+    pub domain: String,
+    /// How messages name it (the device path; the id when unknown).
+    pub name: String,
 }
 
 impl DiskSpace {
@@ -28,7 +35,21 @@ impl DiskSpace {
             id: id.to_string(),
             size,
             used: extents.iter().map(|e| (e.start, e.len)).collect(),
+            domain: id.to_string(),
+            name: id.to_string(),
         }
+    }
+
+    /// The same disk, named `name` in messages.
+    pub fn named(mut self, name: &str) -> Self {
+        name.clone_into(&mut self.name);
+        self
+    }
+
+    /// The same disk in failure domain `domain` (a partition's whole disk).
+    pub fn in_domain(mut self, domain: &str) -> Self {
+        domain.clone_into(&mut self.domain);
+        self
     }
 
     /// Free gaps `(start, len)` after the label area, in disk order.
@@ -87,7 +108,7 @@ fn describe(disks: &[&DiskSpace]) -> String {
     }
     disks
         .iter()
-        .map(|d| format!("{} {} free", d.id, Bytes(d.free() * 512)))
+        .map(|d| format!("{} {} free", d.name, Bytes(d.free() * 512)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -103,13 +124,40 @@ pub fn place(
     avoid: &[String],
 ) -> Result<Vec<Placement>, NoRoom> {
     let need = meta.0 + data.0;
+    let avoided = |d: &DiskSpace| {
+        avoid.contains(&d.id)
+            || disks
+                .iter()
+                .any(|a| avoid.contains(&a.id) && a.domain == d.domain)
+    };
     let mut fit: Vec<&DiskSpace> = disks
         .iter()
-        .filter(|d| !avoid.contains(&d.id) && d.best_fit(need).is_some())
+        .filter(|d| !avoided(d) && d.best_fit(need).is_some())
         .collect();
     fit.sort_by(|a, b| b.free().cmp(&a.free()).then_with(|| a.id.cmp(&b.id)));
+    // One disk per failure domain: the roomiest of each.
+    let mut domains = Vec::new();
+    fit.retain(|d| {
+        if domains.contains(&&d.domain) {
+            return false;
+        }
+        domains.push(&d.domain);
+        true
+    });
     if fit.len() < legs as usize {
-        let others: Vec<&DiskSpace> = disks.iter().filter(|d| !avoid.contains(&d.id)).collect();
+        let others: Vec<&DiskSpace> = disks.iter().filter(|d| !avoided(d)).collect();
+        if others.is_empty() {
+            let names: Vec<&str> = disks.iter().map(|d| d.name.as_str()).collect();
+            return Err(NoRoom(if names.is_empty() {
+                "no disk is claimed on this node: name disks with --disks (Helm value node.disks)"
+                    .to_string()
+            } else {
+                format!(
+                    "every claimed disk ({}) already holds a leg of this volume, and no two legs may share a disk; add a disk",
+                    names.join(", ")
+                )
+            }));
+        }
         return Err(NoRoom(format!(
             "needs {legs} distinct disks with {} contiguous free each (data {} + metadata {}); {} have room. Claimed disks: {}",
             Bytes(need * 512),
@@ -135,6 +183,54 @@ pub fn place(
         .collect())
 }
 
+/// Add `r` to sorted, disjoint sector ranges `(start, len)`, merging
+/// neighbours.
+pub fn ranges_add(ranges: &mut Vec<(u64, u64)>, r: (u64, u64)) {
+    if r.1 == 0 {
+        return;
+    }
+    ranges.push(r);
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for &(s, l) in ranges.iter() {
+        match merged.last_mut() {
+            Some(last) if s <= last.0 + last.1 => {
+                last.1 = last.1.max(s + l - last.0);
+            }
+            _ => merged.push((s, l)),
+        }
+    }
+    *ranges = merged;
+}
+
+/// Remove `r` from sorted, disjoint sector ranges.
+pub fn ranges_remove(ranges: &mut Vec<(u64, u64)>, r: (u64, u64)) {
+    if r.1 == 0 {
+        return;
+    }
+    let (rs, re) = (r.0, r.0 + r.1);
+    let mut out = Vec::with_capacity(ranges.len() + 1);
+    for &(s, l) in ranges.iter() {
+        let e = s + l;
+        if e <= rs || s >= re {
+            out.push((s, l));
+            continue;
+        }
+        if s < rs {
+            out.push((s, rs - s));
+        }
+        if e > re {
+            out.push((re, e - re));
+        }
+    }
+    *ranges = out;
+}
+
+/// Whether sorted, disjoint ranges cover all of `r`.
+pub fn ranges_cover(ranges: &[(u64, u64)], r: (u64, u64)) -> bool {
+    r.1 == 0 || ranges.iter().any(|&(s, l)| s <= r.0 && r.0 + r.1 <= s + l)
+}
+
 /// Whether the data extent at `start` of `len` can grow to `new_len` in
 /// place (the sectors after it are free and on the disk).
 pub fn can_grow(disk: &DiskSpace, start: u64, len: u64, new_len: u64) -> bool {
@@ -152,11 +248,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn disk(id: &str, gib: u64) -> DiskSpace {
-        DiskSpace {
-            id: id.into(),
-            size: Sectors(gib << 21),
-            used: vec![],
-        }
+        DiskSpace::new(id, Sectors(gib << 21), &[])
     }
 
     fn apply(disks: &mut [DiskSpace], p: &[Placement], meta: u64, data: u64) {
@@ -216,6 +308,56 @@ mod tests {
     }
 
     #[test]
+    fn two_partitions_of_one_disk_never_hold_two_legs() {
+        let disks = vec![
+            disk("p1", 3).in_domain("8:0"),
+            disk("p2", 3).in_domain("8:0"),
+            disk("b", 1),
+        ];
+        let p = place(&disks, 2, 0, Sectors(8192), Sectors(1 << 20), &[]).unwrap();
+        assert_eq!(
+            p.iter().map(|p| p.disk.as_str()).collect::<Vec<_>>(),
+            ["p1", "b"]
+        );
+        let e = place(&disks, 3, 0, Sectors(8192), Sectors(1 << 20), &[]).unwrap_err();
+        assert!(e.0.contains("2 have room"), "{e}");
+        // A replacement avoids the whole disk of the legs it must not share.
+        let r = place(
+            &disks,
+            1,
+            1,
+            Sectors(8192),
+            Sectors(1 << 20),
+            &["p1".into()],
+        )
+        .unwrap();
+        assert_eq!(r[0].disk, "b");
+    }
+
+    #[test]
+    fn no_room_for_a_replacement_says_every_disk_is_taken() {
+        let disks = vec![
+            disk("a", 1).named("/dev/vdb"),
+            disk("b", 1).named("/dev/vdc"),
+        ];
+        let e = place(
+            &disks,
+            1,
+            1,
+            Sectors(8192),
+            Sectors(1000),
+            &["a".into(), "b".into()],
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("every claimed disk (/dev/vdb, /dev/vdc) already holds a leg"),
+            "{e}"
+        );
+        let e = place(&[], 1, 0, Sectors(8192), Sectors(1000), &[]).unwrap_err();
+        assert!(e.0.contains("no disk is claimed"), "{e}");
+    }
+
+    #[test]
     fn grow_in_place_only_into_free_space() {
         let mut d = disk("a", 1);
         d.used = vec![(2048, 8192), (10240, 1000), (20000, 10)];
@@ -226,11 +368,37 @@ mod tests {
 
     proptest! {
         #[test]
+        fn zeroed_ranges_behave_like_a_set_of_sectors(
+            ops in proptest::collection::vec((any::<bool>(), 0u64..200, 0u64..40), 0..40)
+        ) {
+            let mut ranges = Vec::new();
+            let mut set = std::collections::BTreeSet::new();
+            for (add, s, l) in ops {
+                if add {
+                    ranges_add(&mut ranges, (s, l));
+                    set.extend(s..s + l);
+                } else {
+                    ranges_remove(&mut ranges, (s, l));
+                    for x in s..s + l { set.remove(&x); }
+                }
+                let from_ranges: std::collections::BTreeSet<u64> =
+                    ranges.iter().flat_map(|&(s, l)| s..s + l).collect();
+                prop_assert_eq!(&from_ranges, &set);
+                for w in ranges.windows(2) { prop_assert!(w[0].0 + w[0].1 < w[1].0); }
+                prop_assert!(ranges.iter().all(|r| r.1 > 0));
+            }
+            for s in 0..50u64 {
+                let covered = (s..s + 10).all(|x| set.contains(&x));
+                prop_assert_eq!(ranges_cover(&ranges, (s, 10)), covered);
+            }
+        }
+
+        #[test]
         fn allocations_never_overlap_or_leave_the_disk(
             sizes in proptest::collection::vec(1u64..6, 2..7),
             reqs in proptest::collection::vec((1u32..4, 1u64..400_000), 1..12)
         ) {
-            let mut disks: Vec<DiskSpace> = sizes.iter().enumerate().map(|(i, g)| DiskSpace { id: format!("d{i}"), size: Sectors(g << 20), used: vec![] }).collect();
+            let mut disks: Vec<DiskSpace> = sizes.iter().enumerate().map(|(i, g)| DiskSpace::new(&format!("d{i}"), Sectors(g << 20), &[])).collect();
             for (legs, data) in reqs {
                 if let Ok(p) = place(&disks, legs, 0, Sectors(8192), Sectors(data), &[]) {
                     let mut ids: Vec<&str> = p.iter().map(|p| p.disk.as_str()).collect();

@@ -87,6 +87,7 @@ pub fn reason(e: &EngineError) -> &'static str {
         EngineError::Precondition(_) | EngineError::Claim(_) => "NotPossible",
         EngineError::Busy(_) => "Busy",
         EngineError::AlreadyExists(_) => "SpecChanged",
+        EngineError::DisksMissing { .. } => "DisksMissing",
         _ => "Internal",
     }
 }
@@ -114,11 +115,11 @@ pub fn health_word(v: &VolumeInfo) -> &'static str {
     let Some(st) = &v.status else {
         return "inactive";
     };
-    let missing = v.legs.iter().filter(|l| l.disk.is_none()).count() as u32;
-    let lost = (st.dead_legs().len() as u32).max(missing);
-    let kind = v.spec.spec.raid_type;
-    let tolerated = kind.tolerated_failures(v.legs.len() as u32, v.spec.spec.copies());
-    status_word(st, lost, tolerated)
+    let lost = crate::health::lost_legs(v, st);
+    if dmraid_api::redundancy::survival(&v.spec.spec, &lost).lost {
+        return "failed";
+    }
+    status_word(st, lost.len() as u32, u32::MAX)
 }
 
 /// The HEALTH word of a status with `lost` legs gone of `tolerated`.
@@ -532,6 +533,11 @@ async fn apply(rv: Arc<RaidVolume>, ctx: Arc<Context>) -> Result<Action, Error> 
     let generation = rv.metadata.generation.unwrap_or(0);
     let spec = rv.spec.clone();
     let key = id.clone();
+    // The status says the array was made: not finding it now means its
+    // disks are away, never that it should be made again.
+    let made_before = rv.status.as_ref().is_some_and(|s| {
+        s.phase == dmraid_api::crd::Phase::Ready || s.capacity_bytes > 0 || !s.legs.is_empty()
+    });
     let outcome = ctx
         .engine_call(move |e| match e.volume(&key) {
             Ok(v) if v.spec.spec != spec.raid => Ok(Outcome::SpecChanged(format!(
@@ -542,6 +548,12 @@ async fn apply(rv: Arc<RaidVolume>, ctx: Arc<Context>) -> Result<Action, Error> 
                 Ok(Outcome::Unchanged(v))
             }
             Ok(_) => e.expand_volume(&key, spec.requested_bytes).map(Outcome::Changed),
+            Err(EngineError::NotFound(_)) if made_before => Err(EngineError::DisksMissing {
+                detail: e
+                    .where_it_was(&key)
+                    .unwrap_or_else(|| "none of its disks is present".to_string()),
+                id: key.clone(),
+            }),
             Err(EngineError::NotFound(_)) => e
                 .create_volume(&key, &spec.raid, spec.requested_bytes)
                 .map(Outcome::Changed),
@@ -598,11 +610,21 @@ async fn apply(rv: Arc<RaidVolume>, ctx: Arc<Context>) -> Result<Action, Error> 
 async fn cleanup(rv: Arc<RaidVolume>, ctx: Arc<Context>) -> Result<Action, Error> {
     let id = rv.name_any();
     let key = id.clone();
+    let made = rv
+        .status
+        .as_ref()
+        .is_some_and(|s| s.capacity_bytes > 0 || !s.legs.is_empty());
     let _ = ctx.publish_status(&id).await;
     match ctx
-        .engine_call(move |e| match e.delete_volume(&key) {
-            Err(EngineError::NotFound(_)) => Ok(()),
-            other => other,
+        .engine_call(move |e| {
+            match if made {
+                e.delete_made_volume(&key)
+            } else {
+                e.delete_volume(&key)
+            } {
+                Err(EngineError::NotFound(_)) => Ok(()),
+                other => other,
+            }
         })
         .await
     {

@@ -234,7 +234,7 @@ pub async fn volumes(endpoint: &str, wait: bool) -> Result<(), String> {
             .await
             .map_err(status)?
             .into_inner();
-        println!("{:<24} {:>12}  {:<8} HEALTH", "VOLUME", "SIZE", "STATE");
+        println!("{:<24} {:>12}  {:<10} HEALTH", "VOLUME", "SIZE", "STATE");
         let mut busy = false;
         for e in r.entries {
             let v = e.volume.unwrap_or_default();
@@ -244,10 +244,10 @@ pub async fn volumes(endpoint: &str, wait: bool) -> Result<(), String> {
                 .unwrap_or_default();
             let size = dmraid_api::units::Bytes(v.capacity_bytes as u64);
             println!(
-                "{:<24} {:>12}  {:<8} {}",
+                "{:<24} {:>12}  {:<10} {}",
                 v.volume_id,
                 size.to_string(),
-                if c.abnormal { "ABNORMAL" } else { "ok" },
+                crate::health::state_word(c.abnormal, &c.message),
                 c.message
             );
             if let Some(p) = crate::health::progress(&c.message) {
@@ -319,47 +319,20 @@ pub async fn describe(endpoint: &str, id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `dmraid-csi disks`: what each matched disk's label says, without writing anything.
+/// `dmraid-csi disks`: every device the globs match, what each claimed
+/// disk's label says, and why each other one is left alone; writes nothing.
 pub fn disks(globs: &[String]) -> Result<(), String> {
     use crate::disks::{Disks, RealDisks};
     println!(
         "{:<28} {:>10} {:>10}  {:<16} VOLUMES / NOTE",
         "DISK", "SIZE", "FREE", "NODE"
     );
-    for d in RealDisks.discover(globs).map_err(|e| e.to_string())? {
+    let found = RealDisks.discover(globs).map_err(|e| e.to_string())?;
+    for d in &found.disks {
         let size = dmraid_api::units::Bytes(d.size);
-        let mut dev = RealDisks
-            .open(&d.path)
-            .map_err(|e| format!("{}: {e}", d.path.display()))?;
-        let line = match crate::labels::read(&mut dev) {
-            Ok(loaded) => match loaded.label {
-                Some(l) => {
-                    let space =
-                        crate::allocator::DiskSpace::new(&l.disk_uuid, size.sectors(), &l.extents);
-                    let vols: Vec<&str> = l.volumes.keys().map(String::as_str).collect();
-                    format!(
-                        "{:>10}  {:<16} {}",
-                        dmraid_api::units::Bytes(space.free() * 512).to_string(),
-                        l.node,
-                        vols.join(",")
-                    )
-                }
-                None => {
-                    let mut head = vec![0u8; crate::signature::HEAD_BYTES.min(d.size as usize)];
-                    use std::io::{Read, Seek};
-                    let _ = dev.seek(std::io::SeekFrom::Start(0));
-                    let note = match dev
-                        .read_exact(&mut head)
-                        .ok()
-                        .and_then(|_| crate::signature::detect(&head))
-                    {
-                        Some(sig) => format!("not claimed: carries {sig}"),
-                        None => "blank: will be claimed".to_string(),
-                    };
-                    format!("{:>10}  {:<16} {note}", "-", "-")
-                }
-            },
-            Err(e) => format!("{:>10}  {:<16} label unreadable: {e}", "-", "-"),
+        let line = match disk_line(d) {
+            Ok(line) => line,
+            Err(e) => format!("{:>10}  {:<16} {e}", "-", "-"),
         };
         println!(
             "{:<28} {:>10} {line}",
@@ -367,5 +340,59 @@ pub fn disks(globs: &[String]) -> Result<(), String> {
             size.to_string()
         );
     }
+    for s in &found.skipped {
+        println!(
+            "{:<28} {:>10} {:>10}  {:<16} skipped: {}",
+            s.path.display().to_string(),
+            "-",
+            "-",
+            "-",
+            s.reason
+        );
+    }
     Ok(())
+}
+
+/// FREE, NODE and the note of one disk the driver may claim.
+fn disk_line(d: &crate::disks::DiskInfo) -> Result<String, String> {
+    let size = dmraid_api::units::Bytes(d.size);
+    let mut dev = std::fs::File::open(&d.path).map_err(|e| format!("cannot be opened: {e}"))?;
+    let loaded = crate::labels::read(&mut dev).map_err(|e| format!("label unreadable: {e}"))?;
+    Ok(match loaded.label {
+        Some(l) => {
+            let space = crate::allocator::DiskSpace::new(&l.disk_uuid, size.sectors(), &l.extents);
+            let vols: Vec<&str> = l.volumes.keys().map(String::as_str).collect();
+            let wiping: u64 = l
+                .extents
+                .iter()
+                .filter(|e| e.state == crate::labels::ExtentState::Wiping)
+                .map(|e| e.len * 512)
+                .sum();
+            let note = if wiping > 0 {
+                format!(
+                    " (wiping {} of deleted volumes)",
+                    dmraid_api::units::Bytes(wiping)
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "{:>10}  {:<16} {}{note}",
+                dmraid_api::units::Bytes(space.free() * 512).to_string(),
+                l.node,
+                vols.join(",")
+            )
+        }
+        None => {
+            let note = match crate::signature::probe(&dev) {
+                Ok(found) if found.is_empty() => "blank: will be claimed".to_string(),
+                Ok(found) => format!(
+                    "not claimed: carries {} (--wipe-disks erases them)",
+                    crate::signature::describe(&found)
+                ),
+                Err(e) => format!("cannot be probed: {e}"),
+            };
+            format!("{:>10}  {:<16} {note}", "-", "-")
+        }
+    })
 }

@@ -160,7 +160,24 @@ impl Controller for ControllerService {
         }
         let id = volume_id(&r.name);
         let engine = self.engine()?;
-        let v = blocking(move || engine.create_volume(&id, &spec, size)).await?;
+        // Made here before (the state dir remembers it) but not on any
+        // present disk: its disks are away; it is never made again.
+        if crate::state_dir::load_volume::<serde_json::Value>(&self.state_dir, &id).is_ok() {
+            let probe = engine.clone();
+            let key = id.clone();
+            if let Err(crate::error::Error::NotFound(_)) =
+                blocking(move || Ok(probe.volume(&key))).await?
+            {
+                return Err(crate::error::Error::DisksMissing {
+                    detail: "none of its disks is present (the state directory remembers it)"
+                        .to_string(),
+                    id,
+                }
+                .into());
+            }
+        }
+        let name = r.name.clone();
+        let v = blocking(move || engine.create_named(&id, Some(&name), &spec, size)).await?;
         Ok(Response::new(CreateVolumeResponse {
             volume: Some(self.to_volume(&v)),
         }))
@@ -176,7 +193,17 @@ impl Controller for ControllerService {
         }
         let engine = self.engine()?;
         let deleted = id.clone();
-        blocking(move || engine.delete_volume(&id)).await?;
+        // The state dir remembers volumes made here: a deletion while all
+        // their disks are away is recorded, and done when they return.
+        let made = crate::state_dir::load_volume::<serde_json::Value>(&self.state_dir, &id).is_ok();
+        blocking(move || {
+            if made {
+                engine.delete_made_volume(&id)
+            } else {
+                engine.delete_volume(&id)
+            }
+        })
+        .await?;
         if let Err(e) = crate::state_dir::forget_volume(&self.state_dir, &deleted) {
             tracing::warn!(volume = %deleted, error = %e, "could not remove the volume's YAML");
         }

@@ -9,7 +9,6 @@ use dmraid_proto::csi::node_server::Node;
 use dmraid_proto::csi::volume_capability::AccessType;
 use dmraid_proto::csi::*;
 use dmraid_proto::TOPOLOGY_KEY;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -110,14 +109,11 @@ fn fs_of(cap: &Option<VolumeCapability>, default: &str) -> Result<String, Status
     Ok(fs)
 }
 
-/// The filesystem already on the device, if any: Ok(None) for a blank device.
-fn existing_fs(device: &Path) -> Result<Option<signature::Signature>, Status> {
-    let mut f = std::fs::File::open(device)
+/// What libblkid finds on the device: empty for a blank device.
+fn existing_fs(device: &Path) -> Result<Vec<signature::Found>, Status> {
+    let f = std::fs::File::open(device)
         .map_err(|e| Status::internal(format!("{}: {e}", device.display())))?;
-    let mut head = vec![0u8; signature::HEAD_BYTES];
-    f.read_exact(&mut head)
-        .map_err(|e| Status::internal(format!("{}: {e}", device.display())))?;
-    Ok(signature::detect(&head))
+    signature::probe(&f).map_err(|e| Status::internal(format!("{}: {e}", device.display())))
 }
 
 #[tonic::async_trait]
@@ -150,13 +146,14 @@ impl Node for NodeService {
         let dev = device.clone();
         let fs2 = fs.clone();
         tokio::task::spawn_blocking(move || -> Result<(), Status> {
-            match existing_fs(&dev)? {
-                None => mount::mkfs(&dev, &fs2).map_err(io_status),
-                Some(signature::Signature::Ext) if fs2 == "ext4" => Ok(()),
-                Some(signature::Signature::Xfs) if fs2 == "xfs" => Ok(()),
-                Some(other) => Err(Status::failed_precondition(format!(
-                    "{} already carries {other}, not {fs2}; refusing to format it",
-                    dev.display()
+            let found = existing_fs(&dev)?;
+            match found.as_slice() {
+                [] => mount::mkfs(&dev, &fs2).map_err(io_status),
+                [only] if only.kind == fs2 => Ok(()),
+                other => Err(Status::failed_precondition(format!(
+                    "{} already carries {}, not {fs2}; refusing to format it",
+                    dev.display(),
+                    signature::describe(other)
                 ))),
             }
         })

@@ -93,6 +93,19 @@ pub enum DmError {
     BadName(String),
 }
 
+/// The errno of a devicemapper-crate ioctl error in words, without the
+/// ioctl header it dumps ("EINVAL: Invalid argument; the kernel's reason is
+/// in dmesg"); other errors as they are.
+pub fn ioctl_words(text: &str) -> String {
+    match text.rfind("error: E") {
+        Some(i) => format!(
+            "{}; the kernel's reason is in dmesg",
+            text[i + "error: ".len()..].trim()
+        ),
+        None => text.to_string(),
+    }
+}
+
 /// Every device-mapper operation the node uses. All calls are synchronous ioctls.
 pub trait DeviceMapper: Send + Sync {
     /// Every device-mapper device on the machine.
@@ -208,7 +221,7 @@ mod kernel {
         move |e| DmError::Kernel {
             op,
             name,
-            reason: e.to_string(),
+            reason: super::ioctl_words(&e.to_string()),
         }
     }
 
@@ -777,6 +790,19 @@ impl DeviceMapper for FakeDm {
 
     fn io_stats(&self, name: &str) -> Result<Option<(u64, u64)>, DmError> {
         Ok(self.lock().io.get(name).copied())
+    }
+}
+
+#[cfg(test)]
+mod words_tests {
+    #[test]
+    fn an_ioctl_dump_becomes_words() {
+        let raw = "DM Core error: low-level ioctl error due to nix error; header result: Some(DeviceInfo { version: Version { major: 4, minor: 47, patch: 0 }, data_size: 16384, flags: DmFlags(0x0) }), error: EINVAL: Invalid argument";
+        assert_eq!(
+            super::ioctl_words(raw),
+            "EINVAL: Invalid argument; the kernel's reason is in dmesg"
+        );
+        assert_eq!(super::ioctl_words("plain"), "plain");
     }
 }
 

@@ -47,6 +47,11 @@ pub struct VolumeSpec {
     pub requested: u64,
     /// Sectors of each leg's data extent.
     pub leg_data: u64,
+    /// The CSI name it was made for, where that is not the id itself
+    /// (standalone hashes long or odd names into ids): a request for
+    /// another name whose id collides is refused, never handed this volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// One leg of a volume.
@@ -75,6 +80,10 @@ pub struct VolumeInfo {
     pub status: Option<RaidStatus>,
     /// After an unclean shutdown: (dirty regions found, regions) being resynced.
     pub unclean: Option<(u64, u64)>,
+    /// After an unclean shutdown while degraded (parity): regions that may
+    /// be inconsistent until the check that runs once redundancy is back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_hole: Option<u64>,
     /// Legs the monitor found slow: (leg, ms per I/O, typical ms per I/O of the others).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slow_legs: Vec<SlowLeg>,
@@ -142,6 +151,36 @@ pub struct Engine {
     unclean: Mutex<BTreeMap<String, (u64, u64)>>,
     etas: Mutex<BTreeMap<String, u64>>,
     slow: Mutex<BTreeMap<String, Vec<SlowLeg>>>,
+    /// Parity arrays started after an unclean shutdown while degraded:
+    /// regions that may be inconsistent, until a check runs.
+    write_hole: Mutex<BTreeMap<String, u64>>,
+    /// Bumped each time a disk is claimed (or claimed again after being
+    /// away), so the monitor knows to activate what it brought.
+    claims: std::sync::atomic::AtomicU64,
+    /// Set and signalled when extents are given up, for the wiper thread.
+    wipe_wake: Arc<(Mutex<bool>, std::sync::Condvar)>,
+}
+
+/// Sectors zeroed per step of a wipe (64 MiB).
+const WIPE_STEP: Sectors = Sectors(131_072);
+
+/// Whether a tombstone names this record: its uid, or its id for a
+/// deletion made while all its disks were away (sparing a volume of the
+/// same id created after that deletion).
+fn deleted(tombstones: &BTreeMap<String, u64>, id: &str, r: &VolumeRecord) -> bool {
+    (!r.uid.is_empty() && tombstones.contains_key(&r.uid))
+        || tombstones
+            .get(&labels::id_tombstone(id))
+            .is_some_and(|when| r.created < *when)
+}
+
+/// Give up every extent of volume `id` on this label (to be wiped before
+/// anyone gets it again) and forget its record.
+fn retire(label: &mut DiskLabel, id: &str) {
+    for e in label.extents.iter_mut().filter(|e| e.volume == id) {
+        e.state = ExtentState::Wiping;
+    }
+    label.volumes.remove(id);
 }
 
 /// Held while an operation on a volume runs; a second one gets `Busy`.
@@ -232,6 +271,9 @@ impl Engine {
             unclean: Mutex::new(BTreeMap::new()),
             etas: Mutex::new(BTreeMap::new()),
             slow: Mutex::new(BTreeMap::new()),
+            write_hole: Mutex::new(BTreeMap::new()),
+            claims: std::sync::atomic::AtomicU64::new(0),
+            wipe_wake: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
         }
     }
 
@@ -253,10 +295,14 @@ impl Engine {
                 path: self.cfg.globs.join(","),
                 source,
             })?;
-        let mut problems = Vec::new();
+        let mut problems: Vec<Error> = found
+            .skipped
+            .into_iter()
+            .map(|s| Error::Claim(format!("{} not claimed: {}", s.path.display(), s.reason)))
+            .collect();
         let mut added = false;
         let mut claimed = lock(&self.claimed);
-        for info in found {
+        for info in found.disks {
             if claimed.iter().any(|c| c.info == info) {
                 continue;
             }
@@ -292,6 +338,8 @@ impl Engine {
         }
         drop(claimed);
         if added {
+            self.claims
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // A disk back from being away may hold volumes deleted meanwhile.
             if let Err(e) = self.forget_deleted() {
                 problems.push(e);
@@ -300,17 +348,23 @@ impl Engine {
         Ok(problems)
     }
 
+    /// Adopt a disk that carries our label, or label a new one: only a disk
+    /// nobody else holds (an exclusive open) and that carries no signature
+    /// libblkid knows, unless the operator asked to wipe, and then exactly
+    /// those signatures are erased.
     fn claim_one(&self, info: &DiskInfo) -> Result<labels::Loaded, Error> {
         let path = &info.path;
         let label_err = |source| Error::Label {
             path: path.display().to_string(),
             source,
         };
-        if info.size < (labels::LABEL_AREA.0 + META_EXTENT.0 + 8) * 512 {
+        let smallest = (labels::LABEL_AREA.0 + META_EXTENT.0 + 8) * 512;
+        if info.size < smallest {
             return Err(Error::Claim(format!(
-                "{} is {}; too small to hold a label and one leg",
+                "{} not claimed: it is {}, smaller than a label and one leg ({})",
                 path.display(),
-                Bytes(info.size)
+                Bytes(info.size),
+                Bytes(smallest)
             )));
         }
         let mut dev = self.disks.open(path).map_err(Self::io_err(path))?;
@@ -326,23 +380,32 @@ impl Engine {
             }
             return Ok(loaded);
         }
-        let mut head = vec![0u8; signature::HEAD_BYTES.min(info.size as usize)];
-        dev.seek(SeekFrom::Start(0)).map_err(Self::io_err(path))?;
-        dev.read_exact(&mut head).map_err(Self::io_err(path))?;
-        if let Some(sig) = signature::detect(&head) {
+        drop(dev);
+        // A new disk: hold it exclusively from the probe to the label write.
+        let mut dev = self
+            .disks
+            .open_exclusive(path)
+            .map_err(|e| Error::Claim(format!("{} not claimed: {e}", path.display())))?;
+        let found = dev.signatures(false).map_err(Self::io_err(path))?;
+        if !found.is_empty() {
             if !self.cfg.wipe {
                 return Err(Error::Claim(format!(
-                    "{} carries {sig}; refusing to claim it (pass --wipe-disks to overwrite)",
-                    path.display()
+                    "{} not claimed: it carries {}; pass --wipe-disks to erase those signatures",
+                    path.display(),
+                    signature::describe(&found)
                 )));
             }
-            dev.seek(SeekFrom::Start(0)).map_err(Self::io_err(path))?;
-            dev.write_all(&vec![0u8; head.len()])
-                .map_err(Self::io_err(path))?;
+            let wiped = dev.signatures(true).map_err(Self::io_err(path))?;
+            tracing::warn!(disk = %path.display(), wiped = %signature::describe(&wiped), "--wipe-disks: erased the signatures on a disk before claiming it");
         }
         let label = labels::new_label(new_uuid(), &self.cfg.node, now());
         labels::write(&mut dev, &mut loaded, &label).map_err(label_err)?;
         Ok(loaded)
+    }
+
+    /// How many times disks were claimed so far (see [`Engine::activate_inactive`]).
+    pub fn claim_count(&self) -> u64 {
+        self.claims.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The claimed disks: (path, size bytes, free bytes, label).
@@ -402,6 +465,8 @@ impl Engine {
                     Bytes(c.info.size).sectors(),
                     &c.label().extents,
                 )
+                .in_domain(&c.info.domain)
+                .named(&c.info.path.display().to_string())
             })
             .collect()
     }
@@ -584,10 +649,14 @@ impl Engine {
             }
             let generation = c.label().volumes.get(id).map_or(0, |r| r.generation);
             if let Some(r) = c.label().volumes.get(id) {
-                if record
-                    .as_ref()
-                    .is_none_or(|have| r.generation > have.generation)
-                {
+                // A total order, whatever order the disks are read in: the
+                // newer replacement generation, then a finished create over
+                // one in flight, then the spec itself (ties are copies).
+                let newer = |have: &VolumeRecord| {
+                    (r.generation, r.complete, r.spec.to_string())
+                        > (have.generation, have.complete, have.spec.to_string())
+                };
+                if record.as_ref().is_none_or(newer) {
                     record = Some(r.clone());
                 }
             }
@@ -642,6 +711,18 @@ impl Engine {
 
     /// Create (or find, when the same request was made before) a volume.
     pub fn create_volume(&self, id: &str, spec: &RaidSpec, size: u64) -> Result<VolumeInfo, Error> {
+        self.create_named(id, None, spec, size)
+    }
+
+    /// [`Engine::create_volume`] for the CSI name `name`, recorded with the
+    /// volume: the same id asked for under another name is refused.
+    pub fn create_named(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        spec: &RaidSpec,
+        size: u64,
+    ) -> Result<VolumeInfo, Error> {
         let _guard = self.lock_volume(id)?;
         spec.validate()?;
         let leg = leg_for_size(spec, Bytes(size))?;
@@ -649,6 +730,7 @@ impl Engine {
             spec: spec.clone(),
             requested: size,
             leg_data: leg.0,
+            name: name.filter(|n| *n != id).map(str::to_string),
         };
         // Everything the kernel would refuse is refused before anything is written.
         let dummy: Vec<Option<LegDevs>> = (0..spec.legs)
@@ -661,9 +743,32 @@ impl Engine {
             .collect();
         RaidTable::build(spec, leg, dummy, true, &[])?;
 
-        if let Some((record, _)) = self.find(id) {
+        let found = self.find(id);
+        if found.is_none() {
+            if let Some(detail) = self.where_it_was(id) {
+                return Err(Error::DisksMissing {
+                    id: id.to_string(),
+                    detail,
+                });
+            }
+        }
+        if let Some((record, _)) = found {
             let have = Self::spec_of(&record)?;
-            if have != wanted {
+            // A name that looks like an id is its own id: it must not
+            // reach the volume another name was hashed to.
+            if let (Some(owner), Some(asked)) = (&have.name, name) {
+                if owner != asked {
+                    return Err(Error::NameTaken {
+                        id: id.to_string(),
+                        name: asked.to_string(),
+                        owner: owner.clone(),
+                    });
+                }
+            }
+            let same = have.spec == wanted.spec
+                && have.requested == wanted.requested
+                && have.leg_data == wanted.leg_data;
+            if !same {
                 return Err(Error::AlreadyExists(id.to_string()));
             }
             if record.complete {
@@ -679,9 +784,24 @@ impl Engine {
         let alloc = lock(&self.alloc);
         let spaces = self.spaces();
         let placements = allocator::place(&spaces, spec.legs, 0, META_EXTENT, leg, &[])?;
+        // Data extents not known to read as zeroes (never wiped since the
+        // disk was claimed): a `nosync` array must not start over them.
+        let unzeroed: Vec<&allocator::Placement> = {
+            let claimed = lock(&self.claimed);
+            placements
+                .iter()
+                .filter(|p| {
+                    !claimed.iter().any(|c| {
+                        c.label().disk_uuid == p.disk
+                            && allocator::ranges_cover(&c.label().zeroed, (p.data_start, leg.0))
+                    })
+                })
+                .collect()
+        };
         let blob = serde_json::to_value(&wanted).map_err(|e| Error::Precondition(e.to_string()))?;
         self.edit_labels(|label| {
             for p in placements.iter().filter(|p| p.disk == label.disk_uuid) {
+                allocator::ranges_remove(&mut label.zeroed, (p.meta_start, META_EXTENT.0 + leg.0));
                 label.extents.push(Extent {
                     volume: id.into(),
                     leg: p.leg,
@@ -706,6 +826,7 @@ impl Engine {
                         complete: false,
                         generation: 0,
                         uid: uid.clone(),
+                        created: now(),
                     },
                 );
             }
@@ -714,6 +835,18 @@ impl Engine {
         // Blank metadata: the kernel must see a new array, never an old superblock.
         // Blank data head: a new volume has no filesystem, whatever was there before.
         let data_wipe = DATA_WIPE.max(spec.chunk_size.0).min(leg.0 * 512) as usize;
+        if spec.sync == dmraid_api::params::SyncPolicy::Nosync {
+            // `nosync` skips the initial resync: it is safe only when every
+            // leg reads the same (zeroes) from the start, else parity and
+            // mirrors disagree and a rebuild writes garbage.
+            for p in &unzeroed {
+                let path = self.path_of(&p.disk)?;
+                tracing::info!(volume = %id, disk = %path.display(), "nosync on space not known to be zeroed: zeroing the data extent first");
+                let mut dev = self.disks.open(&path).map_err(Self::io_err(&path))?;
+                dev.zero_range(p.data_start * 512, leg.0 * 512)
+                    .map_err(Self::io_err(&path))?;
+            }
+        }
         for p in &placements {
             let path = self.path_of(&p.disk)?;
             let mut dev = self.disks.open(&path).map_err(Self::io_err(&path))?;
@@ -734,6 +867,40 @@ impl Engine {
             }
         })?;
         self.volume(id)
+    }
+
+    /// For a volume no present disk holds: where it was, if this node ever
+    /// made it (a claimed disk that is away names it, or its array is still
+    /// loaded), in words; None when it was never made here.
+    pub fn where_it_was(&self, id: &str) -> Option<String> {
+        let claimed = lock(&self.claimed);
+        // Deleted since (a present disk's tombstone names it): not missing.
+        let mut tombstones = BTreeMap::new();
+        for c in claimed.iter().filter(|c| self.disks.present(&c.info)) {
+            tombstones.extend(c.label().deleted.clone());
+        }
+        let away: Vec<String> = claimed
+            .iter()
+            .filter(|c| !self.disks.present(&c.info))
+            .filter(|c| {
+                c.label()
+                    .volumes
+                    .get(id)
+                    .is_some_and(|r| !deleted(&tombstones, id, r))
+            })
+            .map(|c| c.info.path.display().to_string())
+            .collect();
+        drop(claimed);
+        if !away.is_empty() {
+            return Some(format!("disks missing: {}", away.join(", ")));
+        }
+        let live = self.dm.info(&array_name(id)).ok().flatten().is_some();
+        live.then(|| {
+            format!(
+                "its array {} is still loaded while none of its disks is present (disks missing)",
+                array_name(id)
+            )
+        })
     }
 
     fn path_of(&self, disk_uuid: &str) -> Result<PathBuf, Error> {
@@ -949,11 +1116,12 @@ impl Engine {
         vs.requested = size;
         let blob = serde_json::to_value(&vs).map_err(|e| Error::Precondition(e.to_string()))?;
         self.edit_labels(|label| {
-            for e in label
-                .extents
-                .iter_mut()
-                .filter(|e| e.volume == id && e.role == Role::Data && e.len == old)
-            {
+            for e in label.extents.iter_mut().filter(|e| {
+                e.volume == id
+                    && e.role == Role::Data
+                    && e.len == old
+                    && e.state == ExtentState::Active
+            }) {
                 e.len = new_leg.0;
             }
             if let Some(r) = label.volumes.get_mut(id) {
@@ -982,7 +1150,7 @@ impl Engine {
     /// soon as the kernel has taken the new leg the same table again without
     /// `rebuild`, so a later activation does not rebuild twice (DESIGN
     /// "Replacing a leg"). The old extents are kept as Retiring until the
-    /// array is in sync ([`Engine::reap_retired`]).
+    /// array is in sync ([`Engine::reap_retired`]), then wiped.
     pub fn replace_leg(
         &self,
         id: &str,
@@ -1010,6 +1178,30 @@ impl Engine {
         let failed: Vec<u32> = (0..vs.spec.legs)
             .filter(|l| !legs.contains_key(l) || status.dead_legs().contains(&(*l as usize)))
             .collect();
+        let lost: BTreeSet<usize> = failed.iter().map(|l| *l as usize).collect();
+        let survival = dmraid_api::redundancy::survival(&vs.spec, &lost);
+        if survival.lost {
+            let which = match &survival.lost_set {
+                Some(set) => format!(
+                    "every copy of legs {} is gone",
+                    set.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => format!(
+                    "{} legs are gone and {} survives {}",
+                    lost.len(),
+                    vs.spec.raid_type,
+                    vs.spec
+                        .raid_type
+                        .tolerated_failures(vs.spec.legs, vs.spec.copies())
+                ),
+            };
+            return Err(Error::Precondition(format!(
+                "volume {id} cannot be rebuilt: {which}, so there is nothing to rebuild from (data lost); bring the missing disks back or restore the volume from a backup"
+            )));
+        }
         let leg = match leg {
             Some(l) if l >= vs.spec.legs => {
                 return Err(Error::Precondition(format!(
@@ -1099,15 +1291,54 @@ impl Engine {
         })?;
         drop(alloc);
         crash_point("leg-recorded");
-        let (_, legs) = self
-            .find(id)
-            .ok_or_else(|| Error::NotFound(id.to_string()))?;
-        let devs = self.leg_devs(id, &vs, &legs)?;
-        let rebuilding =
-            RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs.clone(), false, &[leg])?;
-        let steady = RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs, false, &[])?;
-        self.load_rebuild(id, &[leg], &rebuilding, &steady, true)?;
+        let loaded = (|| {
+            let (_, legs) = self
+                .find(id)
+                .ok_or_else(|| Error::NotFound(id.to_string()))?;
+            let devs = self.leg_devs(id, &vs, &legs)?;
+            let rebuilding =
+                RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs.clone(), false, &[leg])?;
+            let steady = RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs, false, &[])?;
+            self.load_rebuild(id, &[leg], &rebuilding, &steady, true)
+        })();
+        if let Err(e) = loaded {
+            self.undo_replacement(id, leg, &placement);
+            return Err(e);
+        }
         self.volume(id)
+    }
+
+    /// The kernel refused a replacement leg: give the new extents up (to be
+    /// wiped) and make the old leg the volume's again, so the labels never
+    /// name a leg the array does not have.
+    fn undo_replacement(&self, id: &str, leg: u32, placement: &allocator::Placement) {
+        // The leg's linears may already map the new extents; the array
+        // holds that leg failed and sends it no I/O, and the next
+        // activation maps them from the labels again.
+        let undone = self.edit_labels(|label| {
+            for e in label
+                .extents
+                .iter_mut()
+                .filter(|e| e.volume == id && e.leg == leg)
+            {
+                let new = label.disk_uuid == placement.disk
+                    && (e.start == placement.meta_start || e.start == placement.data_start);
+                if new && e.state == ExtentState::Active {
+                    e.state = ExtentState::Wiping;
+                } else if e.state == ExtentState::Retiring {
+                    e.state = ExtentState::Active;
+                }
+            }
+        });
+        match undone {
+            Ok(()) => {
+                tracing::warn!(volume = %id, leg, "the kernel refused the replacement leg: its extents are given up and the old leg kept")
+            }
+            Err(e) => {
+                tracing::error!(volume = %id, leg, error = %e, "undoing a refused replacement leg failed")
+            }
+        }
+        self.wake_wiper();
     }
 
     /// Free the extents of replaced legs once the array is back in sync.
@@ -1134,12 +1365,18 @@ impl Engine {
         }
         let mut freed = 0;
         self.edit_labels(|label| {
-            let before = label.extents.len();
-            label
+            for e in label
                 .extents
-                .retain(|e| !(e.volume == id && e.state == ExtentState::Retiring));
-            freed += before - label.extents.len();
+                .iter_mut()
+                .filter(|e| e.volume == id && e.state == ExtentState::Retiring)
+            {
+                e.state = ExtentState::Wiping;
+                freed += 1;
+            }
         })?;
+        if freed > 0 {
+            self.wake_wiper();
+        }
         Ok(freed)
     }
 
@@ -1184,10 +1421,93 @@ impl Engine {
             .collect();
         let when = now();
         self.edit_labels(|label| {
-            label.extents.retain(|e| e.volume != id);
-            label.volumes.remove(id);
+            retire(label, id);
             label.add_tombstones(uids.iter().map(|u| (u.clone(), when)));
-        })
+        })?;
+        self.wake_wiper();
+        Ok(())
+    }
+
+    /// Zero every extent marked Wiping on the present disks, then free it
+    /// (and remember it reads as zeroes). Resumes what a crash
+    /// interrupted: the mark stays in the labels until the wipe is done.
+    /// Returns how many extents were freed.
+    pub fn wipe_pending(&self) -> Result<usize, Error> {
+        let pending: Vec<(PathBuf, String, u64, u64)> = lock(&self.claimed)
+            .iter()
+            .filter(|c| self.disks.present(&c.info))
+            .flat_map(|c| {
+                c.label()
+                    .extents
+                    .iter()
+                    .filter(|e| e.state == ExtentState::Wiping)
+                    .map(|e| {
+                        (
+                            c.info.path.clone(),
+                            c.label().disk_uuid.clone(),
+                            e.start,
+                            e.len,
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let pause = std::env::var("DMRAID_WIPE_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_millis);
+        for (path, uuid, start, len) in &pending {
+            let mut dev = self.disks.open(path).map_err(Self::io_err(path))?;
+            let mut at = 0;
+            while at < *len {
+                let n = WIPE_STEP.0.min(len - at);
+                dev.zero_range((start + at) * 512, n * 512)
+                    .map_err(Self::io_err(path))?;
+                at += n;
+                if let Some(p) = pause {
+                    // Test hook: a slow wipe, so a power cut lands in it.
+                    std::thread::sleep(p);
+                }
+            }
+            self.edit_labels(|label| {
+                if &label.disk_uuid != uuid {
+                    return;
+                }
+                let before = label.extents.len();
+                label.extents.retain(|e| {
+                    !(e.state == ExtentState::Wiping && e.start == *start && e.len == *len)
+                });
+                if label.extents.len() < before {
+                    allocator::ranges_add(&mut label.zeroed, (*start, *len));
+                }
+            })?;
+            tracing::info!(disk = %path.display(), start, sectors = len, "extent wiped and freed");
+        }
+        Ok(pending.len())
+    }
+
+    /// Run [`Engine::wipe_pending`] in the background from now on: at once,
+    /// whenever extents are given up, and every minute.
+    pub fn start_wiper(self: &Arc<Self>) {
+        let engine = Arc::downgrade(self);
+        std::thread::spawn(move || loop {
+            let Some(e) = engine.upgrade() else { return };
+            if let Err(err) = e.wipe_pending() {
+                tracing::error!(error = %err, "wiping freed extents failed; retrying in a minute");
+            }
+            let (flag, cv) = &*e.wipe_wake;
+            let woken = lock(flag);
+            let (mut woken, _) = cv
+                .wait_timeout_while(woken, std::time::Duration::from_secs(60), |w| !*w)
+                .unwrap_or_else(|e| e.into_inner());
+            *woken = false;
+        });
+    }
+
+    fn wake_wiper(&self) {
+        let (flag, cv) = &*self.wipe_wake;
+        *lock(flag) = true;
+        cv.notify_all();
     }
 
     /// Free what present disks still hold of volumes deleted while they
@@ -1210,8 +1530,8 @@ impl Engine {
             }
             let stale = present
                 .iter()
-                .flat_map(|c| c.label().volumes.values())
-                .filter(|r| !r.uid.is_empty() && all.contains_key(&r.uid))
+                .flat_map(|c| c.label().volumes.iter())
+                .filter(|(id, r)| deleted(&all, id, r))
                 .count();
             (all, stale)
         };
@@ -1228,24 +1548,53 @@ impl Engine {
             let dead: Vec<String> = label
                 .volumes
                 .iter()
-                .filter(|(_, r)| !r.uid.is_empty() && tombstones.contains_key(&r.uid))
+                .filter(|(id, r)| deleted(&tombstones, id, r))
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in &dead {
-                label.extents.retain(|e| &e.volume != id);
-                label.volumes.remove(id);
+                retire(label, id);
             }
             label.add_tombstones(tombstones.clone());
         })?;
+        self.wake_wiper();
         Ok(stale)
     }
 
     /// Delete a volume: devices first, then its extents. Unknown ids succeed (idempotent).
     pub fn delete_volume(&self, id: &str) -> Result<(), Error> {
+        self.delete(id, false)
+    }
+
+    /// Delete a volume the caller knows was made (its RaidVolume status or
+    /// the standalone state says so): when none of its disks is here, the
+    /// deletion is recorded by id, so its extents are freed whenever its
+    /// disks come back, even after a restart that forgot them.
+    pub fn delete_made_volume(&self, id: &str) -> Result<(), Error> {
+        self.delete(id, true)
+    }
+
+    fn delete(&self, id: &str, made: bool) -> Result<(), Error> {
         let _guard = self.lock_volume(id)?;
         if self.find(id).is_none() {
             // Devices without labels may remain from a crash: remove them too.
-            return self.teardown(id);
+            self.teardown(id)?;
+            // Only disks that are away hold it: remember the deletion on
+            // the present ones ([`Engine::forget_deleted`]).
+            let uids: Vec<String> = lock(&self.claimed)
+                .iter()
+                .filter_map(|c| c.label().volumes.get(id).map(|r| r.uid.clone()))
+                .filter(|u| !u.is_empty())
+                .collect();
+            if uids.is_empty() && !made {
+                return Ok(());
+            }
+            let when = now();
+            let mut keys = uids;
+            keys.push(labels::id_tombstone(id));
+            tracing::info!(volume = %id, "deleted while its disks are away: its extents are freed when they return");
+            return self.edit_labels(|label| {
+                label.add_tombstones(keys.iter().map(|k| (k.clone(), when)));
+            });
         }
         self.teardown(id)?;
         self.free_extents(id)
@@ -1255,12 +1604,45 @@ impl Engine {
     /// volumes are rolled back; volumes without a clean-shutdown marker get
     /// the crash fix first. Returns one error per volume that failed.
     pub fn activate_all(&self) -> Vec<(String, Error)> {
+        self.activate_where(|_| true)
+    }
+
+    /// Activate the volumes whose array is not loaded (their disks came
+    /// back or were claimed since start-up). Returns one error per volume
+    /// that failed.
+    pub fn activate_inactive(&self) -> Vec<(String, Error)> {
+        self.activate_where(|id| {
+            !self
+                .dm
+                .info(&array_name(id))
+                .ok()
+                .flatten()
+                .is_some_and(|i| i.live_table)
+        })
+    }
+
+    fn activate_where(&self, which: impl Fn(&str) -> bool) -> Vec<(String, Error)> {
         let mut failures = Vec::new();
         for id in self.volume_ids() {
+            if !which(&id) {
+                continue;
+            }
             let result = (|| -> Result<(), Error> {
                 let _guard = self.lock_volume(&id)?;
-                let (record, legs) = self.find(&id).ok_or_else(|| Error::NotFound(id.clone()))?;
+                let Some((record, legs)) = self.find(&id) else {
+                    // Only disks that are away hold it: it waits for them.
+                    return match self.where_it_was(&id) {
+                        Some(detail) => Err(Error::DisksMissing {
+                            id: id.clone(),
+                            detail,
+                        }),
+                        None => Ok(()),
+                    };
+                };
                 if !record.complete {
+                    // No present disk knows a finished create (the merge
+                    // above prefers one): the create died half-way.
+                    tracing::warn!(volume = %id, "a create that did not finish before a crash: rolling it back");
                     self.teardown(&id)?;
                     return self.free_extents(&id);
                 }
@@ -1275,16 +1657,30 @@ impl Engine {
                     .dm
                     .info(&array_name(&id))?
                     .is_some_and(|i| i.live_table);
+                let mut patched = None;
                 if !clean && !already_live {
-                    let found = self.repair_after_crash(&legs)?;
+                    let (found, originals) = self.repair_after_crash(&legs)?;
                     lock(&self.unclean).insert(id.clone(), found);
+                    patched = Some((found, originals));
                 }
                 self.edit_labels(|label| {
                     if let Some(r) = label.volumes.get_mut(&id) {
                         r.clean_shutdown = false;
+                        // A copy a crash left "in flight" learns the create finished.
+                        if !r.complete && r.uid == record.uid {
+                            tracing::info!(volume = %id, disk = %label.disk_uuid, "label copy still said the create was in flight; marked complete");
+                            r.complete = true;
+                        }
                     }
                 })?;
-                self.activate_volume(&id, false)
+                match (self.activate_volume(&id, false), patched) {
+                    (Err(e), Some((found, originals)))
+                        if Self::spec_of(&record)?.spec.raid_type.is_parity() =>
+                    {
+                        self.start_with_write_hole(&id, e, found, &originals)
+                    }
+                    (result, _) => result,
+                }
             })();
             let result = result.and_then(|_| self.reap_retired(&id).map(|_| ()));
             if let Err(e) = result {
@@ -1294,13 +1690,55 @@ impl Engine {
         failures
     }
 
+    /// A parity array that lost power while degraded (a leg missing, or
+    /// one being rebuilt): the kernel refuses it with array_resync_offset 0
+    /// ("cannot start dirty degraded array", measured on 6.1), because the
+    /// stripes written at the crash cannot be checked without every leg
+    /// (the RAID5/6 write hole). Policy: put the superblocks back as they
+    /// were, start the array without the resync, say how many regions may
+    /// be inconsistent, and check the whole array once redundancy is back
+    /// (the monitor does). Never leave it offline for this.
+    fn start_with_write_hole(
+        &self,
+        id: &str,
+        refused: Error,
+        (dirty, regions): (u64, u64),
+        originals: &[(PathBuf, u64, Vec<u8>)],
+    ) -> Result<(), Error> {
+        tracing::warn!(volume = %id, error = %refused, dirty, regions, "the kernel refused the dirty degraded array: starting it without the resync; the regions written at the crash are checked once redundancy is back");
+        for (path, meta, head) in originals {
+            let mut dev = self.disks.open(path).map_err(Self::io_err(path))?;
+            dev.seek(SeekFrom::Start(meta * 512))
+                .map_err(Self::io_err(path))?;
+            dev.write_all(head).map_err(Self::io_err(path))?;
+            dev.sync_data().map_err(Self::io_err(path))?;
+        }
+        let name = array_name(id);
+        if !self.dm.info(&name)?.is_some_and(|i| i.live_table) {
+            self.teardown(id)?;
+        }
+        self.activate_volume(id, false)?;
+        lock(&self.unclean).remove(id);
+        lock(&self.write_hole).insert(id.to_string(), dirty);
+        Ok(())
+    }
+
+    /// The monitor started the check a write hole waits for: forget it.
+    pub fn write_hole_checked(&self, id: &str) -> Option<u64> {
+        lock(&self.write_hole).remove(id)
+    }
+
     /// The kernel keeps saying "clean" after a crash and drops the bitmap's
     /// dirty bits (VM-NOTES); set array_resync_offset to 0 in every leg's
-    /// superblock so it resyncs exactly the dirty regions. Returns (dirty, regions).
+    /// superblock so it resyncs exactly the dirty regions. Returns (dirty,
+    /// regions) and each patched superblock as it was (disk, meta start,
+    /// 4 KiB), to put back if the kernel refuses the array.
+    #[allow(clippy::type_complexity)]
     fn repair_after_crash(
         &self,
         legs: &BTreeMap<u32, (DiskInfo, u64, u64)>,
-    ) -> Result<(u64, u64), Error> {
+    ) -> Result<((u64, u64), Vec<(PathBuf, u64, Vec<u8>)>), Error> {
+        let mut originals = Vec::new();
         let mut worst = (0, 0);
         for (disk, meta, _) in legs.values() {
             let path = &disk.path;
@@ -1317,13 +1755,14 @@ impl Engine {
             if let Ok(d) = superblock::dirty_regions(&head) {
                 worst = worst.max(d);
             }
+            originals.push((path.clone(), *meta, head[..4096].to_vec()));
             superblock::set_array_resync_offset_zero(&mut head)?;
             dev.seek(SeekFrom::Start(meta * 512))
                 .map_err(Self::io_err(path))?;
             dev.write_all(&head[..4096]).map_err(Self::io_err(path))?;
             dev.sync_data().map_err(Self::io_err(path))?;
         }
-        Ok(worst)
+        Ok((worst, originals))
     }
 
     /// Orderly shutdown: stop every array that is not in use and mark it
@@ -1379,6 +1818,7 @@ impl Engine {
             device: format!("/dev/mapper/{name}"),
             status,
             unclean: lock(&self.unclean).get(id).copied(),
+            write_hole: lock(&self.write_hole).get(id).copied(),
             eta_seconds: lock(&self.etas).get(id).copied(),
             slow_legs: lock(&self.slow).get(id).cloned().unwrap_or_default(),
         })

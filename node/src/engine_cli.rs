@@ -44,7 +44,11 @@ pub fn run(args: EngineArgs) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             json(serde_json::to_value(v).map_err(|e| e.to_string())?);
         }
-        EngineOp::Delete { id } => engine.delete_volume(&id).map_err(|e| e.to_string())?,
+        EngineOp::Delete { id } => {
+            engine.delete_volume(&id).map_err(|e| e.to_string())?;
+            // One-shot: no wiper thread outlives this command.
+            engine.wipe_pending().map_err(|e| e.to_string())?;
+        }
         EngineOp::Rebuild { id, leg, disk } => {
             engine.activate_all();
             let v = engine

@@ -42,6 +42,24 @@ pub enum Error {
     /// Same name, different request.
     #[error("volume {0} already exists with a different spec or size")]
     AlreadyExists(String),
+    /// The id a CSI name maps to belongs to a volume made for another name.
+    #[error("volume name {name:?} maps to id {id}, which belongs to the volume named {owner:?}; choose another name")]
+    NameTaken {
+        /// The id.
+        id: String,
+        /// The name asked for.
+        name: String,
+        /// The name the volume was made for.
+        owner: String,
+    },
+    /// A volume that was made on this node, none of whose disks is here now.
+    #[error("volume {id} was made on this node, but {detail}; it is never made again over other disks: it comes back with its data when its disks return")]
+    DisksMissing {
+        /// The volume.
+        id: String,
+        /// Which disks are missing, as far as the node knows.
+        detail: String,
+    },
     /// The volume is in a state that forbids the request.
     #[error("{0}")]
     Precondition(String),
@@ -67,10 +85,12 @@ impl From<Error> for tonic::Status {
             },
             Error::NoRoom(_) => Code::ResourceExhausted,
             Error::Dm(_) | Error::Label { .. } | Error::Io { .. } => Code::Internal,
-            Error::Claim(_) | Error::Precondition(_) => Code::FailedPrecondition,
+            Error::Claim(_) | Error::Precondition(_) | Error::DisksMissing { .. } => {
+                Code::FailedPrecondition
+            }
             Error::NotFound(_) => Code::NotFound,
             Error::BadId(_) => Code::InvalidArgument,
-            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::AlreadyExists(_) | Error::NameTaken { .. } => Code::AlreadyExists,
             Error::Busy(_) => Code::Aborted,
         };
         tonic::Status::new(code, e.to_string())

@@ -5,6 +5,45 @@
 use crate::engine::VolumeInfo;
 use dmraid_api::status::{LegState, SyncAction};
 
+/// The STATE word `dmraid-csi volumes` prints for a volume condition (the
+/// CLI sees only the condition): never `ok` while redundancy is reduced.
+pub fn state_word(abnormal: bool, message: &str) -> &'static str {
+    let has = |w: &str| message.contains(w);
+    if has("data lost") {
+        "FAILED"
+    } else if has("not active") {
+        "INACTIVE"
+    } else if has("rebuilding") || has("recovering") {
+        "REBUILDING"
+    } else if has("degraded") || has("disk missing") {
+        "DEGRADED"
+    } else if abnormal {
+        "ABNORMAL"
+    } else if has("resync") {
+        "RESYNCING"
+    } else if has("scrubbing") {
+        "SCRUBBING"
+    } else {
+        "ok"
+    }
+}
+
+/// What an unclean shutdown while degraded leaves, in words.
+pub fn write_hole_words(regions: u64) -> String {
+    format!("unclean shutdown while degraded: {regions} regions may be inconsistent (parity cannot be checked without every leg); a check runs once redundancy is back")
+}
+
+/// The legs a volume has lost: disk missing or failed in the kernel.
+pub fn lost_legs(v: &VolumeInfo, st: &dmraid_api::RaidStatus) -> std::collections::BTreeSet<usize> {
+    v.legs
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.disk.is_none())
+        .map(|(i, _)| i)
+        .chain(st.dead_legs())
+        .collect()
+}
+
 /// (abnormal, message) for a volume, e.g. "raid5_ls: leg 2 (disk /dev/vdc)
 /// failed; degraded, no redundancy left".
 pub fn condition(v: &VolumeInfo) -> (bool, String) {
@@ -31,13 +70,22 @@ pub fn condition(v: &VolumeInfo) -> (bool, String) {
             parts.push(format!("leg {i} (disk {}) failed", disk(i)));
         }
     }
-    let missing = v.legs.iter().filter(|l| l.disk.is_none()).count() as u32;
-    let failed = (st.dead_legs().len() as u32).max(missing);
-    let tolerated = kind.tolerated_failures(v.legs.len() as u32, copies);
-    if failed > tolerated {
-        parts.push("more legs lost than the RAID level survives: data lost".into());
+    let lost = lost_legs(v, st);
+    let failed = lost.len();
+    let survival = dmraid_api::redundancy::survival(&v.spec.spec, &lost);
+    if survival.lost {
+        parts.push(match &survival.lost_set {
+            Some(set) if kind.level() == 10 && copies > 1 => format!(
+                "every copy of one mirror (legs {}) is lost: data lost",
+                set.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => "more legs lost than the RAID level survives: data lost".into(),
+        });
     } else if failed > 0 {
-        let left = tolerated - failed;
+        let left = survival.left;
         parts.push(if left == 0 {
             "degraded, no redundancy left".to_string()
         } else {
@@ -84,10 +132,17 @@ pub fn condition(v: &VolumeInfo) -> (bool, String) {
             "unclean shutdown: resyncing {dirty} of {regions} regions"
         ));
     }
+    if let Some(n) = v.write_hole {
+        parts.push(write_hole_words(n));
+    }
     if let Some(m) = st.mismatches.filter(|m| *m > 0) {
         parts.push(format!("{m} mismatched sectors found by the last check"));
     }
-    let abnormal = failed > 0 || st.mismatches.is_some_and(|m| m > 0);
+    // A leg being rebuilt is not redundancy yet: abnormal until in sync.
+    let rebuilding = st.action == Some(SyncAction::Recover)
+        || (st.legs.contains(&LegState::Syncing) && st.legs.contains(&LegState::InSync));
+    let abnormal =
+        failed > 0 || rebuilding || v.write_hole.is_some() || st.mismatches.is_some_and(|m| m > 0);
     let healthy_text = if parts.is_empty() {
         "healthy, all legs in sync".to_string()
     } else {
@@ -204,6 +259,8 @@ pub struct Snapshot {
     pub mismatches: Option<u64>,
     /// Unclean-shutdown repair in progress.
     pub unclean: Option<(u64, u64)>,
+    /// Regions that may be inconsistent after an unclean degraded shutdown.
+    pub write_hole: Option<u64>,
 }
 
 impl Snapshot {
@@ -228,6 +285,7 @@ impl Snapshot {
             action: st.and_then(|s| s.action),
             mismatches: st.and_then(|s| s.mismatches),
             unclean: v.unclean,
+            write_hole: v.write_hole,
         }
     }
 }
@@ -283,6 +341,9 @@ pub fn transitions(prev: Option<&Snapshot>, v: &VolumeInfo) -> Vec<HealthEvent> 
         }
     }
     let Some(prev) = prev else {
+        if let Some(n) = now.write_hole {
+            out.push(ev(true, "UncleanDegraded", write_hole_words(n)));
+        }
         if let Some((dirty, regions)) = now.unclean {
             out.push(ev(
                 true,
@@ -401,6 +462,7 @@ mod tests {
                 spec: dmraid_api::RaidSpec::from_parameters(&p).unwrap(),
                 requested: 1,
                 leg_data: 128,
+                name: None,
             },
             capacity: 1,
             legs: (0..4)
@@ -413,9 +475,53 @@ mod tests {
             device: "/dev/mapper/dmraid-v".into(),
             status: Some(RaidStatus::parse(status).unwrap()),
             unclean: None,
+            write_hole: None,
             eta_seconds: None,
             slow_legs: vec![],
         }
+    }
+
+    #[test]
+    fn a_rebuilding_leg_never_reads_ok() {
+        let v = vol("raid5_ls 4 AAaA 5/10 recover 0", None);
+        let (abnormal, msg) = condition(&v);
+        assert!(abnormal, "{msg}");
+        assert_eq!(state_word(abnormal, &msg), "REBUILDING");
+        let v = vol("raid5_ls 4 aaaa 5/10 resync 0", None);
+        let (abnormal, msg) = condition(&v);
+        assert!(!abnormal, "a new array's resync is not a fault: {msg}");
+        assert_eq!(state_word(abnormal, &msg), "RESYNCING");
+        let v = vol("raid5_ls 4 AADA 10/10 idle 0", None);
+        let (abnormal, msg) = condition(&v);
+        assert_eq!(state_word(abnormal, &msg), "DEGRADED");
+        let v = vol("raid5_ls 4 AAAA 10/10 idle 0", None);
+        let (abnormal, msg) = condition(&v);
+        assert_eq!(state_word(abnormal, &msg), "ok");
+    }
+
+    #[test]
+    fn raid10_counts_lost_legs_per_mirror() {
+        let mut v = vol("raid10 4 DADA 10/10 idle 0", None);
+        let p: BTreeMap<String, String> = [
+            ("raidType".to_string(), "raid10".to_string()),
+            ("legs".into(), "4".into()),
+        ]
+        .into();
+        v.spec.spec = dmraid_api::RaidSpec::from_parameters(&p).unwrap();
+        let (abnormal, msg) = condition(&v);
+        assert!(abnormal);
+        assert!(
+            msg.contains("degraded, no redundancy left") && !msg.contains("data lost"),
+            "legs 0 and 2 are in different mirrors: {msg}"
+        );
+        assert_eq!(crate::cluster::health_word(&v), "degraded");
+        v.status = Some(RaidStatus::parse("raid10 4 AADD 10/10 idle 0").unwrap());
+        let (_, msg) = condition(&v);
+        assert!(
+            msg.contains("every copy of one mirror (legs 2, 3) is lost: data lost"),
+            "{msg}"
+        );
+        assert_eq!(crate::cluster::health_word(&v), "failed");
     }
 
     #[test]
@@ -557,7 +663,7 @@ mod tests {
     #[test]
     fn rebuild_progress_and_missing_disks() {
         let (abnormal, msg) = condition(&vol("raid5_ls 4 AAaA 41/100 recover 0", None));
-        assert!(!abnormal);
+        assert!(abnormal, "a leg being rebuilt is not redundancy yet");
         assert!(msg.contains("rebuilding leg 2 onto /dev/vdd: 41%"), "{msg}");
         assert_eq!(progress(&msg), Some(41));
         assert_eq!(progress("raid1: healthy, all legs in sync"), None);

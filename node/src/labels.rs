@@ -67,8 +67,11 @@ pub enum ExtentState {
     Active,
     /// A replacement leg being rebuilt.
     Rebuilding,
-    /// A replaced leg, freed once the array is in sync.
+    /// A replaced leg, wiped once the array is in sync.
     Retiring,
+    /// Given up by its volume, being zeroed: neither free nor anyone's,
+    /// and counted as used, until the wipe finishes (a crash resumes it).
+    Wiping,
 }
 
 /// A run of sectors owned by one leg of one volume.
@@ -109,6 +112,21 @@ pub struct VolumeRecord {
     /// of the same name (labels written before it read as empty).
     #[serde(default)]
     pub uid: String,
+    /// When it was created (seconds since the epoch; 0 in labels written
+    /// before this field): a deletion recorded by id spares a volume of the
+    /// same id created after it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub created: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The tombstone key of a deletion recorded by volume id, for a volume
+/// whose disks were all away (its uid unknown).
+pub fn id_tombstone(id: &str) -> String {
+    format!("id:{id}")
 }
 
 /// The contents of a disk's label.
@@ -129,6 +147,12 @@ pub struct DiskLabel {
     /// comes back. The newest [`MAX_TOMBSTONES`] are kept.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub deleted: BTreeMap<String, u64>,
+    /// Free sector ranges `(start, len)` known to read as zeroes (wiped
+    /// after their volume went), sorted and disjoint. A volume placed on
+    /// them needs no zeroing; anything else free may hold a disk's old
+    /// contents.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zeroed: Vec<(u64, u64)>,
 }
 
 /// How many deleted volumes a label remembers.
@@ -441,6 +465,7 @@ pub fn new_label(disk_uuid: String, node: &str, now: u64) -> DiskLabel {
         volumes: BTreeMap::new(),
         extents: Vec::new(),
         deleted: BTreeMap::new(),
+        zeroed: Vec::new(),
     }
 }
 
@@ -520,6 +545,7 @@ mod tests {
                 complete: true,
                 generation: n,
                 uid: format!("uid-{n}"),
+                created: 0,
             },
         );
         l

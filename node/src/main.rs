@@ -215,6 +215,8 @@ async fn start_engine(args: &ServeArgs, node_id: &str) -> Option<Arc<Engine>> {
         Ok((Err(e), _)) => tracing::error!(error = %e, "claiming disks failed"),
         Err(e) => tracing::error!(error = %e, "start-up task failed"),
     }
+    // Extents given up before a crash are wiped first thing.
+    engine.start_wiper();
     Some(engine)
 }
 

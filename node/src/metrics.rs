@@ -153,6 +153,7 @@ mod tests {
                 spec: dmraid_api::RaidSpec::from_parameters(&p).unwrap(),
                 requested: 1,
                 leg_data: 8,
+                name: None,
             },
             capacity: 1,
             legs: vec![
@@ -162,6 +163,7 @@ mod tests {
             device: String::new(),
             status: Some(RaidStatus::parse(status).unwrap()),
             unclean: None,
+            write_hole: None,
             eta_seconds: None,
             slow_legs: vec![],
         }

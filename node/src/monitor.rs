@@ -149,11 +149,24 @@ pub fn round(
     metrics: Option<&crate::metrics::Metrics>,
     notices: Option<&Notices>,
 ) {
+    let claims = engine.claim_count();
     if let Ok(problems) = engine.claim_disks() {
         for p in problems {
             let key = format!("claim:{p}");
             if state.last.insert(key.clone(), String::new()).is_none() {
                 tracing::warn!(problem = %p, "disk not claimed");
+            }
+        }
+    }
+    if engine.claim_count() != claims {
+        // A disk appeared or came back: bring up the volumes it holds now,
+        // not at the next restart.
+        for (id, e) in engine.activate_inactive() {
+            let key = format!("activate:{id}");
+            let text = e.to_string();
+            if state.last.get(&key) != Some(&text) {
+                tracing::warn!(volume = %id, error = %text, "array not activated");
+                state.last.insert(key, text);
             }
         }
     }
@@ -225,6 +238,23 @@ pub fn round(
             engine.set_slow_legs(&id, slow.clone());
             v.slow_legs = slow;
             state.io.insert(id.clone(), io);
+        }
+        if v.write_hole.is_some() && v.status.as_ref().is_some_and(|s| s.healthy()) {
+            // Redundancy is back after an unclean degraded shutdown: check
+            // what may have been torn (dm-raid checks the whole array).
+            if engine.scrub(&id, false).is_ok() {
+                if let Some(n) = engine.write_hole_checked(&id) {
+                    record(
+                        notices,
+                        &id,
+                        health::HealthEvent {
+                            warning: false,
+                            reason: "WriteHoleCheck",
+                            message: format!("redundancy is back: checking the array for the {n} regions written at the unclean shutdown while degraded"),
+                        },
+                    );
+                }
+            }
         }
         if let Some(every) = cfg.scrub_every {
             let last = *state
@@ -479,8 +509,9 @@ mod tests {
             Some(std::path::Path::new("/dev/vde"))
         );
         assert!(dm.table("dmraid-v").unwrap()[0].params.contains("3 "));
-        // In sync (the fake reports healthy after the swap): the old extents are freed.
+        // In sync (the fake reports healthy after the swap): the old extents are wiped and freed.
         round(&engine, &cfg, &mut st, None, Some(&tx));
+        engine.wipe_pending().unwrap();
         let free: u64 = engine
             .disks()
             .iter()

@@ -120,6 +120,13 @@ fn delete_refuses_an_open_volume_then_frees_its_extents_for_reuse() {
     dm.set_open("dmraid-a", false);
     let free_before: u64 = e.disks().iter().map(|d| d.2).sum();
     e.delete_volume("a").unwrap();
+    let wiping: u64 = e.disks().iter().map(|d| d.2).sum();
+    assert_eq!(wiping, free_before, "extents being wiped are not free yet");
+    assert_eq!(
+        e.wipe_pending().unwrap(),
+        6,
+        "a meta and a data extent per leg"
+    );
     let free_after: u64 = e.disks().iter().map(|d| d.2).sum();
     assert!(free_after > free_before);
     assert!(dm.names().iter().all(|n| !n.starts_with("dmraid-a")));
@@ -177,36 +184,99 @@ fn a_half_done_create_is_rolled_back_and_redone() {
     assert_eq!(dm.names().len(), 7);
 }
 
-#[test]
-fn foreign_signatures_are_refused_and_unnamed_disks_never_touched() {
-    let dm = Arc::new(FakeDm::new());
-    let disks = FakeDisks::new();
-    disks.add("/dev/vdb", 16 * MIB);
-    disks.add("/dev/sda", 16 * MIB);
-    let mut ext4 = [0u8; 2];
-    ext4.copy_from_slice(&[0x53, 0xEF]);
-    disks.poke("/dev/vdb", 1080, &ext4);
-    let e = Engine::new(
-        dm,
+/// The bytes of a `size`-byte image file after `mkfs` ran on it.
+fn formatted(mkfs: &str, args: &[&str], size: usize) -> Vec<u8> {
+    let t = tempfile::NamedTempFile::new().unwrap();
+    t.as_file().set_len(size as u64).unwrap();
+    let out = std::process::Command::new(mkfs)
+        .args(args)
+        .arg(t.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{mkfs}: {out:?}");
+    std::fs::read(t.path()).unwrap()
+}
+
+fn engine_over(disks: &FakeDisks, globs: &[&str], wipe: bool) -> Engine {
+    Engine::new(
+        Arc::new(FakeDm::new()),
         Arc::new(disks.clone()),
         EngineConfig {
             node: "n".into(),
-            globs: vec!["/dev/vd*".into()],
-            wipe: false,
+            globs: globs.iter().map(|g| g.to_string()).collect(),
+            wipe,
         },
-    );
-    let problems = e.claim_disks().unwrap();
-    assert_eq!(problems.len(), 1);
+    )
+}
+
+#[test]
+fn foreign_signatures_are_refused_and_unnamed_disks_never_touched() {
+    let disks = FakeDisks::new();
+    let ext4 = formatted("mkfs.ext4", &["-q", "-F"], 16 * MIB);
+    let esp = formatted("mkfs.vfat", &[], 40 * MIB);
+    disks.plug("/dev/vdb", ext4.clone());
+    disks.plug("/dev/vdc", esp.clone());
+    disks.add("/dev/vdd", 16 * MIB);
+    disks.add("/dev/sda", 16 * MIB);
+    disks.hold("/dev/vdd", "vdd is in use (mounted at /srv)");
+    let e = engine_over(&disks, &["/dev/vd*"], false);
+    let problems: Vec<String> = e
+        .claim_disks()
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(problems.len(), 3, "{problems:?}");
     assert!(
-        problems[0].to_string().contains("ext2/3/4")
-            && problems[0].to_string().contains("--wipe-disks")
+        problems
+            .iter()
+            .any(|p| p.contains("/dev/vdb") && p.contains("ext4") && p.contains("--wipe-disks")),
+        "{problems:?}"
     );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("/dev/vdc") && p.contains("vfat")),
+        "a FAT boot sector (an ESP) is a signature: {problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("/dev/vdd") && p.contains("mounted at /srv")),
+        "{problems:?}"
+    );
+    assert!(e.disks().is_empty());
     assert_eq!(disks.bytes("/dev/sda"), vec![0u8; 16 * MIB]);
     assert_eq!(
-        &disks.bytes("/dev/vdb")[1080..1082],
-        &ext4,
+        disks.bytes("/dev/vdb"),
+        ext4,
         "the refused disk is untouched"
     );
+    assert_eq!(
+        disks.bytes("/dev/vdc"),
+        esp,
+        "the refused disk is untouched"
+    );
+    assert_eq!(disks.bytes("/dev/vdd"), vec![0u8; 16 * MIB]);
+}
+
+#[test]
+fn wipe_disks_erases_exactly_the_signatures_then_claims() {
+    let disks = FakeDisks::new();
+    let esp = formatted("mkfs.vfat", &[], 40 * MIB);
+    disks.plug("/dev/vdb", esp.clone());
+    let e = engine_over(&disks, &["/dev/vdb"], true);
+    assert!(e.claim_disks().unwrap().is_empty());
+    assert_eq!(e.disks().len(), 1);
+    let after = disks.bytes("/dev/vdb");
+    // Past the label area, only the bytes libblkid names changed (FAT32
+    // keeps a backup boot sector at sector 6, which it also reports).
+    let changed: Vec<usize> = (labels::LABEL_AREA.0 as usize * 512..esp.len())
+        .filter(|i| esp[*i] != after[*i])
+        .collect();
+    assert!(changed.len() < 64, "{} bytes changed", changed.len());
+    let mut h = disks.open(std::path::Path::new("/dev/vdb")).unwrap();
+    assert_eq!(h.signatures(false).unwrap(), vec![]);
 }
 
 #[test]
@@ -433,17 +503,20 @@ fn a_new_volume_never_shows_the_deleted_volumes_filesystem() {
         let mut d = disks.open(std::path::Path::new(disk)).unwrap();
         d.seek(SeekFrom::Start((*at + 1080) as u64)).unwrap();
         d.write_all(&[0x53, 0xef]).unwrap();
-        let head = &disks.bytes(disk)[*at..*at + crate::signature::HEAD_BYTES];
-        assert!(crate::signature::detect(head).is_some());
+        assert_eq!(disks.bytes(disk)[*at + 1080..*at + 1082], [0x53, 0xef]);
     }
     e.delete_volume("old").unwrap();
+    e.wipe_pending().unwrap();
     // A new volume on the same extents starts blank: NodeStage makes a new filesystem.
     e.create_volume("new", &s, 8 * MIB as u64).unwrap();
     let new = data_heads(&e, &dm, "new");
     assert_eq!(new, old, "the freed extents are reused");
     for (disk, at) in &new {
-        let head = &disks.bytes(disk)[*at..*at + crate::signature::HEAD_BYTES];
-        assert_eq!(crate::signature::detect(head), None, "{disk} at {at}");
+        assert_eq!(
+            disks.bytes(disk)[*at + 1080..*at + 1082],
+            [0, 0],
+            "{disk} at {at}"
+        );
     }
 }
 
@@ -652,8 +725,9 @@ fn a_disk_back_after_its_leg_was_replaced_loses_the_leg_and_its_copy_is_freed() 
     let e2 = engine(&dm2, &disks);
     assert!(e2.activate_all().is_empty());
     assert_eq!(leg_paths(&e2, "m"), legs);
-    // In sync: the returning disk's stale copy is retired and freed.
+    // In sync: the returning disk's stale copy is retired, wiped and freed.
     e2.reap_retired("m").unwrap();
+    e2.wipe_pending().unwrap();
     let back = e2
         .disks()
         .into_iter()
@@ -682,6 +756,7 @@ fn a_disk_away_while_its_volume_was_deleted_frees_it_when_it_comes_back() {
     let legs = leg_paths(&e, "v");
     disks.plug(&away, bytes);
     assert!(e.claim_disks().unwrap().is_empty());
+    e.wipe_pending().unwrap();
     let back = e
         .disks()
         .into_iter()
@@ -706,8 +781,104 @@ fn a_disk_away_while_its_volume_was_deleted_frees_it_when_it_comes_back() {
     let _ = again;
     // Deleting it with every disk here leaves nothing behind anywhere.
     e2.delete_volume("v").unwrap();
+    e2.wipe_pending().unwrap();
     assert!(e2.volume_ids().is_empty());
     assert!(e2.disks().iter().all(|d| d.2 > 60 * MIB as u64));
+}
+
+/// (start, len) in bytes of every data extent of volume `id`.
+fn data_extents(e: &Engine, id: &str) -> Vec<(String, usize, usize)> {
+    lock(&e.claimed)
+        .iter()
+        .flat_map(|c| {
+            c.label()
+                .extents
+                .iter()
+                .filter(|x| x.volume == id && x.role == Role::Data)
+                .map(|x| {
+                    (
+                        c.info.path.display().to_string(),
+                        x.start as usize * 512,
+                        x.len as usize * 512,
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn a_deleted_volumes_bytes_never_reach_the_next_volume() {
+    let (_dm, disks, e) = setup(3, 64 * MIB);
+    let s = params(&[("raidType", "raid5_ls")]);
+    e.create_volume("old", &s, 80 * MIB as u64).unwrap();
+    let old = data_extents(&e, "old");
+    for (disk, at, len) in &old {
+        disks.poke(disk, *at, &vec![0xA5; *len]);
+    }
+    let free = |e: &Engine| -> u64 { e.free_gaps().iter().flatten().map(|g| g.0).sum() };
+    let before = free(&e);
+    e.delete_volume("old").unwrap();
+    // Until wiped, the extents are nobody's: capacity does not count them
+    // and a new volume cannot have them.
+    assert_eq!(free(&e), before, "space being wiped is not free");
+    assert!(e
+        .create_volume("new", &s, 80 * MIB as u64)
+        .is_err_and(|err| matches!(err, Error::NoRoom(_))));
+    // A restart (a crash mid-wipe) finds the marks and finishes the wipe.
+    drop(e);
+    let dm2 = Arc::new(FakeDm::new());
+    let e2 = engine(&dm2, &disks);
+    assert!(e2.activate_all().is_empty());
+    assert_eq!(e2.wipe_pending().unwrap(), 6);
+    for (disk, at, len) in &old {
+        assert!(
+            disks.bytes(disk)[*at..*at + *len].iter().all(|b| *b == 0),
+            "{disk}: the wiped extent reads as zeroes"
+        );
+    }
+    e2.create_volume("new", &s, 80 * MIB as u64).unwrap();
+    assert_eq!(
+        data_extents(&e2, "new"),
+        old,
+        "the wiped extents are reused"
+    );
+    // Handed out, they are no longer known zero (the tenant writes them).
+    assert!(lock(&e2.claimed)
+        .iter()
+        .all(|c| c
+            .label()
+            .zeroed
+            .iter()
+            .all(|z| old.iter().all(|(_, at, len)| {
+                let (zs, ze) = (z.0 as usize * 512, (z.0 + z.1) as usize * 512);
+                ze <= *at || zs >= at + len
+            }))));
+}
+
+#[test]
+fn nosync_zeroes_space_not_known_to_be_zero_and_trusts_wiped_space() {
+    let dm = Arc::new(FakeDm::new());
+    let disks = FakeDisks::new();
+    for d in ["/dev/vdb", "/dev/vdc", "/dev/vdd"] {
+        // A disk's old contents: no signature, just bytes.
+        disks.plug(d, vec![0x5A; 64 * MIB]);
+    }
+    let e = engine(&dm, &disks);
+    let s = params(&[("raidType", "raid5_ls"), ("sync", "nosync")]);
+    e.create_volume("v", &s, 16 * MIB as u64).unwrap();
+    for (disk, at, len) in data_extents(&e, "v") {
+        assert!(
+            disks.bytes(&disk)[at..at + len].iter().all(|b| *b == 0),
+            "{disk}: a nosync leg starts as zeroes"
+        );
+    }
+    // With the default sync policy the kernel's resync makes the legs
+    // agree: nothing is zeroed beyond the array's head.
+    e.create_volume("w", &params(&[("raidType", "raid5_ls")]), 16 * MIB as u64)
+        .unwrap();
+    let (disk, at, len) = data_extents(&e, "w").remove(0);
+    assert_eq!(disks.bytes(&disk)[at + len - 1], 0x5A);
 }
 
 #[test]
@@ -750,4 +921,150 @@ fn a_second_process_over_the_same_disks_is_refused_then_builds_on_the_firsts_lab
         let on_disk: BTreeSet<&str> = label.extents.iter().map(|x| x.volume.as_str()).collect();
         assert_eq!(on_disk, BTreeSet::from(["a", "b"]), "{path}");
     }
+}
+
+#[test]
+fn a_name_that_looks_like_another_names_id_never_gets_that_volume() {
+    let (_dm, _disks, e) = setup(3, 64 * MIB);
+    let s = params(&[("raidType", "raid1")]);
+    let name = "my volume #1";
+    let id = crate::csi_controller::volume_id(name);
+    assert_ne!(id, name);
+    e.create_named(&id, Some(name), &s, 8 * MIB as u64).unwrap();
+    e.create_named(&id, Some(name), &s, 8 * MIB as u64)
+        .expect("the same name again is the same volume");
+    let err = e
+        .create_named(&id, Some(&id), &s, 8 * MIB as u64)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NameTaken { owner, .. } if owner == name),
+        "{err}"
+    );
+    // The cluster path names volumes by id: unchanged.
+    e.create_volume(&id, &s, 8 * MIB as u64).unwrap();
+}
+
+#[test]
+fn a_volume_whose_disks_are_away_is_never_made_again_and_comes_back_with_them() {
+    let (dm, disks, e) = setup(4, 64 * MIB);
+    let s = params(&[("raidType", "raid1")]);
+    e.create_volume("v", &s, 8 * MIB as u64).unwrap();
+    let legs = leg_paths(&e, "v");
+    let saved: Vec<(String, Vec<u8>)> = legs.iter().map(|p| (p.clone(), disks.bytes(p))).collect();
+    for p in &legs {
+        disks.remove(p);
+    }
+    // The engine that saw the disks go remembers them.
+    let err = e.create_volume("v", &s, 8 * MIB as u64).unwrap_err();
+    assert!(
+        matches!(&err, Error::DisksMissing { detail, .. } if detail.contains(&legs[0])),
+        "{err}"
+    );
+    // A restart forgot those disks, but the array is still loaded.
+    drop(e);
+    let e = engine(&dm, &disks);
+    let failures = e.activate_all();
+    assert!(failures.is_empty(), "{failures:?}");
+    let err = e.create_volume("v", &s, 8 * MIB as u64).unwrap_err();
+    assert!(matches!(err, Error::DisksMissing { .. }), "{err}");
+    let free: Vec<u64> = e.disks().iter().map(|d| d.2).collect();
+    // The disks come back: the same volume, on the same extents, nothing
+    // made on the other disks meanwhile.
+    for (p, bytes) in saved {
+        disks.plug(&p, bytes);
+    }
+    let before = e.claim_count();
+    assert!(e.claim_disks().unwrap().is_empty());
+    assert!(e.claim_count() > before);
+    assert!(e.activate_inactive().is_empty());
+    assert_eq!(leg_paths(&e, "v"), legs);
+    let others: Vec<u64> = e
+        .disks()
+        .iter()
+        .filter(|d| !legs.contains(&d.0.display().to_string()))
+        .map(|d| d.2)
+        .collect();
+    assert_eq!(others, free, "nothing was allocated on the other disks");
+    assert_eq!(
+        dm.names().iter().filter(|n| *n == "dmraid-v").count(),
+        1,
+        "one array"
+    );
+}
+
+#[test]
+fn a_finished_create_wins_over_an_older_in_flight_record_on_any_disk_order() {
+    let (dm, disks, e) = setup(2, 64 * MIB);
+    let s = params(&[("raidType", "raid1")]);
+    e.create_volume("v", &s, 8 * MIB as u64).unwrap();
+    let legs = leg_paths(&e, "v");
+    drop(e);
+    // A crash right after the create: one disk's label still says "in flight".
+    let mut h = disks.open(std::path::Path::new(&legs[1])).unwrap();
+    let mut loaded = labels::read(&mut h).unwrap();
+    let mut label = loaded.label.clone().unwrap();
+    label.volumes.get_mut("v").unwrap().complete = false;
+    labels::write(&mut h, &mut loaded, &label).unwrap();
+    drop(h);
+    for order in [false, true] {
+        // The other disk order: the in-flight copy is read first.
+        if order {
+            for p in &legs {
+                let bytes = disks.bytes(p);
+                disks.remove(p);
+                let renamed = if p.ends_with('b') {
+                    "/dev/vdz"
+                } else {
+                    "/dev/vda"
+                };
+                disks.plug(renamed, bytes);
+            }
+        }
+        let dm2 = Arc::new(FakeDm::new());
+        let e2 = engine(&dm2, &disks);
+        let failures = e2.activate_all();
+        assert!(failures.is_empty(), "{failures:?}");
+        assert!(
+            e2.volume("v").is_ok_and(|v| v.status.is_some()),
+            "the volume survives (order {order})"
+        );
+    }
+    let _ = dm;
+}
+
+#[test]
+fn a_volume_deleted_while_its_disks_are_away_is_freed_when_they_return() {
+    let (_dm, disks, e) = setup(3, 64 * MIB);
+    let s = params(&[("raidType", "raid1")]);
+    e.create_volume("v", &s, 8 * MIB as u64).unwrap();
+    let legs = leg_paths(&e, "v");
+    drop(e);
+    // Made a minute ago (a deletion by id spares volumes made after it).
+    for p in &legs {
+        let mut h = disks.open(std::path::Path::new(p)).unwrap();
+        let mut loaded = labels::read(&mut h).unwrap();
+        let mut label = loaded.label.clone().unwrap();
+        label.volumes.get_mut("v").unwrap().created -= 60;
+        labels::write(&mut h, &mut loaded, &label).unwrap();
+    }
+    let saved: Vec<(String, Vec<u8>)> = legs.iter().map(|p| (p.clone(), disks.bytes(p))).collect();
+    for p in &legs {
+        disks.remove(p);
+    }
+    // After a restart nothing here knows the volume: only the caller does.
+    let e = engine(&Arc::new(FakeDm::new()), &disks);
+    e.delete_made_volume("v").unwrap();
+    for (p, bytes) in saved {
+        disks.plug(&p, bytes);
+    }
+    assert!(e.claim_disks().unwrap().is_empty());
+    assert!(e.volume_ids().is_empty(), "{:?}", e.volume_ids());
+    e.wipe_pending().unwrap();
+    assert!(e.disks().iter().all(|d| d.2 > 60 * MIB as u64));
+    // A volume of the same id made afterwards is not what was deleted.
+    e.create_volume("v", &s, 8 * MIB as u64).unwrap();
+    drop(e);
+    let e = engine(&Arc::new(FakeDm::new()), &disks);
+    assert!(e.activate_all().is_empty());
+    assert!(e.volume("v").is_ok());
 }
