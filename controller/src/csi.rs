@@ -7,6 +7,7 @@
 //! bytes and waits for the node. Capacity and health come from the objects.
 
 use crate::error::Error;
+use crate::volume_id::{BadId, VolumeId};
 use dmraid_api::capacity::{largest_volume, leg_for_size};
 use dmraid_api::crd::{
     human_bytes, ClaimRef, Phase, RaidNode, RaidVolume, RaidVolumeSpec, VolumeMode, NODE_LABEL,
@@ -56,27 +57,24 @@ impl Drop for InFlight {
     }
 }
 
-/// The object name (and CSI volume id) for a CreateVolume name: the name
-/// itself when it is a valid object name the node engine accepts (PV names
-/// such as `pvc-<uuid>` are), else a stable hash of it.
-pub fn volume_id(name: &str) -> String {
-    let usable = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
-    if usable {
-        return name.to_string();
+/// The id of a volume a request names, for calls where an id no volume has
+/// is NotFound (CSI: "volume does not exist"), never a request to a wrong API path.
+pub fn known_id(id: &str) -> Result<VolumeId, Error> {
+    match VolumeId::parse(id) {
+        Ok(id) => Ok(id),
+        Err(BadId::Empty) => Err(Error::Invalid(BadId::Empty.to_string())),
+        Err(bad) => Err(Error::NoSuchId(bad)),
     }
-    // FNV-1a, 64 bit: stable across versions and machines.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+}
+
+/// The volume a DeleteVolume names, or None when no volume can have that id
+/// (CSI: deleting a volume that does not exist succeeds).
+pub fn delete_target(id: &str) -> Result<Option<VolumeId>, Error> {
+    match known_id(id) {
+        Ok(id) => Ok(Some(id)),
+        Err(Error::NoSuchId(_)) => Ok(None),
+        Err(e) => Err(e),
     }
-    format!("v-{h:016x}")
 }
 
 /// The StorageClass parameters, validated (the parser passes over the
@@ -151,7 +149,7 @@ impl ClusterController {
         }
     }
 
-    fn begin(&self, id: &str) -> Result<InFlight, Error> {
+    fn begin(&self, id: &VolumeId) -> Result<InFlight, Error> {
         let mut set = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
         if !set.insert(id.to_string()) {
             return Err(Error::InFlight(id.to_string()));
@@ -162,9 +160,9 @@ impl ClusterController {
         })
     }
 
-    async fn get(&self, id: &str) -> Result<Option<RaidVolume>, Error> {
+    async fn get(&self, id: &VolumeId) -> Result<Option<RaidVolume>, Error> {
         self.volumes
-            .get_opt(id)
+            .get_opt(id.as_str())
             .await
             .map_err(|e| Error::kube(&format!("reading RaidVolume {id}"), e))
     }
@@ -225,7 +223,7 @@ impl ClusterController {
     /// Wait until `done` says the object is finished (Some(result)) or the deadline passes.
     async fn wait_for<T>(
         &self,
-        id: &str,
+        id: &VolumeId,
         what: &str,
         mut done: impl FnMut(Option<&RaidVolume>) -> Option<Result<T, Error>>,
     ) -> Result<T, Error> {
@@ -319,7 +317,7 @@ impl ClusterController {
         } else {
             VolumeMode::Filesystem
         };
-        let id = volume_id(&r.name);
+        let id = VolumeId::for_name(&r.name);
         let _flight = self.begin(&id)?;
         let existing = match self.get(&id).await? {
             Some(v) => v,
@@ -340,7 +338,7 @@ impl ClusterController {
                     _ => None,
                 };
                 let mut obj = RaidVolume::new(
-                    &id,
+                    id.as_str(),
                     RaidVolumeSpec {
                         node: node.clone(),
                         csi_name: r.name.clone(),
@@ -365,7 +363,7 @@ impl ClusterController {
             }
         };
         if existing.metadata.deletion_timestamp.is_some() {
-            return Err(Error::InFlight(id));
+            return Err(Error::InFlight(id.to_string()));
         }
         let capacity = existing
             .status
@@ -373,7 +371,10 @@ impl ClusterController {
             .map(|s| s.capacity_bytes)
             .unwrap_or(0);
         if let Some(why) = mismatch(&existing.spec, capacity, &r.name, &spec, mode, size, limit) {
-            return Err(Error::AlreadyExists { id, why });
+            return Err(Error::AlreadyExists {
+                id: id.to_string(),
+                why,
+            });
         }
         let ready = self
             .wait_for(&id, "creating the array", Self::created)
@@ -394,7 +395,10 @@ impl ClusterController {
             Err(e @ Error::NodeFailed { .. }) => {
                 // Nothing was made; drop the object so a retry starts afresh (maybe elsewhere).
                 tracing::warn!(volume = %id, error = %e, "node could not make the array; deleting the RaidVolume");
-                let _ = self.volumes.delete(&id, &DeleteParams::default()).await;
+                let _ = self
+                    .volumes
+                    .delete(id.as_str(), &DeleteParams::default())
+                    .await;
                 Err(e)
             }
             Err(e) => Err(e),
@@ -402,11 +406,17 @@ impl ClusterController {
     }
 
     async fn delete(&self, id: &str) -> Result<(), Error> {
-        if id.is_empty() {
-            return Err(Error::Invalid("volume_id is required".into()));
-        }
+        let Some(id) = delete_target(id)? else {
+            tracing::info!(volume = %id, "DeleteVolume of an id no volume can have: nothing to delete");
+            return Ok(());
+        };
+        let id = &id;
         let _flight = self.begin(id)?;
-        match self.volumes.delete(id, &DeleteParams::default()).await {
+        match self
+            .volumes
+            .delete(id.as_str(), &DeleteParams::default())
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
             Err(e) => return Err(Error::kube(&format!("deleting RaidVolume {id}"), e)),
@@ -419,7 +429,12 @@ impl ClusterController {
         .await
     }
 
-    async fn expand(&self, id: &str, size: u64, limit: Option<u64>) -> Result<(u64, bool), Error> {
+    async fn expand(
+        &self,
+        id: &VolumeId,
+        size: u64,
+        limit: Option<u64>,
+    ) -> Result<(u64, bool), Error> {
         let _flight = self.begin(id)?;
         let v = self
             .get(id)
@@ -435,7 +450,7 @@ impl ClusterController {
             serde_json::json!({ "spec": { "requestedBytes": size.max(v.spec.requested_bytes) } });
         let after = self
             .volumes
-            .patch(id, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(id.as_str(), &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|e| Error::kube(&format!("expanding RaidVolume {id}"), e))?;
         let generation = after.metadata.generation.unwrap_or(0);
@@ -531,13 +546,11 @@ impl Controller for ClusterController {
         r: Request<ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
         let r = r.into_inner();
-        if r.volume_id.is_empty() {
-            return Err(Status::invalid_argument("volume_id is required"));
-        }
+        let id = known_id(&r.volume_id)?;
         if r.volume_capabilities.is_empty() {
             return Err(Status::invalid_argument("volume_capabilities is required"));
         }
-        if self.get(&r.volume_id).await?.is_none() {
+        if self.get(&id).await?.is_none() {
             return Err(Error::NotFound(r.volume_id).into());
         }
         let confirmed = match check_capabilities(&r.volume_capabilities) {
@@ -661,11 +674,9 @@ impl Controller for ClusterController {
         r: Request<ControllerExpandVolumeRequest>,
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
         let r = r.into_inner();
-        if r.volume_id.is_empty() {
-            return Err(Status::invalid_argument("volume_id is required"));
-        }
+        let id = known_id(&r.volume_id)?;
         let (size, limit) = requested_size(r.capacity_range.as_ref())?;
-        let (bytes, node_expansion_required) = self.expand(&r.volume_id, size, limit).await?;
+        let (bytes, node_expansion_required) = self.expand(&id, size, limit).await?;
         Ok(Response::new(ControllerExpandVolumeResponse {
             capacity_bytes: bytes as i64,
             node_expansion_required,
@@ -676,11 +687,11 @@ impl Controller for ClusterController {
         &self,
         r: Request<ControllerGetVolumeRequest>,
     ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
-        let id = r.into_inner().volume_id;
-        if id.is_empty() {
-            return Err(Status::invalid_argument("volume_id is required"));
-        }
-        let v = self.get(&id).await?.ok_or(Error::NotFound(id))?;
+        let id = known_id(&r.into_inner().volume_id)?;
+        let v = self
+            .get(&id)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
         Ok(Response::new(ControllerGetVolumeResponse {
             volume: Some(Self::to_volume(&v)),
             status: Some(controller_get_volume_response::VolumeStatus {
@@ -705,14 +716,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pv_names_are_their_own_ids_and_others_hash() {
+    fn ids_no_volume_can_have_are_not_found_and_never_reach_the_api() {
+        for bad in ["x/status", "a?watch=1", "PVC-1", "a..b", "../raidnodes"] {
+            let e = known_id(bad).unwrap_err();
+            assert_eq!(Status::from(e).code(), tonic::Code::NotFound, "{bad:?}");
+            assert_eq!(delete_target(bad).unwrap(), None, "{bad:?}");
+        }
+        assert_eq!(
+            Status::from(known_id("").unwrap_err()).code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            Status::from(delete_target("").unwrap_err()).code(),
+            tonic::Code::InvalidArgument
+        );
         let pv = "pvc-0b0e3c1e-7c43-4a4b-9a53-2a4f1b2f6b01";
-        assert_eq!(volume_id(pv), pv);
-        let h = volume_id("sanity-Create Volume_1");
-        assert!(h.starts_with("v-") && h.len() == 18, "{h}");
-        assert_eq!(h, volume_id("sanity-Create Volume_1"));
-        assert_ne!(h, volume_id("sanity-Create Volume_2"));
-        assert!(volume_id("-x").starts_with("v-"));
+        assert_eq!(known_id(pv).unwrap().as_str(), pv);
+        assert_eq!(delete_target(pv).unwrap().unwrap().as_str(), pv);
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub enum Error {
     /// No volume with this id.
     #[error("volume {0} does not exist")]
     NotFound(String),
+    /// An id no volume can have (not an object name), so no volume has it.
+    #[error("{0}, so no such volume exists")]
+    NoSuchId(crate::volume_id::BadId),
     /// A volume with this name exists with other parameters.
     #[error("volume {id} already exists with different parameters: {why}")]
     AlreadyExists {
@@ -74,7 +77,7 @@ impl From<Error> for Status {
         match e {
             Error::Unavailable(_) => Status::unavailable(msg),
             Error::Refused { .. } => Status::internal(msg),
-            Error::NotFound(_) => Status::not_found(msg),
+            Error::NotFound(_) | Error::NoSuchId(_) => Status::not_found(msg),
             Error::AlreadyExists { .. } => Status::already_exists(msg),
             Error::InFlight(_) => Status::aborted(msg),
             Error::NoRoom(_) => Status::resource_exhausted(msg),
@@ -113,6 +116,8 @@ mod tests {
             reason: reason.into(),
             message: "m".into(),
         };
+        let bad = crate::volume_id::VolumeId::parse("x/status").unwrap_err();
+        assert_eq!(code(Error::NoSuchId(bad)), tonic::Code::NotFound);
         assert_eq!(code(failed("NoRoom")), tonic::Code::ResourceExhausted);
         assert_eq!(code(failed("Whatever")), tonic::Code::Internal);
         let api =
