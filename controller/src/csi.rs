@@ -8,12 +8,12 @@
 
 use crate::error::Error;
 use crate::volume_id::{BadId, VolumeId};
-use dmraid_api::capacity::{largest_volume, leg_for_size};
+use dmraid_api::capacity::{array_sectors, largest_volume, leg_for_size};
 use dmraid_api::crd::{
     human_bytes, ClaimRef, Phase, RaidNode, RaidVolume, RaidVolumeSpec, VolumeMode, NODE_LABEL,
 };
-use dmraid_api::units::Bytes;
-use dmraid_api::RaidSpec;
+use dmraid_api::units::{Bytes, Sectors};
+use dmraid_api::{ErrorKind, RaidSpec};
 use dmraid_proto::csi::controller_server::Controller;
 use dmraid_proto::csi::*;
 use dmraid_proto::requests::{
@@ -75,6 +75,80 @@ pub fn delete_target(id: &str) -> Result<Option<VolumeId>, Error> {
         Err(Error::NoSuchId(_)) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// A model error as the controller reports it: a size that cannot be built
+/// is OutOfRange, anything else in the request InvalidArgument.
+fn model(e: dmraid_api::Error) -> Error {
+    match e.kind() {
+        ErrorKind::OutOfRange => Error::OutOfRange(e.to_string()),
+        _ => Error::Invalid(e.to_string()),
+    }
+}
+
+/// The size a new volume will have, worked out before anything is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizePlan {
+    /// Bytes asked for (required_bytes, or the default).
+    pub size: u64,
+    /// Data sectors per leg of the smallest array holding `size`.
+    pub leg: Sectors,
+    /// Bytes that array holds, as the node will report them.
+    pub capacity: u64,
+    /// limit_bytes, if given.
+    pub limit: Option<u64>,
+}
+
+/// Refuse a range whose required_bytes is above its limit_bytes: no size fits it.
+fn required_within_limit(r: &CapacityRange) -> Result<(), Error> {
+    if r.limit_bytes > 0 && r.required_bytes > r.limit_bytes {
+        return Err(Error::OutOfRange(format!(
+            "capacity_range required_bytes {} is above limit_bytes {}",
+            r.required_bytes, r.limit_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Plan a `spec` volume for a capacity range, refusing with OutOfRange a
+/// range that no such volume fits (required above limit, or the smallest
+/// array holding required_bytes above limit_bytes). Checked before the
+/// RaidVolume is written: one written and then refused would be left behind,
+/// and every retry would meet it as AlreadyExists.
+pub fn plan_size(spec: &RaidSpec, range: Option<&CapacityRange>) -> Result<SizePlan, Error> {
+    range.map(required_within_limit).transpose()?;
+    let (size, limit) = requested_size(range).map_err(|s| Error::Invalid(s.message().into()))?;
+    let leg = leg_for_size(spec, Bytes(size)).map_err(model)?;
+    let capacity = array_sectors(spec, leg).map_err(model)?.bytes().0;
+    if let Some(l) = limit.filter(|l| capacity > *l) {
+        return Err(Error::OutOfRange(format!(
+            "the smallest {} × {} volume holding {size} bytes has {capacity} bytes, above limit_bytes {l}",
+            spec.raid_type, spec.legs
+        )));
+    }
+    Ok(SizePlan {
+        size,
+        leg,
+        capacity,
+        limit,
+    })
+}
+
+/// The size an expansion asks for, and its limit. CSI makes capacity_range
+/// REQUIRED here: without it there is no size to grow to.
+pub fn expansion_size(range: Option<&CapacityRange>) -> Result<(u64, Option<u64>), Error> {
+    let Some(r) = range else {
+        return Err(Error::Invalid(
+            "capacity_range is required: ControllerExpandVolume needs the new size".into(),
+        ));
+    };
+    if r.required_bytes <= 0 {
+        return Err(Error::Invalid(
+            "capacity_range.required_bytes is required: the size to grow the volume to".into(),
+        ));
+    }
+    required_within_limit(r)?;
+    requested_size(Some(r)).map_err(|s| Error::Invalid(s.message().into()))
 }
 
 /// The StorageClass parameters, validated (the parser passes over the
@@ -309,9 +383,9 @@ impl ClusterController {
             ));
         }
         let spec = spec_from(&r.parameters)?;
-        let (size, limit) = requested_size(r.capacity_range.as_ref())
-            .map_err(|s| Error::Invalid(s.message().into()))?;
-        let leg = leg_for_size(&spec, Bytes(size)).map_err(|e| Error::Invalid(e.to_string()))?;
+        let SizePlan {
+            size, leg, limit, ..
+        } = plan_size(&spec, r.capacity_range.as_ref())?;
         let mode = if wants_block(&r.volume_capabilities) {
             VolumeMode::Block
         } else {
@@ -384,7 +458,7 @@ impl ClusterController {
                 let vol = Self::to_volume(&v);
                 if let Some(l) = limit {
                     if vol.capacity_bytes as u64 > l {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::OutOfRange(format!(
                             "the smallest {} volume holding {size} bytes has {} bytes, above limit_bytes {l}",
                             spec.raid_type, vol.capacity_bytes
                         )));
@@ -445,7 +519,12 @@ impl ClusterController {
         if have >= size {
             return Ok((have, !block));
         }
-        leg_for_size(&v.spec.raid, Bytes(size)).map_err(|e| Error::Invalid(e.to_string()))?;
+        // Refused before the spec changes, as for a new volume.
+        let range = CapacityRange {
+            required_bytes: size as i64,
+            limit_bytes: limit.unwrap_or(0) as i64,
+        };
+        plan_size(&v.spec.raid, Some(&range))?;
         let patch =
             serde_json::json!({ "spec": { "requestedBytes": size.max(v.spec.requested_bytes) } });
         let after = self
@@ -475,7 +554,7 @@ impl ClusterController {
             .await?;
         if let Some(l) = limit {
             if grown > l {
-                return Err(Error::Invalid(format!(
+                return Err(Error::OutOfRange(format!(
                     "the array grew to {grown} bytes, above limit_bytes {l}"
                 )));
             }
@@ -675,7 +754,7 @@ impl Controller for ClusterController {
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
         let r = r.into_inner();
         let id = known_id(&r.volume_id)?;
-        let (size, limit) = requested_size(r.capacity_range.as_ref())?;
+        let (size, limit) = expansion_size(r.capacity_range.as_ref())?;
         let (bytes, node_expansion_required) = self.expand(&id, size, limit).await?;
         Ok(Response::new(ControllerExpandVolumeResponse {
             capacity_bytes: bytes as i64,
@@ -714,6 +793,56 @@ impl Controller for ClusterController {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn range(required: i64, limit: i64) -> CapacityRange {
+        CapacityRange {
+            required_bytes: required,
+            limit_bytes: limit,
+        }
+    }
+
+    #[test]
+    fn expansion_without_a_capacity_range_is_invalid() {
+        let code = |r: Option<&CapacityRange>| Status::from(expansion_size(r).unwrap_err()).code();
+        assert_eq!(code(None), tonic::Code::InvalidArgument);
+        assert_eq!(code(Some(&range(0, 0))), tonic::Code::InvalidArgument);
+        assert_eq!(code(Some(&range(-1, 0))), tonic::Code::InvalidArgument);
+        assert_eq!(
+            code(Some(&range(2 << 30, 1 << 30))),
+            tonic::Code::OutOfRange
+        );
+        assert_eq!(
+            expansion_size(Some(&range(2 << 30, 0))).unwrap(),
+            (2 << 30, None)
+        );
+    }
+
+    #[test]
+    fn a_size_above_the_limit_is_refused_before_anything_is_written() {
+        let code = |r: CapacityRange| {
+            Status::from(plan_size(&spec("raid5_ls"), Some(&r)).unwrap_err()).code()
+        };
+        assert_eq!(code(range(2 << 30, 1 << 30)), tonic::Code::OutOfRange);
+        // raid5 of 3 legs rounds 1 byte up to two chunks: above a 1-byte limit.
+        assert_eq!(code(range(1, 1)), tonic::Code::OutOfRange);
+        assert_eq!(code(range(-1, 0)), tonic::Code::InvalidArgument);
+        let p = plan_size(&spec("raid5_ls"), Some(&range(1 << 30, 2 << 30))).unwrap();
+        assert_eq!((p.size, p.limit), (1 << 30, Some(2 << 30)));
+        assert!(p.capacity >= 1 << 30 && p.capacity <= 2 << 30);
+        assert_eq!(
+            p.capacity,
+            array_sectors(&spec("raid5_ls"), p.leg).unwrap().bytes().0
+        );
+        let exact = plan_size(
+            &spec("raid5_ls"),
+            Some(&range(p.capacity as i64, p.capacity as i64)),
+        );
+        assert_eq!(
+            exact.unwrap().capacity,
+            p.capacity,
+            "limit == capacity fits"
+        );
+    }
 
     #[test]
     fn ids_no_volume_can_have_are_not_found_and_never_reach_the_api() {

@@ -52,6 +52,9 @@ pub enum Error {
     /// Something in the request is wrong.
     #[error("{0}")]
     Invalid(String),
+    /// The capacity range cannot be met (the smallest volume is above the limit).
+    #[error("{0}")]
+    OutOfRange(String),
 }
 
 impl Error {
@@ -83,6 +86,7 @@ impl From<Error> for Status {
             Error::NoRoom(_) => Status::resource_exhausted(msg),
             Error::Timeout(_) => Status::deadline_exceeded(msg),
             Error::Invalid(_) => Status::invalid_argument(msg),
+            Error::OutOfRange(_) => Status::out_of_range(msg),
             Error::NodeFailed { ref reason, .. } => match reason.as_str() {
                 "NoRoom" => Status::resource_exhausted(msg),
                 "InvalidSpec" => Status::invalid_argument(msg),
@@ -116,6 +120,7 @@ mod tests {
             reason: reason.into(),
             message: "m".into(),
         };
+        assert_eq!(code(Error::OutOfRange("x".into())), tonic::Code::OutOfRange);
         let bad = crate::volume_id::VolumeId::parse("x/status").unwrap_err();
         assert_eq!(code(Error::NoSuchId(bad)), tonic::Code::NotFound);
         assert_eq!(code(failed("NoRoom")), tonic::Code::ResourceExhausted);
