@@ -7,12 +7,13 @@
 //! bytes and waits for the node. Capacity and health come from the objects.
 
 use crate::error::Error;
-use dmraid_api::capacity::{largest_volume, leg_for_size};
+use crate::volume_id::{BadId, VolumeId};
+use dmraid_api::capacity::{array_sectors, largest_volume, leg_for_size};
 use dmraid_api::crd::{
     human_bytes, ClaimRef, Phase, RaidNode, RaidVolume, RaidVolumeSpec, VolumeMode, NODE_LABEL,
 };
-use dmraid_api::units::Bytes;
-use dmraid_api::RaidSpec;
+use dmraid_api::units::{Bytes, Sectors};
+use dmraid_api::{ErrorKind, RaidSpec};
 use dmraid_proto::csi::controller_server::Controller;
 use dmraid_proto::csi::*;
 use dmraid_proto::requests::{
@@ -56,27 +57,98 @@ impl Drop for InFlight {
     }
 }
 
-/// The object name (and CSI volume id) for a CreateVolume name: the name
-/// itself when it is a valid object name the node engine accepts (PV names
-/// such as `pvc-<uuid>` are), else a stable hash of it.
-pub fn volume_id(name: &str) -> String {
-    let usable = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
-    if usable {
-        return name.to_string();
+/// The id of a volume a request names, for calls where an id no volume has
+/// is NotFound (CSI: "volume does not exist"), never a request to a wrong API path.
+pub fn known_id(id: &str) -> Result<VolumeId, Error> {
+    match VolumeId::parse(id) {
+        Ok(id) => Ok(id),
+        Err(BadId::Empty) => Err(Error::Invalid(BadId::Empty.to_string())),
+        Err(bad) => Err(Error::NoSuchId(bad)),
     }
-    // FNV-1a, 64 bit: stable across versions and machines.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+}
+
+/// The volume a DeleteVolume names, or None when no volume can have that id
+/// (CSI: deleting a volume that does not exist succeeds).
+pub fn delete_target(id: &str) -> Result<Option<VolumeId>, Error> {
+    match known_id(id) {
+        Ok(id) => Ok(Some(id)),
+        Err(Error::NoSuchId(_)) => Ok(None),
+        Err(e) => Err(e),
     }
-    format!("v-{h:016x}")
+}
+
+/// A model error as the controller reports it: a size that cannot be built
+/// is OutOfRange, anything else in the request InvalidArgument.
+fn model(e: dmraid_api::Error) -> Error {
+    match e.kind() {
+        ErrorKind::OutOfRange => Error::OutOfRange(e.to_string()),
+        _ => Error::Invalid(e.to_string()),
+    }
+}
+
+/// The size a new volume will have, worked out before anything is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizePlan {
+    /// Bytes asked for (required_bytes, or the default).
+    pub size: u64,
+    /// Data sectors per leg of the smallest array holding `size`.
+    pub leg: Sectors,
+    /// Bytes that array holds, as the node will report them.
+    pub capacity: u64,
+    /// limit_bytes, if given.
+    pub limit: Option<u64>,
+}
+
+/// Refuse a range whose required_bytes is above its limit_bytes: no size fits it.
+fn required_within_limit(r: &CapacityRange) -> Result<(), Error> {
+    if r.limit_bytes > 0 && r.required_bytes > r.limit_bytes {
+        return Err(Error::OutOfRange(format!(
+            "capacity_range required_bytes {} is above limit_bytes {}",
+            r.required_bytes, r.limit_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Plan a `spec` volume for a capacity range, refusing with OutOfRange a
+/// range that no such volume fits (required above limit, or the smallest
+/// array holding required_bytes above limit_bytes). Checked before the
+/// RaidVolume is written: one written and then refused would be left behind,
+/// and every retry would meet it as AlreadyExists.
+pub fn plan_size(spec: &RaidSpec, range: Option<&CapacityRange>) -> Result<SizePlan, Error> {
+    range.map(required_within_limit).transpose()?;
+    let (size, limit) = requested_size(range).map_err(|s| Error::Invalid(s.message().into()))?;
+    let leg = leg_for_size(spec, Bytes(size)).map_err(model)?;
+    let capacity = array_sectors(spec, leg).map_err(model)?.bytes().0;
+    if let Some(l) = limit.filter(|l| capacity > *l) {
+        return Err(Error::OutOfRange(format!(
+            "the smallest {} × {} volume holding {size} bytes has {capacity} bytes, above limit_bytes {l}",
+            spec.raid_type, spec.legs
+        )));
+    }
+    Ok(SizePlan {
+        size,
+        leg,
+        capacity,
+        limit,
+    })
+}
+
+/// The size an expansion asks for, and its limit. CSI makes capacity_range
+/// REQUIRED here: without it there is no size to grow to.
+pub fn expansion_size(range: Option<&CapacityRange>) -> Result<(u64, Option<u64>), Error> {
+    let Some(r) = range else {
+        return Err(Error::Invalid(
+            "capacity_range is required: ControllerExpandVolume needs the new size".into(),
+        ));
+    };
+    if r.required_bytes <= 0 {
+        return Err(Error::Invalid(
+            "capacity_range.required_bytes is required: the size to grow the volume to".into(),
+        ));
+    }
+    required_within_limit(r)?;
+    requested_size(Some(r)).map_err(|s| Error::Invalid(s.message().into()))
 }
 
 /// The StorageClass parameters, validated (the parser passes over the
@@ -151,7 +223,7 @@ impl ClusterController {
         }
     }
 
-    fn begin(&self, id: &str) -> Result<InFlight, Error> {
+    fn begin(&self, id: &VolumeId) -> Result<InFlight, Error> {
         let mut set = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
         if !set.insert(id.to_string()) {
             return Err(Error::InFlight(id.to_string()));
@@ -162,9 +234,9 @@ impl ClusterController {
         })
     }
 
-    async fn get(&self, id: &str) -> Result<Option<RaidVolume>, Error> {
+    async fn get(&self, id: &VolumeId) -> Result<Option<RaidVolume>, Error> {
         self.volumes
-            .get_opt(id)
+            .get_opt(id.as_str())
             .await
             .map_err(|e| Error::kube(&format!("reading RaidVolume {id}"), e))
     }
@@ -225,7 +297,7 @@ impl ClusterController {
     /// Wait until `done` says the object is finished (Some(result)) or the deadline passes.
     async fn wait_for<T>(
         &self,
-        id: &str,
+        id: &VolumeId,
         what: &str,
         mut done: impl FnMut(Option<&RaidVolume>) -> Option<Result<T, Error>>,
     ) -> Result<T, Error> {
@@ -311,15 +383,15 @@ impl ClusterController {
             ));
         }
         let spec = spec_from(&r.parameters)?;
-        let (size, limit) = requested_size(r.capacity_range.as_ref())
-            .map_err(|s| Error::Invalid(s.message().into()))?;
-        let leg = leg_for_size(&spec, Bytes(size)).map_err(|e| Error::Invalid(e.to_string()))?;
+        let SizePlan {
+            size, leg, limit, ..
+        } = plan_size(&spec, r.capacity_range.as_ref())?;
         let mode = if wants_block(&r.volume_capabilities) {
             VolumeMode::Block
         } else {
             VolumeMode::Filesystem
         };
-        let id = volume_id(&r.name);
+        let id = VolumeId::for_name(&r.name);
         let _flight = self.begin(&id)?;
         let existing = match self.get(&id).await? {
             Some(v) => v,
@@ -340,7 +412,7 @@ impl ClusterController {
                     _ => None,
                 };
                 let mut obj = RaidVolume::new(
-                    &id,
+                    id.as_str(),
                     RaidVolumeSpec {
                         node: node.clone(),
                         csi_name: r.name.clone(),
@@ -365,7 +437,7 @@ impl ClusterController {
             }
         };
         if existing.metadata.deletion_timestamp.is_some() {
-            return Err(Error::InFlight(id));
+            return Err(Error::InFlight(id.to_string()));
         }
         let capacity = existing
             .status
@@ -373,7 +445,10 @@ impl ClusterController {
             .map(|s| s.capacity_bytes)
             .unwrap_or(0);
         if let Some(why) = mismatch(&existing.spec, capacity, &r.name, &spec, mode, size, limit) {
-            return Err(Error::AlreadyExists { id, why });
+            return Err(Error::AlreadyExists {
+                id: id.to_string(),
+                why,
+            });
         }
         let ready = self
             .wait_for(&id, "creating the array", Self::created)
@@ -383,7 +458,7 @@ impl ClusterController {
                 let vol = Self::to_volume(&v);
                 if let Some(l) = limit {
                     if vol.capacity_bytes as u64 > l {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::OutOfRange(format!(
                             "the smallest {} volume holding {size} bytes has {} bytes, above limit_bytes {l}",
                             spec.raid_type, vol.capacity_bytes
                         )));
@@ -394,7 +469,10 @@ impl ClusterController {
             Err(e @ Error::NodeFailed { .. }) => {
                 // Nothing was made; drop the object so a retry starts afresh (maybe elsewhere).
                 tracing::warn!(volume = %id, error = %e, "node could not make the array; deleting the RaidVolume");
-                let _ = self.volumes.delete(&id, &DeleteParams::default()).await;
+                let _ = self
+                    .volumes
+                    .delete(id.as_str(), &DeleteParams::default())
+                    .await;
                 Err(e)
             }
             Err(e) => Err(e),
@@ -402,11 +480,17 @@ impl ClusterController {
     }
 
     async fn delete(&self, id: &str) -> Result<(), Error> {
-        if id.is_empty() {
-            return Err(Error::Invalid("volume_id is required".into()));
-        }
+        let Some(id) = delete_target(id)? else {
+            tracing::info!(volume = %id, "DeleteVolume of an id no volume can have: nothing to delete");
+            return Ok(());
+        };
+        let id = &id;
         let _flight = self.begin(id)?;
-        match self.volumes.delete(id, &DeleteParams::default()).await {
+        match self
+            .volumes
+            .delete(id.as_str(), &DeleteParams::default())
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
             Err(e) => return Err(Error::kube(&format!("deleting RaidVolume {id}"), e)),
@@ -419,7 +503,12 @@ impl ClusterController {
         .await
     }
 
-    async fn expand(&self, id: &str, size: u64, limit: Option<u64>) -> Result<(u64, bool), Error> {
+    async fn expand(
+        &self,
+        id: &VolumeId,
+        size: u64,
+        limit: Option<u64>,
+    ) -> Result<(u64, bool), Error> {
         let _flight = self.begin(id)?;
         let v = self
             .get(id)
@@ -430,12 +519,17 @@ impl ClusterController {
         if have >= size {
             return Ok((have, !block));
         }
-        leg_for_size(&v.spec.raid, Bytes(size)).map_err(|e| Error::Invalid(e.to_string()))?;
+        // Refused before the spec changes, as for a new volume.
+        let range = CapacityRange {
+            required_bytes: size as i64,
+            limit_bytes: limit.unwrap_or(0) as i64,
+        };
+        plan_size(&v.spec.raid, Some(&range))?;
         let patch =
             serde_json::json!({ "spec": { "requestedBytes": size.max(v.spec.requested_bytes) } });
         let after = self
             .volumes
-            .patch(id, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(id.as_str(), &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|e| Error::kube(&format!("expanding RaidVolume {id}"), e))?;
         let generation = after.metadata.generation.unwrap_or(0);
@@ -460,7 +554,7 @@ impl ClusterController {
             .await?;
         if let Some(l) = limit {
             if grown > l {
-                return Err(Error::Invalid(format!(
+                return Err(Error::OutOfRange(format!(
                     "the array grew to {grown} bytes, above limit_bytes {l}"
                 )));
             }
@@ -531,13 +625,11 @@ impl Controller for ClusterController {
         r: Request<ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
         let r = r.into_inner();
-        if r.volume_id.is_empty() {
-            return Err(Status::invalid_argument("volume_id is required"));
-        }
+        let id = known_id(&r.volume_id)?;
         if r.volume_capabilities.is_empty() {
             return Err(Status::invalid_argument("volume_capabilities is required"));
         }
-        if self.get(&r.volume_id).await?.is_none() {
+        if self.get(&id).await?.is_none() {
             return Err(Error::NotFound(r.volume_id).into());
         }
         let confirmed = match check_capabilities(&r.volume_capabilities) {
@@ -661,11 +753,9 @@ impl Controller for ClusterController {
         r: Request<ControllerExpandVolumeRequest>,
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
         let r = r.into_inner();
-        if r.volume_id.is_empty() {
-            return Err(Status::invalid_argument("volume_id is required"));
-        }
-        let (size, limit) = requested_size(r.capacity_range.as_ref())?;
-        let (bytes, node_expansion_required) = self.expand(&r.volume_id, size, limit).await?;
+        let id = known_id(&r.volume_id)?;
+        let (size, limit) = expansion_size(r.capacity_range.as_ref())?;
+        let (bytes, node_expansion_required) = self.expand(&id, size, limit).await?;
         Ok(Response::new(ControllerExpandVolumeResponse {
             capacity_bytes: bytes as i64,
             node_expansion_required,
@@ -676,11 +766,11 @@ impl Controller for ClusterController {
         &self,
         r: Request<ControllerGetVolumeRequest>,
     ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
-        let id = r.into_inner().volume_id;
-        if id.is_empty() {
-            return Err(Status::invalid_argument("volume_id is required"));
-        }
-        let v = self.get(&id).await?.ok_or(Error::NotFound(id))?;
+        let id = known_id(&r.into_inner().volume_id)?;
+        let v = self
+            .get(&id)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
         Ok(Response::new(ControllerGetVolumeResponse {
             volume: Some(Self::to_volume(&v)),
             status: Some(controller_get_volume_response::VolumeStatus {
@@ -704,15 +794,74 @@ impl Controller for ClusterController {
 mod tests {
     use super::*;
 
+    fn range(required: i64, limit: i64) -> CapacityRange {
+        CapacityRange {
+            required_bytes: required,
+            limit_bytes: limit,
+        }
+    }
+
     #[test]
-    fn pv_names_are_their_own_ids_and_others_hash() {
+    fn expansion_without_a_capacity_range_is_invalid() {
+        let code = |r: Option<&CapacityRange>| Status::from(expansion_size(r).unwrap_err()).code();
+        assert_eq!(code(None), tonic::Code::InvalidArgument);
+        assert_eq!(code(Some(&range(0, 0))), tonic::Code::InvalidArgument);
+        assert_eq!(code(Some(&range(-1, 0))), tonic::Code::InvalidArgument);
+        assert_eq!(
+            code(Some(&range(2 << 30, 1 << 30))),
+            tonic::Code::OutOfRange
+        );
+        assert_eq!(
+            expansion_size(Some(&range(2 << 30, 0))).unwrap(),
+            (2 << 30, None)
+        );
+    }
+
+    #[test]
+    fn a_size_above_the_limit_is_refused_before_anything_is_written() {
+        let code = |r: CapacityRange| {
+            Status::from(plan_size(&spec("raid5_ls"), Some(&r)).unwrap_err()).code()
+        };
+        assert_eq!(code(range(2 << 30, 1 << 30)), tonic::Code::OutOfRange);
+        // raid5 of 3 legs rounds 1 byte up to two chunks: above a 1-byte limit.
+        assert_eq!(code(range(1, 1)), tonic::Code::OutOfRange);
+        assert_eq!(code(range(-1, 0)), tonic::Code::InvalidArgument);
+        let p = plan_size(&spec("raid5_ls"), Some(&range(1 << 30, 2 << 30))).unwrap();
+        assert_eq!((p.size, p.limit), (1 << 30, Some(2 << 30)));
+        assert!(p.capacity >= 1 << 30 && p.capacity <= 2 << 30);
+        assert_eq!(
+            p.capacity,
+            array_sectors(&spec("raid5_ls"), p.leg).unwrap().bytes().0
+        );
+        let exact = plan_size(
+            &spec("raid5_ls"),
+            Some(&range(p.capacity as i64, p.capacity as i64)),
+        );
+        assert_eq!(
+            exact.unwrap().capacity,
+            p.capacity,
+            "limit == capacity fits"
+        );
+    }
+
+    #[test]
+    fn ids_no_volume_can_have_are_not_found_and_never_reach_the_api() {
+        for bad in ["x/status", "a?watch=1", "PVC-1", "a..b", "../raidnodes"] {
+            let e = known_id(bad).unwrap_err();
+            assert_eq!(Status::from(e).code(), tonic::Code::NotFound, "{bad:?}");
+            assert_eq!(delete_target(bad).unwrap(), None, "{bad:?}");
+        }
+        assert_eq!(
+            Status::from(known_id("").unwrap_err()).code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            Status::from(delete_target("").unwrap_err()).code(),
+            tonic::Code::InvalidArgument
+        );
         let pv = "pvc-0b0e3c1e-7c43-4a4b-9a53-2a4f1b2f6b01";
-        assert_eq!(volume_id(pv), pv);
-        let h = volume_id("sanity-Create Volume_1");
-        assert!(h.starts_with("v-") && h.len() == 18, "{h}");
-        assert_eq!(h, volume_id("sanity-Create Volume_1"));
-        assert_ne!(h, volume_id("sanity-Create Volume_2"));
-        assert!(volume_id("-x").starts_with("v-"));
+        assert_eq!(known_id(pv).unwrap().as_str(), pv);
+        assert_eq!(delete_target(pv).unwrap().unwrap().as_str(), pv);
     }
 
     #[test]

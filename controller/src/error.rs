@@ -19,6 +19,9 @@ pub enum Error {
     /// No volume with this id.
     #[error("volume {0} does not exist")]
     NotFound(String),
+    /// An id no volume can have (not an object name), so no volume has it.
+    #[error("{0}, so no such volume exists")]
+    NoSuchId(crate::volume_id::BadId),
     /// A volume with this name exists with other parameters.
     #[error("volume {id} already exists with different parameters: {why}")]
     AlreadyExists {
@@ -49,6 +52,9 @@ pub enum Error {
     /// Something in the request is wrong.
     #[error("{0}")]
     Invalid(String),
+    /// The capacity range cannot be met (the smallest volume is above the limit).
+    #[error("{0}")]
+    OutOfRange(String),
 }
 
 impl Error {
@@ -74,12 +80,13 @@ impl From<Error> for Status {
         match e {
             Error::Unavailable(_) => Status::unavailable(msg),
             Error::Refused { .. } => Status::internal(msg),
-            Error::NotFound(_) => Status::not_found(msg),
+            Error::NotFound(_) | Error::NoSuchId(_) => Status::not_found(msg),
             Error::AlreadyExists { .. } => Status::already_exists(msg),
             Error::InFlight(_) => Status::aborted(msg),
             Error::NoRoom(_) => Status::resource_exhausted(msg),
             Error::Timeout(_) => Status::deadline_exceeded(msg),
             Error::Invalid(_) => Status::invalid_argument(msg),
+            Error::OutOfRange(_) => Status::out_of_range(msg),
             Error::NodeFailed { ref reason, .. } => match reason.as_str() {
                 "NoRoom" => Status::resource_exhausted(msg),
                 "InvalidSpec" => Status::invalid_argument(msg),
@@ -113,6 +120,9 @@ mod tests {
             reason: reason.into(),
             message: "m".into(),
         };
+        assert_eq!(code(Error::OutOfRange("x".into())), tonic::Code::OutOfRange);
+        let bad = crate::volume_id::VolumeId::parse("x/status").unwrap_err();
+        assert_eq!(code(Error::NoSuchId(bad)), tonic::Code::NotFound);
         assert_eq!(code(failed("NoRoom")), tonic::Code::ResourceExhausted);
         assert_eq!(code(failed("Whatever")), tonic::Code::Internal);
         let api =

@@ -6,5 +6,6 @@ pub mod crds;
 pub mod csi;
 pub mod error;
 pub mod provisioner;
+pub mod volume_id;
 
 pub use error::Error;

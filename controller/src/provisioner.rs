@@ -163,12 +163,59 @@ fn fs_type(sc: &StorageClass) -> String {
         .unwrap_or_else(|| "ext4".into())
 }
 
+/// The access modes a claim may ask for: a dm-raid array lives on one node,
+/// and a new volume is empty, so read-only modes would hold nothing.
+const ALLOWED_MODES: [&str; 2] = ["ReadWriteOnce", "ReadWriteOncePod"];
+
+/// `kind name` of a claim's data source, as an operator would name it.
+fn source_name(kind: &str, group: Option<&str>, name: &str) -> String {
+    match group.filter(|g| !g.is_empty()) {
+        Some(g) => format!("{kind}.{g} {name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+/// Why `pvc` asks for something dmraid-csi cannot give, if it does. A
+/// claim refused here gets a ProvisioningFailed event and no volume, rather
+/// than a blank volume where it asked for a clone, or a single-node volume
+/// where it asked for one shared between nodes.
+pub fn refusal(pvc: &PersistentVolumeClaim) -> Option<String> {
+    let spec = pvc.spec.as_ref()?;
+    if let Some(src) = &spec.data_source {
+        return Some(format!(
+            "spec.dataSource is set ({}): dmraid-csi cannot clone or restore volumes yet; remove it",
+            source_name(&src.kind, src.api_group.as_deref(), &src.name)
+        ));
+    }
+    if let Some(src) = &spec.data_source_ref {
+        return Some(format!(
+            "spec.dataSourceRef is set ({}): dmraid-csi cannot clone, restore or populate volumes yet; remove it",
+            source_name(&src.kind, src.api_group.as_deref(), &src.name)
+        ));
+    }
+    let modes = spec.access_modes.as_deref().unwrap_or_default();
+    if let Some(m) = modes.iter().find(|m| !ALLOWED_MODES.contains(&m.as_str())) {
+        let why = match m.as_str() {
+            "ReadWriteMany" | "ReadOnlyMany" => "a dm-raid volume lives on one node",
+            _ => "it is not a Kubernetes access mode dmraid-csi knows",
+        };
+        return Some(format!(
+            "accessModes {m} is not supported: {why}; use {}",
+            ALLOWED_MODES.join(" or ")
+        ));
+    }
+    None
+}
+
 /// The CreateVolume request csi-provisioner would send for `pvc`
 /// (with `--extra-create-metadata` and strict topology).
 pub fn create_request(
     pvc: &PersistentVolumeClaim,
     sc: &StorageClass,
 ) -> Result<CreateVolumeRequest, String> {
+    if let Some(why) = refusal(pvc) {
+        return Err(why);
+    }
     let name = pv_name(pvc);
     let required =
         requested(pvc, "requests")?.ok_or("the claim has no spec.resources.requests.storage")?;
@@ -180,8 +227,6 @@ pub fn create_request(
         .unwrap_or_default();
     let access = if modes.iter().any(|m| m == "ReadWriteOncePod") {
         volume_capability::access_mode::Mode::SingleNodeSingleWriter
-    } else if modes.iter().all(|m| m == "ReadOnlyMany") && !modes.is_empty() {
-        volume_capability::access_mode::Mode::SingleNodeReaderOnly
     } else {
         volume_capability::access_mode::Mode::SingleNodeWriter
     };
@@ -825,6 +870,84 @@ mod tests {
         assert!(create_request(&no_size, &class("Immediate"))
             .unwrap_err()
             .contains("requests.storage"));
+    }
+
+    fn claim_with(spec: serde_json::Value) -> PersistentVolumeClaim {
+        let mut c = claim(serde_json::json!({}), None, "Pending");
+        let mut v = serde_json::to_value(&c).unwrap();
+        for (k, val) in spec.as_object().unwrap() {
+            v["spec"][k] = val.clone();
+        }
+        c = serde_json::from_value(v).unwrap();
+        c
+    }
+
+    #[test]
+    fn a_clone_or_restore_claim_is_refused_not_given_a_blank_volume() {
+        let sc = class("Immediate");
+        let snap = claim_with(serde_json::json!({"dataSource":
+            {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "x"}}));
+        let err = create_request(&snap, &sc).unwrap_err();
+        assert!(
+            err.starts_with("spec.dataSource is set (VolumeSnapshot.snapshot.storage.k8s.io x)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("cannot clone or restore") && err.contains("remove it"),
+            "{err}"
+        );
+        let clone = claim_with(serde_json::json!({"dataSource":
+            {"kind": "PersistentVolumeClaim", "name": "src"}}));
+        assert!(create_request(&clone, &sc)
+            .unwrap_err()
+            .contains("(PersistentVolumeClaim src)"));
+        let populated = claim_with(serde_json::json!({"dataSourceRef":
+            {"apiGroup": "example.io", "kind": "Populator", "name": "p"}}));
+        let err = create_request(&populated, &sc).unwrap_err();
+        assert!(
+            err.starts_with("spec.dataSourceRef is set (Populator.example.io p)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn shared_access_modes_are_refused_with_the_modes_that_work() {
+        let sc = class("Immediate");
+        for (modes, refused) in [
+            (serde_json::json!(["ReadWriteMany"]), "ReadWriteMany"),
+            (
+                serde_json::json!(["ReadWriteOnce", "ReadWriteMany"]),
+                "ReadWriteMany",
+            ),
+            (serde_json::json!(["ReadOnlyMany"]), "ReadOnlyMany"),
+        ] {
+            let c = claim_with(serde_json::json!({"accessModes": modes}));
+            let err = create_request(&c, &sc).unwrap_err();
+            assert!(
+                err.starts_with(&format!(
+                    "accessModes {refused} is not supported: a dm-raid volume lives on one node"
+                )),
+                "{err}"
+            );
+            assert!(
+                err.ends_with("use ReadWriteOnce or ReadWriteOncePod"),
+                "{err}"
+            );
+        }
+        let mode = |modes: serde_json::Value| {
+            let c = claim_with(serde_json::json!({"accessModes": modes}));
+            let r = create_request(&c, &sc).unwrap();
+            r.volume_capabilities[0].access_mode.unwrap().mode
+        };
+        use volume_capability::access_mode::Mode;
+        assert_eq!(
+            mode(serde_json::json!(["ReadWriteOnce"])),
+            Mode::SingleNodeWriter as i32
+        );
+        assert_eq!(
+            mode(serde_json::json!(["ReadWriteOncePod"])),
+            Mode::SingleNodeSingleWriter as i32
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use clap::{Parser, Subcommand};
 use dmraid_api::crd::{human_bytes, RaidNode, RaidVolume};
+use dmraid_controller::volume_id::VolumeId;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
@@ -119,13 +120,24 @@ async fn disks(c: &Client) -> Result<String, String> {
 /// The RaidVolume a name refers to: a PVC in the namespace, a PV, or the volume itself.
 async fn find(c: &Client, ns: &str, name: &str) -> Result<RaidVolume, String> {
     let volumes: Api<RaidVolume> = Api::all(c.clone());
-    if let Ok(Some(v)) = volumes.get_opt(name).await {
-        return Ok(v);
+    // Only a name that is an object name goes into an API path ("x/status" would not).
+    if let Ok(id) = VolumeId::parse(name) {
+        if let Ok(Some(v)) = volumes.get_opt(id.as_str()).await {
+            return Ok(v);
+        }
     }
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), ns);
-    let pv = match pvcs.get_opt(name).await {
-        Ok(Some(pvc)) => pvc.spec.and_then(|s| s.volume_name),
-        _ => None,
+    let object_name = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b));
+    let pv = if object_name {
+        match pvcs.get_opt(name).await {
+            Ok(Some(pvc)) => pvc.spec.and_then(|s| s.volume_name),
+            _ => None,
+        }
+    } else {
+        None
     };
     let all = volumes
         .list(&ListParams::default())
