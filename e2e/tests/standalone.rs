@@ -1,7 +1,8 @@
 //! The standalone driver end to end in the VM, through the real binary and a
 //! real gRPC client (`dmraid-csi csi ...`): create, stage, publish, write,
 //! unpublish, unstage, orderly stop, power off, boot, re-activation from the
-//! labels, stage again and read back; block mode; idempotence and refusals.
+//! labels, stage again and read back; block mode; idempotence and refusals,
+//! among them symlinked or occupied staging and target paths.
 
 use e2e::{Vm, MIB};
 
@@ -236,4 +237,82 @@ fn mount_options_read_only_publish_and_stacked_mounts_behave_as_mount_8_would() 
     vm.run_ok(&format!("{CSI} unstage m --staging {st}"))
         .unwrap();
     assert_eq!(mountinfo(&mut vm, &st), "");
+}
+
+#[test]
+fn symlinked_and_occupied_paths_are_refused_and_slash_is_untouched() {
+    let mut vm = Vm::builder()
+        .disks(&[64 * MIB; 2])
+        .with_driver()
+        .unwrap()
+        .boot()
+        .unwrap();
+    start(&mut vm);
+    vm.run_ok(&format!(
+        "{CSI} create s --param raidType=raid1 --param legs=2 --size 16Mi"
+    ))
+    .unwrap();
+    let mounts_at = |vm: &mut Vm, path: &str| {
+        vm.run_ok(&format!(
+            "awk '$5 == \"{path}\"' /proc/self/mountinfo | wc -l"
+        ))
+        .unwrap()
+        .trim()
+        .to_string()
+    };
+    let slash = mounts_at(&mut vm, "/");
+    vm.run_ok(&format!(
+        "mkdir -p {K}/staging {K}/pods/p /tmp/elsewhere && ln -s / {K}/staging/slash && ln -s /tmp/elsewhere {K}/staging/away && ln -s /tmp {K}/out && ln -s /tmp/elsewhere {K}/pods/p/away"
+    ))
+    .unwrap();
+    // A staging path that is a symlink (to / or elsewhere), or that passes
+    // through one out of the kubelet's directory: refused, nothing mounted.
+    for (st, why) in [
+        (format!("{K}/staging/slash"), "symlink"),
+        (format!("{K}/staging/away"), "symlink"),
+        (format!("{K}/out/s"), "not below"),
+    ] {
+        let err = code(&mut vm, &format!("{CSI} stage s --staging {st}"));
+        assert!(
+            err.contains("InvalidArgument") && err.contains(why),
+            "{st}: {err}"
+        );
+    }
+    assert_eq!(mounts_at(&mut vm, "/"), slash, "nothing mounted over /");
+    assert_eq!(mounts_at(&mut vm, "/tmp/elsewhere"), "0");
+    assert_eq!(mounts_at(&mut vm, "/tmp/s"), "0");
+
+    // Staged for real; a publish target that is a symlink out: refused.
+    let st = format!("{K}/staging/s");
+    vm.run_ok(&format!("{CSI} stage s --staging {st}")).unwrap();
+    let err = code(
+        &mut vm,
+        &format!("{CSI} publish s --staging {st} --target {K}/pods/p/away"),
+    );
+    assert!(err.contains("InvalidArgument"), "{err}");
+    assert_eq!(mounts_at(&mut vm, "/tmp/elsewhere"), "0");
+
+    // Something else mounted at the target: named, not taken for the volume.
+    let tg = format!("{K}/pods/p/other");
+    vm.run_ok(&format!("mkdir -p {tg} && mount -t tmpfs other-fs {tg}"))
+        .unwrap();
+    let err = code(
+        &mut vm,
+        &format!("{CSI} publish s --staging {st} --target {tg}"),
+    );
+    assert!(
+        err.contains("AlreadyExists") && err.contains("other-fs"),
+        "{err}"
+    );
+    // Stats and expand on that path, or on a path outside, are refused too.
+    let err = code(&mut vm, &format!("{CSI} stats s --path {tg}"));
+    assert!(
+        err.contains("NotFound") && err.contains("other-fs"),
+        "{err}"
+    );
+    let err = code(&mut vm, &format!("{CSI} stats s --path /tmp"));
+    assert!(err.contains("InvalidArgument"), "{err}");
+    vm.run_ok(&format!("umount {tg}")).unwrap();
+    vm.run_ok(&format!("{CSI} unstage s --staging {st}"))
+        .unwrap();
 }

@@ -175,10 +175,11 @@ pub struct ServeArgs {
     /// never while a resync or rebuild runs. Off when unset.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub scrub_interval: Option<std::time::Duration>,
-    /// Staging and target paths must lie under this directory
-    /// (default: /var/lib/kubelet for `node`, / for `standalone`).
-    #[arg(long)]
-    pub paths_under: Option<PathBuf>,
+    /// Staging, target and volume paths must lie under this directory,
+    /// symlinks resolved (a symlink out of it is refused). Keep it narrow:
+    /// under `/`, a request could mount a volume over any directory.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/kubelet")]
+    pub paths_under: PathBuf,
     /// `node` only: register with the kubelet ourselves (instead of the
     /// node-driver-registrar sidecar) by serving the registration socket in
     /// this directory, the kubelet's `plugins_registry` as mounted here.

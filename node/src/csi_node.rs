@@ -4,11 +4,13 @@
 //! VolumeCondition. Every call is idempotent.
 
 use crate::engine::Engine;
-use crate::{health, mount, signature};
+use crate::error::Error;
+use crate::{health, mount, paths, signature};
 use dmraid_proto::csi::node_server::Node;
 use dmraid_proto::csi::volume_capability::AccessType;
 use dmraid_proto::csi::*;
 use dmraid_proto::TOPOLOGY_KEY;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -39,26 +41,38 @@ impl NodeService {
         })
     }
 
-    fn checked_path(&self, what: &str, p: &str) -> Result<PathBuf, Status> {
-        if p.is_empty() {
-            return Err(Status::invalid_argument(format!("{what} is required")));
-        }
-        let path = PathBuf::from(p);
-        if !path.is_absolute()
-            || path
-                .components()
-                .any(|c| c == std::path::Component::ParentDir)
-            || !path.starts_with(&self.root)
-        {
-            return Err(Status::invalid_argument(format!(
-                "{what} {p:?} must be an absolute path under {} without '..'",
-                self.root.display()
-            )));
-        }
-        Ok(path)
+    /// A request's path resolved under the root (see [`paths::confine`]).
+    fn confined(&self, what: &'static str, p: &str) -> Result<PathBuf, Status> {
+        paths::confine(&self.root, Path::new(p))
+            .map_err(|source| Error::Path { what, source }.into())
     }
 
-    async fn device(&self, id: &str) -> Result<(PathBuf, String), Status> {
+    /// A stats or expand request's volume_path: NotFound when nothing is
+    /// there (as the CSI spec asks), else resolved under the root.
+    fn existing_volume_path(&self, p: &str) -> Result<PathBuf, Status> {
+        if !Path::new(p).exists() {
+            return Err(Status::not_found(format!("volume_path {p} does not exist")));
+        }
+        self.confined("volume_path", p)
+    }
+
+    /// Refuse a stats or expand call whose volume_path does not hold the
+    /// volume: a filesystem on its array (a directory), or its device node.
+    fn volume_is_at(&self, id: &str, path: &Path, devno: &str, block: bool) -> Result<(), Status> {
+        let found = match at_path(path, devno, block)? {
+            AtPath::This => return Ok(()),
+            AtPath::Nothing => "nothing is mounted there".to_string(),
+            AtPath::Other(found) => format!("{found} is mounted there"),
+        };
+        Err(Error::NotAtPath {
+            path: path.to_path_buf(),
+            found,
+            volume: id.to_string(),
+        }
+        .into())
+    }
+
+    async fn volume(&self, id: &str) -> Result<ActiveVolume, Status> {
         if id.is_empty() {
             return Err(Status::invalid_argument("volume_id is required"));
         }
@@ -78,8 +92,99 @@ impl NodeService {
             dmraid_api::params::FsType::Ext4 => "ext4",
             dmraid_api::params::FsType::Xfs => "xfs",
         };
-        Ok((PathBuf::from(v.device), fs.to_string()))
+        let device = PathBuf::from(v.device);
+        let devno = mount::devno_of(&device)
+            .map_err(|e| Status::internal(format!("volume {}: {e}", v.id)))?;
+        Ok(ActiveVolume {
+            id: v.id,
+            device,
+            devno,
+            fs: fs.to_string(),
+            capacity: v.capacity,
+        })
     }
+}
+
+/// A volume whose array is active, as the Node calls need it.
+struct ActiveVolume {
+    id: String,
+    /// /dev/mapper path of the array.
+    device: PathBuf,
+    /// `major:minor` of the array.
+    devno: String,
+    /// The filesystem its StorageClass asks for.
+    fs: String,
+    capacity: u64,
+}
+
+/// What is mounted at a request's path, judged against a volume.
+#[derive(Debug, PartialEq, Eq)]
+enum AtPath {
+    /// Nothing is mounted there.
+    Nothing,
+    /// The volume: its filesystem (staged, or a bind of the staging mount),
+    /// or for a block volume a bind of its device node.
+    This,
+    /// Something else, described for a message.
+    Other(String),
+}
+
+/// Whether mount `m` is the volume whose array is `devno`. A filesystem on
+/// the array shows the array's number in mountinfo, and a bind of the
+/// staging mount keeps it (with root `/`: a bind of a subdirectory is not
+/// what publish made). A block publish is a bind of the device node, so
+/// mountinfo shows devtmpfs; `node` is the rdev stat reads through it.
+fn judge(m: &mount::MountEntry, block: bool, node: Option<&str>, devno: &str) -> AtPath {
+    let this = if block {
+        node == Some(devno)
+    } else {
+        m.devno == devno && m.root == "/"
+    };
+    if this {
+        return AtPath::This;
+    }
+    let root = if m.root == "/" {
+        String::new()
+    } else {
+        format!(":{}", m.root)
+    };
+    let node = match (block, node) {
+        (true, Some(n)) => format!(", device node {n}"),
+        (true, None) => ", not a block device".to_string(),
+        (false, _) => String::new(),
+    };
+    AtPath::Other(format!(
+        "{}{root} ({}, device {}{node})",
+        m.source, m.fstype, m.devno
+    ))
+}
+
+/// What is mounted at `path` (a resolved path), judged against `devno`.
+fn at_path(path: &Path, devno: &str, block: bool) -> Result<AtPath, Status> {
+    let Some(m) = mount::mount_at(path).map_err(io_status)? else {
+        return Ok(AtPath::Nothing);
+    };
+    let node = if block {
+        mount::devno_of(path).ok()
+    } else {
+        None
+    };
+    Ok(judge(&m, block, node.as_deref(), devno))
+}
+
+/// Pin a resolved path for mounting; a path that changed since it was
+/// resolved is refused as the request's.
+fn pinned(what: &'static str, path: &Path) -> Result<mount::Pinned, Status> {
+    mount::pin(path).map_err(|source| {
+        Error::Path {
+            what,
+            source: paths::PathError::Unresolvable {
+                path: path.to_path_buf(),
+                source,
+            },
+        }
+        .into()
+    })
 }
 
 fn io_status(e: std::io::Error) -> Status {
@@ -123,27 +228,26 @@ impl Node for NodeService {
         r: Request<NodeStageVolumeRequest>,
     ) -> Result<Response<NodeStageVolumeResponse>, Status> {
         let r = r.into_inner();
-        let staging = self.checked_path("staging_target_path", &r.staging_target_path)?;
+        let staging = self.confined("staging_target_path", &r.staging_target_path)?;
         let block = is_block(&r.volume_capability)?;
-        let (device, default_fs) = self.device(&r.volume_id).await?;
+        let vol = self.volume(&r.volume_id).await?;
         if block {
             return Ok(Response::new(NodeStageVolumeResponse {}));
         }
-        let fs = fs_of(&r.volume_capability, &default_fs)?;
-        if let Some(m) = mount::mount_at(&staging).map_err(io_status)? {
-            if Path::new(&m.source) == device
-                || m.source
-                    .ends_with(device.file_name().and_then(|n| n.to_str()).unwrap_or("\0"))
-            {
-                return Ok(Response::new(NodeStageVolumeResponse {}));
+        let fs = fs_of(&r.volume_capability, &vol.fs)?;
+        match at_path(&staging, &vol.devno, false)? {
+            AtPath::This => return Ok(Response::new(NodeStageVolumeResponse {})),
+            AtPath::Other(found) => {
+                return Err(Error::MountedOther {
+                    path: staging,
+                    found,
+                    volume: vol.id,
+                }
+                .into())
             }
-            return Err(Status::already_exists(format!(
-                "{} is already mounted from {}",
-                staging.display(),
-                m.source
-            )));
+            AtPath::Nothing => {}
         }
-        let dev = device.clone();
+        let dev = vol.device.clone();
         let fs2 = fs.clone();
         tokio::task::spawn_blocking(move || -> Result<(), Status> {
             let found = existing_fs(&dev)?;
@@ -168,7 +272,8 @@ impl Node for NodeService {
                 _ => None,
             })
             .unwrap_or_default();
-        mount::mount(&device, &staging, &fs, false, &options).map_err(io_status)?;
+        let target = pinned("staging_target_path", &staging)?;
+        mount::mount(&vol.device, &target, &fs, false, &options).map_err(io_status)?;
         Ok(Response::new(NodeStageVolumeResponse {}))
     }
 
@@ -180,7 +285,7 @@ impl Node for NodeService {
         if r.volume_id.is_empty() {
             return Err(Status::invalid_argument("volume_id is required"));
         }
-        let staging = self.checked_path("staging_target_path", &r.staging_target_path)?;
+        let staging = self.confined("staging_target_path", &r.staging_target_path)?;
         mount::unmount(&staging).map_err(io_status)?;
         Ok(Response::new(NodeUnstageVolumeResponse {}))
     }
@@ -190,13 +295,22 @@ impl Node for NodeService {
         r: Request<NodePublishVolumeRequest>,
     ) -> Result<Response<NodePublishVolumeResponse>, Status> {
         let r = r.into_inner();
-        let target = self.checked_path("target_path", &r.target_path)?;
+        let target = self.confined("target_path", &r.target_path)?;
         let block = is_block(&r.volume_capability)?;
-        let (device, _) = self.device(&r.volume_id).await?;
-        if mount::mount_at(&target).map_err(io_status)?.is_some() {
-            return Ok(Response::new(NodePublishVolumeResponse {}));
+        let vol = self.volume(&r.volume_id).await?;
+        match at_path(&target, &vol.devno, block)? {
+            AtPath::This => return Ok(Response::new(NodePublishVolumeResponse {})),
+            AtPath::Other(found) => {
+                return Err(Error::MountedOther {
+                    path: target,
+                    found,
+                    volume: vol.id,
+                }
+                .into())
+            }
+            AtPath::Nothing => {}
         }
-        if block {
+        let source = if block {
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(io_status)?;
             }
@@ -204,20 +318,36 @@ impl Node for NodeService {
                 .create(true)
                 .truncate(false)
                 .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(&target)
                 .map_err(io_status)?;
-            mount::bind(&device, &target, r.readonly).map_err(io_status)?;
+            // udev makes /dev/mapper names symlinks to /dev/dm-N; pin the node itself.
+            let node = vol.device.canonicalize().map_err(io_status)?;
+            mount::pin(&node).map_err(io_status)?
         } else {
-            let staging = self.checked_path("staging_target_path", &r.staging_target_path)?;
-            if mount::mount_at(&staging).map_err(io_status)?.is_none() {
-                return Err(Status::failed_precondition(format!(
-                    "volume is not staged at {}",
-                    staging.display()
-                )));
+            let staging = self.confined("staging_target_path", &r.staging_target_path)?;
+            match at_path(&staging, &vol.devno, false)? {
+                AtPath::This => {}
+                AtPath::Nothing => {
+                    return Err(Status::failed_precondition(format!(
+                        "volume {} is not staged at {}",
+                        vol.id,
+                        staging.display()
+                    )))
+                }
+                AtPath::Other(found) => {
+                    return Err(Status::failed_precondition(format!(
+                        "volume {} is not staged at {}: {found} is mounted there",
+                        vol.id,
+                        staging.display()
+                    )))
+                }
             }
             std::fs::create_dir_all(&target).map_err(io_status)?;
-            mount::bind(&staging, &target, r.readonly).map_err(io_status)?;
-        }
+            pinned("staging_target_path", &staging)?
+        };
+        let target = pinned("target_path", &target)?;
+        mount::bind(&source, &target, r.readonly).map_err(io_status)?;
         Ok(Response::new(NodePublishVolumeResponse {}))
     }
 
@@ -229,7 +359,7 @@ impl Node for NodeService {
         if r.volume_id.is_empty() {
             return Err(Status::invalid_argument("volume_id is required"));
         }
-        let target = self.checked_path("target_path", &r.target_path)?;
+        let target = self.confined("target_path", &r.target_path)?;
         mount::unmount(&target).map_err(io_status)?;
         if target.is_dir() {
             let _ = std::fs::remove_dir(&target);
@@ -249,21 +379,19 @@ impl Node for NodeService {
                 "volume_id and volume_path are required",
             ));
         }
-        let path = PathBuf::from(&r.volume_path);
-        if !path.exists() {
-            return Err(Status::not_found(format!(
-                "volume_path {} does not exist",
-                path.display()
-            )));
-        }
+        let path = self.existing_volume_path(&r.volume_path)?;
         let engine = self.engine()?;
         let id = r.volume_id.clone();
         let v = tokio::task::spawn_blocking(move || engine.volume(&id))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(Status::from)?;
+        let fs_mount = path.is_dir();
+        // No device node means the array is not active: nothing of it can be mounted.
+        let devno = mount::devno_of(Path::new(&v.device)).unwrap_or_default();
+        self.volume_is_at(&v.id, &path, &devno, !fs_mount)?;
         let (abnormal, message) = health::condition(&v);
-        let usage = if path.is_dir() {
+        let usage = if fs_mount {
             let ((total, used, avail), (itotal, iused, iavail)) =
                 mount::usage(&path).map_err(io_status)?;
             vec![
@@ -302,35 +430,24 @@ impl Node for NodeService {
         if r.volume_path.is_empty() {
             return Err(Status::invalid_argument("volume_path is required"));
         }
-        let (device, _) = self.device(&r.volume_id).await?;
-        let path = PathBuf::from(&r.volume_path);
-        if !path.exists() {
-            return Err(Status::not_found(format!(
-                "volume_path {} does not exist",
-                path.display()
-            )));
-        }
-        let capacity = {
-            let engine = self.engine()?;
-            let id = r.volume_id.clone();
-            tokio::task::spawn_blocking(move || engine.volume(&id))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(Status::from)?
-                .capacity
-        };
-        if path.is_dir() {
-            let m = mount::mount_at(&path).map_err(io_status)?.ok_or_else(|| {
-                Status::failed_precondition(format!("{} is not mounted", path.display()))
-            })?;
-            let fs = m.fstype.clone();
+        let path = self.existing_volume_path(&r.volume_path)?;
+        let vol = self.volume(&r.volume_id).await?;
+        let fs_mount = path.is_dir();
+        self.volume_is_at(&vol.id, &path, &vol.devno, !fs_mount)?;
+        if fs_mount {
+            // volume_is_at proved a mount of this volume is there.
+            let fs = mount::mount_at(&path)
+                .map_err(io_status)?
+                .map(|m| m.fstype)
+                .unwrap_or_default();
+            let device = vol.device.clone();
             tokio::task::spawn_blocking(move || mount::grow(&device, &path, &fs))
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?
                 .map_err(io_status)?;
         }
         Ok(Response::new(NodeExpandVolumeResponse {
-            capacity_bytes: capacity as i64,
+            capacity_bytes: vol.capacity as i64,
         }))
     }
 
@@ -378,7 +495,7 @@ mod tests {
     #[tokio::test]
     async fn node_expansion_is_advertised_so_the_kubelet_grows_the_filesystem() {
         use node_service_capability::rpc::Type;
-        let svc = NodeService::new("n".into(), None, "/".into());
+        let svc = NodeService::new("n".into(), None, "/var/lib/kubelet".into());
         let caps = svc
             .node_get_capabilities(Request::new(NodeGetCapabilitiesRequest {}))
             .await
@@ -391,5 +508,187 @@ mod tests {
             })
         };
         assert!(has(Type::ExpandVolume) && has(Type::StageUnstageVolume));
+    }
+    /// A service rooted at `root/` of a fresh tempdir (with a sibling
+    /// `outside/`), without device-mapper: every refusal below happens
+    /// before the volume is looked up.
+    fn rooted() -> (tempfile::TempDir, NodeService, PathBuf, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let outside = d.path().join("outside");
+        std::fs::create_dir_all(root.join("staging")).unwrap();
+        std::fs::create_dir_all(root.join("pods/p")).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        let svc = NodeService::new("n".into(), None, root.clone());
+        (d, svc, root, outside)
+    }
+
+    fn mount_cap() -> Option<VolumeCapability> {
+        Some(VolumeCapability {
+            access_type: Some(AccessType::Mount(Default::default())),
+            ..Default::default()
+        })
+    }
+
+    fn stage(svc: &NodeService, staging: &Path) -> Status {
+        run(svc.node_stage_volume(Request::new(NodeStageVolumeRequest {
+            volume_id: "v".into(),
+            staging_target_path: staging.to_string_lossy().into_owned(),
+            volume_capability: mount_cap(),
+            ..Default::default()
+        })))
+        .unwrap_err()
+    }
+
+    /// Run one call to completion (the calls here never reach a device).
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn assert_refused(st: &Status, path: &Path, why: &str) {
+        assert_eq!(st.code(), tonic::Code::InvalidArgument, "{st:?}");
+        assert!(st.message().contains(&*path.to_string_lossy()), "{st:?}");
+        assert!(st.message().contains(why), "{st:?}");
+    }
+
+    #[test]
+    fn a_staging_path_that_is_a_symlink_to_slash_is_refused() {
+        let (_d, svc, root, _) = rooted();
+        let staging = root.join("staging/v");
+        std::os::unix::fs::symlink("/", &staging).unwrap();
+        let st = stage(&svc, &staging);
+        assert_refused(&st, &staging, "symlink");
+        assert!(st.message().starts_with("staging_target_path "), "{st:?}");
+    }
+
+    #[test]
+    fn a_staging_path_through_a_symlink_out_of_the_root_is_refused() {
+        let (_d, svc, root, outside) = rooted();
+        std::os::unix::fs::symlink(&outside, root.join("staging/out")).unwrap();
+        let staging = root.join("staging/out/v");
+        assert_refused(&stage(&svc, &staging), &staging, "not below");
+    }
+
+    #[test]
+    fn a_publish_target_that_is_a_symlink_out_of_the_root_is_refused() {
+        let (_d, svc, root, outside) = rooted();
+        let target = root.join("pods/p/vol");
+        std::os::unix::fs::symlink(&outside, &target).unwrap();
+        let st = run(
+            svc.node_publish_volume(Request::new(NodePublishVolumeRequest {
+                volume_id: "v".into(),
+                staging_target_path: root.join("staging/v").to_string_lossy().into_owned(),
+                target_path: target.to_string_lossy().into_owned(),
+                volume_capability: mount_cap(),
+                ..Default::default()
+            })),
+        )
+        .unwrap_err();
+        assert_refused(&st, &target, "symlink");
+    }
+
+    #[test]
+    fn stats_and_expand_refuse_a_volume_path_outside_the_root() {
+        let (_d, svc, root, outside) = rooted();
+        let link = root.join("pods/p/vol");
+        std::os::unix::fs::symlink(&outside, root.join("pods/p/out")).unwrap();
+        std::os::unix::fs::symlink("/", &link).unwrap();
+        for path in [outside.clone(), link, root.join("pods/p/out")] {
+            let p = path.to_string_lossy().into_owned();
+            let st = run(
+                svc.node_get_volume_stats(Request::new(NodeGetVolumeStatsRequest {
+                    volume_id: "v".into(),
+                    volume_path: p.clone(),
+                    ..Default::default()
+                })),
+            )
+            .unwrap_err();
+            assert_eq!(st.code(), tonic::Code::InvalidArgument, "{path:?}: {st:?}");
+            assert!(st.message().starts_with("volume_path "), "{st:?}");
+            let st = run(
+                svc.node_expand_volume(Request::new(NodeExpandVolumeRequest {
+                    volume_id: "v".into(),
+                    volume_path: p,
+                    ..Default::default()
+                })),
+            )
+            .unwrap_err();
+            assert_eq!(st.code(), tonic::Code::InvalidArgument, "{path:?}: {st:?}");
+        }
+    }
+
+    #[test]
+    fn stats_of_a_path_that_is_not_there_is_not_found() {
+        let (_d, svc, _, _) = rooted();
+        let st = run(
+            svc.node_get_volume_stats(Request::new(NodeGetVolumeStatsRequest {
+                volume_id: "v".into(),
+                volume_path: "some/path".into(),
+                ..Default::default()
+            })),
+        )
+        .unwrap_err();
+        assert_eq!(st.code(), tonic::Code::NotFound, "{st:?}");
+    }
+
+    #[test]
+    fn a_path_under_the_root_gets_past_the_path_check() {
+        let (_d, svc, root, _) = rooted();
+        // No device-mapper here: the next check is the engine's.
+        let st = stage(&svc, &root.join("staging/new"));
+        assert_eq!(st.code(), tonic::Code::FailedPrecondition, "{st:?}");
+    }
+
+    fn entry(devno: &str, root: &str, fstype: &str, source: &str) -> mount::MountEntry {
+        mount::MountEntry {
+            devno: devno.into(),
+            root: root.into(),
+            target: "/var/lib/kubelet/x".into(),
+            fstype: fstype.into(),
+            source: source.into(),
+            options: "rw".into(),
+        }
+    }
+
+    #[test]
+    fn a_mount_of_the_volumes_array_is_the_volume() {
+        let m = entry("253:3", "/", "xfs", "/dev/mapper/dmraid-v");
+        assert_eq!(judge(&m, false, None, "253:3"), AtPath::This);
+    }
+
+    #[test]
+    fn another_filesystem_at_the_path_is_named_and_not_the_volume() {
+        let m = entry("8:1", "/", "ext4", "/dev/sda1");
+        match judge(&m, false, None, "253:3") {
+            AtPath::Other(found) => assert!(
+                found.contains("/dev/sda1") && found.contains("8:1"),
+                "{found}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // A bind of a subdirectory of the same filesystem is not what publish made.
+        let sub = entry("253:3", "/data", "xfs", "/dev/mapper/dmraid-v");
+        assert!(matches!(
+            judge(&sub, false, None, "253:3"),
+            AtPath::Other(_)
+        ));
+    }
+
+    #[test]
+    fn a_block_bind_is_judged_by_the_device_node_it_shows() {
+        let m = entry("0:5", "/mapper/dmraid-b", "devtmpfs", "udev");
+        assert_eq!(judge(&m, true, Some("253:4"), "253:4"), AtPath::This);
+        assert!(matches!(
+            judge(&m, true, Some("253:9"), "253:4"),
+            AtPath::Other(_)
+        ));
+        // A directory or file bound there instead of a device node.
+        match judge(&entry("0:40", "/", "tmpfs", "tmpfs"), true, None, "253:4") {
+            AtPath::Other(found) => assert!(found.contains("not a block device"), "{found}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

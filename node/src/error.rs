@@ -4,6 +4,8 @@
 use crate::allocator::NoRoom;
 use crate::dm::DmError;
 use crate::labels::LabelError;
+use crate::paths::PathError;
+use std::path::PathBuf;
 
 /// Something the node could not do, in an operator's words.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,35 @@ pub enum Error {
         "volume id {0:?} is not usable: use 1-100 characters of a-z, A-Z, 0-9, '.', '_' and '-'"
     )]
     BadId(String),
+    /// A staging, target or volume path the node will not use.
+    #[error("{what} {source}")]
+    Path {
+        /// The request field (`staging_target_path`, `target_path`, `volume_path`).
+        what: &'static str,
+        /// Why not.
+        source: PathError,
+    },
+    /// Something other than the volume is mounted where a stage or publish
+    /// request points; the node leaves it alone.
+    #[error("{path} already has {found} mounted, not volume {volume}")]
+    MountedOther {
+        /// The staging or target path.
+        path: PathBuf,
+        /// What is mounted there, as mountinfo or stat tells it.
+        found: String,
+        /// The volume asked for.
+        volume: String,
+    },
+    /// The volume is not what is mounted at a stats or expand request's path.
+    #[error("volume {volume} is not at {path}: {found}")]
+    NotAtPath {
+        /// The volume_path.
+        path: PathBuf,
+        /// What is there instead.
+        found: String,
+        /// The volume asked for.
+        volume: String,
+    },
     /// Another operation on the same volume is running.
     #[error("an operation on volume {0} is already in flight; retry")]
     Busy(String),
@@ -89,7 +120,9 @@ impl From<Error> for tonic::Status {
                 Code::FailedPrecondition
             }
             Error::NotFound(_) => Code::NotFound,
-            Error::BadId(_) => Code::InvalidArgument,
+            Error::BadId(_) | Error::Path { .. } => Code::InvalidArgument,
+            Error::MountedOther { .. } => Code::AlreadyExists,
+            Error::NotAtPath { .. } => Code::NotFound,
             Error::AlreadyExists(_) | Error::NameTaken { .. } => Code::AlreadyExists,
             Error::Busy(_) => Code::Aborted,
         };

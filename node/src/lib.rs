@@ -21,6 +21,7 @@ pub mod lock;
 pub mod metrics;
 pub mod monitor;
 pub mod mount;
+pub mod paths;
 pub mod requests;
 pub mod signature;
 pub mod state_dir;

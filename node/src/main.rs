@@ -46,13 +46,7 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
     let node_id = node_id(&args);
     let readiness = Readiness::new();
     let engine = start_engine(&args, &node_id).await;
-    let root = args.paths_under.clone().unwrap_or_else(|| {
-        if standalone {
-            "/".into()
-        } else {
-            "/var/lib/kubelet".into()
-        }
-    });
+    let root = args.paths_under.clone();
     let mut calls_registry = prometheus_client::registry::Registry::default();
     let calls = GrpcMetrics::register(&mut calls_registry);
     let mut router = tonic::transport::Server::builder()

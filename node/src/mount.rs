@@ -10,6 +10,9 @@ use std::process::Command;
 /// A mount as /proc/self/mountinfo lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// `major:minor` of the mounted filesystem's device (for ext4 or xfs
+    /// on a block device, that device's number; a bind keeps its source's).
+    pub devno: String,
     /// Root of the mount within its filesystem (`/` for a whole filesystem).
     pub root: String,
     /// Where it is mounted.
@@ -54,6 +57,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
             let l: Vec<&str> = left.split(' ').collect();
             let r: Vec<&str> = right.split(' ').collect();
             Some(MountEntry {
+                devno: l.get(2)?.to_string(),
                 root: unescape(l.get(3)?),
                 target: PathBuf::from(unescape(l.get(4)?)),
                 options: l.get(5)?.to_string(),
@@ -71,6 +75,82 @@ pub fn mount_at(target: &Path) -> std::io::Result<Option<MountEntry>> {
         .into_iter()
         .rev()
         .find(|m| m.target == target))
+}
+
+/// `major:minor` of the block device at `path` (following symlinks, as
+/// /dev/mapper names are); an error when it is not a block device.
+pub fn devno_of(path: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(path)?;
+    if !meta.file_type().is_block_device() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a block device", path.display()),
+        ));
+    }
+    Ok(format!(
+        "{}:{}",
+        libc::major(meta.rdev()),
+        libc::minor(meta.rdev())
+    ))
+}
+
+/// A directory or file held open (`O_PATH`) after checking it is still
+/// the path that was resolved: mounting on [`Pinned::target`] mounts on
+/// exactly that inode, even if a component is swapped for a symlink after
+/// the check (mount(2) resolves /proc/self/fd/N to the open file itself).
+#[derive(Debug)]
+pub struct Pinned {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl Pinned {
+    /// The path that was checked, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path to hand mount(2): this process's link to the open file.
+    pub fn target(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+}
+
+/// Open `path` without following a final symlink and check that what was
+/// opened is a real directory or file whose path is still `path` (a path
+/// without symlinks, as [`crate::paths::confine`] returns).
+pub fn pin(path: &Path) -> std::io::Result<Pinned> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let pinned = Pinned {
+        file,
+        path: path.to_path_buf(),
+    };
+    // O_PATH|O_NOFOLLOW opens a symlink itself rather than failing.
+    if pinned.file.metadata()?.file_type().is_symlink() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} became a symlink; not mounting there", path.display()),
+        ));
+    }
+    let now = std::fs::read_link(pinned.target())?;
+    if now != path {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} resolves to {} since it was checked; not mounting there",
+                path.display(),
+                now.display()
+            ),
+        ));
+    }
+    Ok(pinned)
 }
 
 fn cstr(p: &Path) -> std::io::Result<CString> {
@@ -130,13 +210,14 @@ pub fn split_options(options: &[String]) -> (libc::c_ulong, String) {
 /// mount(2) a filesystem with mount(8)-style `options` (see [`split_options`]).
 pub fn mount(
     source: &Path,
-    target: &Path,
+    target: &Pinned,
     fstype: &str,
     read_only: bool,
     options: &[String],
 ) -> std::io::Result<()> {
     let src = cstr(source)?;
-    let tgt = cstr(target)?;
+    let tgt = cstr(&target.target())?;
+    let target = target.path();
     let fs = CString::new(fstype)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let (mut flags, data_text) = split_options(options);
@@ -168,9 +249,10 @@ pub fn mount(
 }
 
 /// Bind-mount `source` on `target`, read-only when asked (bind, then remount ro).
-pub fn bind(source: &Path, target: &Path, read_only: bool) -> std::io::Result<()> {
-    let src = cstr(source)?;
-    let tgt = cstr(target)?;
+pub fn bind(source: &Pinned, target: &Pinned, read_only: bool) -> std::io::Result<()> {
+    let src = cstr(&source.target())?;
+    let tgt = cstr(&target.target())?;
+    let (source, target) = (source.path(), target.path());
     // SAFETY: valid C strings; null fstype and data are allowed for bind mounts.
     let rc = unsafe {
         libc::mount(
@@ -186,25 +268,39 @@ pub fn bind(source: &Path, target: &Path, read_only: bool) -> std::io::Result<()
         &format!("bind {} on {}", source.display(), target.display()),
     )?;
     if read_only {
+        // The pinned fd is the directory under the new bind; the remount
+        // must name the bind itself, so reopen the path (now the bind's root).
+        let top = match pin(target) {
+            Ok(top) => top,
+            Err(e) => {
+                detach(&cstr(target)?);
+                return Err(e);
+            }
+        };
+        let top_c = cstr(&top.target())?;
         let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
         // SAFETY: as above.
         let rc = unsafe {
             libc::mount(
                 src.as_ptr(),
-                tgt.as_ptr(),
+                top_c.as_ptr(),
                 std::ptr::null(),
                 flags,
                 std::ptr::null(),
             )
         };
         if let Err(e) = check(rc, &format!("remount {} read-only", target.display())) {
-            // Never leave a writable bind where a read-only one was asked for.
-            // SAFETY: valid C string.
-            unsafe { libc::umount2(tgt.as_ptr(), libc::MNT_DETACH) };
+            detach(&top_c);
             return Err(e);
         }
     }
     Ok(())
+}
+
+/// Never leave a writable bind where a read-only one was asked for.
+fn detach(target: &CString) {
+    // SAFETY: valid C string.
+    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
 }
 
 /// Unmount `target`, every mount stacked there; not mounted is fine.
@@ -216,7 +312,8 @@ pub fn unmount(target: &Path) -> std::io::Result<()> {
             return Ok(());
         }
         // SAFETY: valid C string.
-        let rc = unsafe { libc::umount2(tgt.as_ptr(), 0) };
+        // UMOUNT_NOFOLLOW: a symlink put at `target` is not followed out.
+        let rc = unsafe { libc::umount2(tgt.as_ptr(), libc::UMOUNT_NOFOLLOW) };
         check(rc, &format!("unmount {}", target.display()))?;
     }
     Err(std::io::Error::other(format!(
@@ -358,6 +455,43 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("/no/such/path"));
+    }
+
+    #[test]
+    fn mountinfo_gives_each_mount_its_device_number() {
+        let text = "36 35 253:3 / /var/lib/kubelet/st rw - xfs /dev/mapper/dmraid-v rw\n\
+                    37 36 0:5 /mapper/dmraid-b /var/lib/kubelet/pods/p/blk rw - devtmpfs udev rw\n";
+        let m = parse_mountinfo(text);
+        assert_eq!((m[0].devno.as_str(), m[1].devno.as_str()), ("253:3", "0:5"));
+    }
+
+    #[test]
+    fn a_character_device_or_directory_has_no_block_device_number() {
+        assert!(devno_of(Path::new("/dev/null")).is_err());
+        assert!(devno_of(Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn pinning_a_real_directory_gives_a_proc_link_to_it() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().canonicalize().unwrap().join("st");
+        std::fs::create_dir(&dir).unwrap();
+        let p = pin(&dir).unwrap();
+        assert_eq!(std::fs::read_link(p.target()).unwrap(), dir);
+    }
+
+    #[test]
+    fn pinning_refuses_a_symlink_or_a_path_through_one() {
+        let d = tempfile::tempdir().unwrap();
+        let base = d.path().canonicalize().unwrap();
+        std::fs::create_dir(base.join("real")).unwrap();
+        std::os::unix::fs::symlink(base.join("real"), base.join("link")).unwrap();
+        // The final component is a symlink.
+        assert!(pin(&base.join("link")).is_err());
+        // A middle component became a symlink after the path was resolved.
+        std::fs::create_dir(base.join("real/v")).unwrap();
+        let e = pin(&base.join("link/v")).unwrap_err();
+        assert!(e.to_string().contains("since it was checked"), "{e}");
     }
 
     #[test]
