@@ -171,10 +171,11 @@ pub struct ServeArgs {
     /// serves CSI Node calls only, reconciling no RaidVolumes.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
-    /// Check (scrub) every healthy volume this often, e.g. 7d, 12h, 30m;
-    /// never while a resync or rebuild runs. Off when unset.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub scrub_interval: Option<std::time::Duration>,
+    /// Check (scrub) every healthy volume this often after its last check,
+    /// e.g. 30d, 7d, 12h; never while a resync or rebuild runs (it waits).
+    /// `off` disables it. Monthly by default, as Debian's mdadm does.
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_interval)]
+    pub scrub_interval: Interval,
     /// Staging, target and volume paths must lie under this directory,
     /// symlinks resolved (a symlink out of it is refused). Keep it narrow:
     /// under `/`, a request could mount a volume over any directory.
@@ -351,6 +352,18 @@ pub struct DisksArgs {
     pub disks: Vec<String>,
 }
 
+/// A duration, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval(pub Option<std::time::Duration>);
+
+/// `off`, or a duration as [`parse_duration`] reads it.
+pub fn parse_interval(text: &str) -> Result<Interval, String> {
+    if text.trim() == "off" {
+        return Ok(Interval(None));
+    }
+    parse_duration(text).map(|d| Interval(Some(d)))
+}
+
 /// A duration such as `7d`, `12h`, `30m` or `90s`.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let t = text.trim();
@@ -375,6 +388,17 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 #[cfg(test)]
 mod duration_tests {
     use super::parse_duration;
+
+    #[test]
+    fn an_interval_is_a_duration_or_off() {
+        use super::{parse_interval, Interval};
+        assert_eq!(parse_interval("off").unwrap(), Interval(None));
+        assert_eq!(
+            parse_interval("30d").unwrap(),
+            Interval(Some(std::time::Duration::from_secs(30 * 86_400)))
+        );
+        assert!(parse_interval("never").is_err());
+    }
 
     #[test]
     fn durations_with_units_and_clear_refusals() {

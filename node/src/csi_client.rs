@@ -383,6 +383,12 @@ fn disk_line(d: &crate::disks::DiskInfo) -> Result<String, String> {
                 vols.join(",")
             )
         }
+        None if d.size < crate::engine::smallest_disk() => format!(
+            "{:>10}  {:<16} not claimed: smaller than a label and one leg ({})",
+            "-",
+            "-",
+            dmraid_api::units::Bytes(crate::engine::smallest_disk())
+        ),
         None => {
             let note = match crate::signature::probe(&dev) {
                 Ok(found) if found.is_empty() => "blank: will be claimed".to_string(),

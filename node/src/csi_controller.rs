@@ -169,7 +169,7 @@ impl Controller for ControllerService {
                 blocking(move || Ok(probe.volume(&key))).await?
             {
                 return Err(crate::error::Error::DisksMissing {
-                    detail: "none of its disks is present (the state directory remembers it)"
+                    detail: "disks missing: none of its disks is present (the state directory remembers the volume)"
                         .to_string(),
                     id,
                 }
@@ -178,6 +178,11 @@ impl Controller for ControllerService {
         }
         let name = r.name.clone();
         let v = blocking(move || engine.create_named(&id, Some(&name), &spec, size)).await?;
+        // Remembered here too, so a restart while all its disks are away
+        // still knows it was made (the labels on the disks stay the truth).
+        if let Err(e) = crate::state_dir::save_volume(&self.state_dir, &v.id, &v.spec) {
+            tracing::warn!(volume = %v.id, error = %e, "the volume's spec could not be saved in the state directory");
+        }
         Ok(Response::new(CreateVolumeResponse {
             volume: Some(self.to_volume(&v)),
         }))

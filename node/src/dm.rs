@@ -529,9 +529,9 @@ impl FakeDm {
         self.lock().change_after_read = Some((name.to_string(), params.to_string()));
     }
 
-    /// Make the next operation whose log line starts with `prefix` fail (e.g. `"load vol-x"`).
-    pub fn fail_next(&self, prefix: &str) {
-        self.lock().fail_next = Some(prefix.to_string());
+    /// Make the next operation whose log line is `line` fail (e.g. `"load vol-x"`).
+    pub fn fail_next(&self, line: &str) {
+        self.lock().fail_next = Some(line.to_string());
     }
 
     /// Every operation so far, as `"<op> <name>"` lines.
@@ -574,7 +574,7 @@ impl FakeDm {
     ) -> Result<std::sync::MutexGuard<'_, FakeState>, DmError> {
         let mut st = self.lock();
         let line = format!("{op} {name}");
-        if st.fail_next.as_deref().is_some_and(|p| line.starts_with(p)) {
+        if st.fail_next.as_deref() == Some(line.as_str()) {
             st.fail_next = None;
             return Err(DmError::Kernel {
                 op,

@@ -84,6 +84,10 @@ pub struct VolumeInfo {
     /// be inconsistent until the check that runs once redundancy is back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_hole: Option<u64>,
+    /// When a leg's disk is missing: disks that are here but whose label
+    /// cannot be read, (path, why), since the leg may be on one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<(String, String)>,
     /// Legs the monitor found slow: (leg, ms per I/O, typical ms per I/O of the others).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slow_legs: Vec<SlowLeg>,
@@ -151,6 +155,9 @@ pub struct Engine {
     unclean: Mutex<BTreeMap<String, (u64, u64)>>,
     etas: Mutex<BTreeMap<String, u64>>,
     slow: Mutex<BTreeMap<String, Vec<SlowLeg>>>,
+    /// Disks here whose label cannot be read (both copies damaged, a newer
+    /// format): a volume missing a leg may be missing it because of one.
+    unreadable: Mutex<BTreeMap<PathBuf, String>>,
     /// Parity arrays started after an unclean shutdown while degraded:
     /// regions that may be inconsistent, until a check runs.
     write_hole: Mutex<BTreeMap<String, u64>>,
@@ -161,8 +168,21 @@ pub struct Engine {
     wipe_wake: Arc<(Mutex<bool>, std::sync::Condvar)>,
 }
 
+/// Bytes of the smallest disk worth claiming: a label and one leg.
+pub fn smallest_disk() -> u64 {
+    (labels::LABEL_AREA.0 + META_EXTENT.0 + 8) * 512
+}
+
 /// Sectors zeroed per step of a wipe (64 MiB).
 const WIPE_STEP: Sectors = Sectors(131_072);
+
+/// Whether record `a` of a volume is newer than `b`, as a total order so
+/// the disks' records merge the same whatever order they are read in: the
+/// higher replacement generation, then a finished create over one in
+/// flight, then the spec itself (equal keys are copies of one state).
+fn newer(a: &VolumeRecord, b: &VolumeRecord) -> bool {
+    (a.generation, a.complete, a.spec.to_string()) > (b.generation, b.complete, b.spec.to_string())
+}
 
 /// Whether a tombstone names this record: its uid, or its id for a
 /// deletion made while all its disks were away (sparing a volume of the
@@ -272,6 +292,7 @@ impl Engine {
             etas: Mutex::new(BTreeMap::new()),
             slow: Mutex::new(BTreeMap::new()),
             write_hole: Mutex::new(BTreeMap::new()),
+            unreadable: Mutex::new(BTreeMap::new()),
             claims: std::sync::atomic::AtomicU64::new(0),
             wipe_wake: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
         }
@@ -301,6 +322,8 @@ impl Engine {
             .map(|s| Error::Claim(format!("{} not claimed: {}", s.path.display(), s.reason)))
             .collect();
         let mut added = false;
+        // Only what is still matched can still be unreadable.
+        lock(&self.unreadable).retain(|p, _| found.disks.iter().any(|d| &d.path == p));
         let mut claimed = lock(&self.claimed);
         for info in found.disks {
             if claimed.iter().any(|c| c.info == info) {
@@ -314,8 +337,14 @@ impl Engine {
                     || self.disks.present(&c.info)
             });
             let loaded = match self.claim_one(&info) {
-                Ok(loaded) => loaded,
+                Ok(loaded) => {
+                    lock(&self.unreadable).remove(&info.path);
+                    loaded
+                }
                 Err(e) => {
+                    if let Error::Label { source, .. } = &e {
+                        lock(&self.unreadable).insert(info.path.clone(), source.to_string());
+                    }
                     problems.push(e);
                     continue;
                 }
@@ -358,7 +387,7 @@ impl Engine {
             path: path.display().to_string(),
             source,
         };
-        let smallest = (labels::LABEL_AREA.0 + META_EXTENT.0 + 8) * 512;
+        let smallest = smallest_disk();
         if info.size < smallest {
             return Err(Error::Claim(format!(
                 "{} not claimed: it is {}, smaller than a label and one leg ({})",
@@ -536,7 +565,24 @@ impl Engine {
             )));
         }
         self.dm.message(&array_name(id), what)?;
+        let when = now();
+        self.edit_labels(|label| {
+            if let Some(r) = label.volumes.get_mut(id) {
+                r.last_check = when;
+            }
+        })?;
         self.volume(id)
+    }
+
+    /// Seconds since the epoch of the volume's last check, or of its
+    /// creation when it was never checked (0 when neither is recorded).
+    pub fn checked_at(&self, id: &str) -> u64 {
+        lock(&self.claimed)
+            .iter()
+            .filter_map(|c| c.label().volumes.get(id))
+            .map(|r| r.last_check.max(r.created))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Note the device-mapper events seen so far (see
@@ -649,14 +695,7 @@ impl Engine {
             }
             let generation = c.label().volumes.get(id).map_or(0, |r| r.generation);
             if let Some(r) = c.label().volumes.get(id) {
-                // A total order, whatever order the disks are read in: the
-                // newer replacement generation, then a finished create over
-                // one in flight, then the spec itself (ties are copies).
-                let newer = |have: &VolumeRecord| {
-                    (r.generation, r.complete, r.spec.to_string())
-                        > (have.generation, have.complete, have.spec.to_string())
-                };
-                if record.as_ref().is_none_or(newer) {
+                if record.as_ref().is_none_or(|have| newer(r, have)) {
                     record = Some(r.clone());
                 }
             }
@@ -827,6 +866,7 @@ impl Engine {
                         generation: 0,
                         uid: uid.clone(),
                         created: now(),
+                        last_check: 0,
                     },
                 );
             }
@@ -1793,6 +1833,7 @@ impl Engine {
             .find(id)
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
         let vs = Self::spec_of(&record)?;
+        let legs_wanted = vs.spec.legs as usize;
         let capacity = dmraid_api::capacity::array_sectors(&vs.spec, Sectors(vs.leg_data))?
             .bytes()
             .0;
@@ -1819,6 +1860,14 @@ impl Engine {
             status,
             unclean: lock(&self.unclean).get(id).copied(),
             write_hole: lock(&self.write_hole).get(id).copied(),
+            unreadable: if legs.len() < legs_wanted {
+                lock(&self.unreadable)
+                    .iter()
+                    .map(|(p, why)| (p.display().to_string(), why.clone()))
+                    .collect()
+            } else {
+                Vec::new()
+            },
             eta_seconds: lock(&self.etas).get(id).copied(),
             slow_legs: lock(&self.slow).get(id).cloned().unwrap_or_default(),
         })

@@ -65,6 +65,11 @@ pub fn condition(v: &VolumeInfo) -> (bool, String) {
             parts.push(format!("leg {i}: disk missing"));
         }
     }
+    for (path, why) in &v.unreadable {
+        parts.push(format!(
+            "disk {path} is here but its label is unreadable ({why}): a missing leg may be on it"
+        ));
+    }
     for i in st.dead_legs() {
         if v.legs.get(i).is_some_and(|l| l.disk.is_some()) {
             parts.push(format!("leg {i} (disk {}) failed", disk(i)));
@@ -476,6 +481,7 @@ mod tests {
             status: Some(RaidStatus::parse(status).unwrap()),
             unclean: None,
             write_hole: None,
+            unreadable: vec![],
             eta_seconds: None,
             slow_legs: vec![],
         }

@@ -117,6 +117,10 @@ pub struct VolumeRecord {
     /// same id created after it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub created: u64,
+    /// When its last check (scrub) started, seconds since the epoch (0:
+    /// never), so the monthly check keeps its rhythm across restarts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_check: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -546,6 +550,7 @@ mod tests {
                 generation: n,
                 uid: format!("uid-{n}"),
                 created: 0,
+                last_check: 0,
             },
         );
         l

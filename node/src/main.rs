@@ -109,7 +109,7 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
         let cfg = dmraid_node::monitor::MonitorConfig {
             auto_rebuild: args.auto_rebuild,
             interval: std::time::Duration::from_secs(args.monitor_interval.max(1)),
-            scrub_every: args.scrub_interval,
+            scrub_every: args.scrub_interval.0,
             state_dir: Some(args.state_dir.clone()),
         };
         let stop = stop.clone();

@@ -257,12 +257,25 @@ pub fn round(
             }
         }
         if let Some(every) = cfg.scrub_every {
-            let last = *state
+            // Due `every` after the last check (or the creation), as the
+            // labels record it, so restarts do not push it back; first seen
+            // stands in for labels written before either was recorded.
+            let seen = *state
                 .last_scrub
                 .entry(id.clone())
                 .or_insert_with(std::time::Instant::now);
+            let at = engine.checked_at(&id);
+            let due = if at > 0 {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or_default();
+                now.saturating_sub(at) >= every.as_secs()
+            } else {
+                seen.elapsed() >= every
+            };
             let idle = v.status.as_ref().is_some_and(|s| s.healthy());
-            if idle && last.elapsed() >= every {
+            if idle && due {
                 match engine.scrub(&id, false) {
                     Ok(_) => tracing::info!(volume = %id, "scheduled check started"),
                     Err(e) => {

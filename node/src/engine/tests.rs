@@ -1068,3 +1068,127 @@ fn a_volume_deleted_while_its_disks_are_away_is_freed_when_they_return() {
     assert!(e.activate_all().is_empty());
     assert!(e.volume("v").is_ok());
 }
+
+#[test]
+fn a_raid10_that_lost_a_whole_mirror_is_never_rebuilt_and_a_refused_leg_is_undone() {
+    let (dm, disks, e) = setup(5, 64 * MIB);
+    let s = params(&[("raidType", "raid10"), ("legs", "4")]);
+    e.create_volume("m", &s, 8 * MIB as u64).unwrap();
+    let labels_before: Vec<Vec<u8>> = ["/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde", "/dev/vdf"]
+        .iter()
+        .map(|d| disks.bytes(d))
+        .collect();
+    // Both legs of the second mirror are gone: nothing to rebuild from.
+    dm.set_status("dmraid-m", "raid10 4 AADD 8192/8192 idle 0");
+    let err = e.replace_leg("m", None, None).unwrap_err().to_string();
+    assert!(
+        err.contains("every copy of legs 2, 3 is gone") && err.contains("data lost"),
+        "{err}"
+    );
+    let labels_after: Vec<Vec<u8>> = ["/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde", "/dev/vdf"]
+        .iter()
+        .map(|d| disks.bytes(d))
+        .collect();
+    assert!(labels_before == labels_after, "nothing recorded");
+    // Legs in different mirrors: rebuildable; when the kernel refuses the
+    // new leg, the labels go back to the old one and the spare's extents
+    // are given up.
+    dm.set_status("dmraid-m", "raid10 4 ADAD 8192/8192 idle 0");
+    let legs = leg_paths(&e, "m");
+    dm.fail_next("load dmraid-m");
+    assert!(e.replace_leg("m", None, None).is_err());
+    assert_eq!(
+        leg_paths(&e, "m"),
+        legs,
+        "the old leg is still the volume's"
+    );
+    e.wipe_pending().unwrap();
+    let spare = e
+        .disks()
+        .into_iter()
+        .find(|d| !legs.contains(&d.0.display().to_string()))
+        .unwrap();
+    assert!(
+        spare.2 > 60 * MIB as u64,
+        "the spare's extents freed: {}",
+        spare.2
+    );
+}
+
+proptest::proptest! {
+    /// The records of one volume on several disks merge to the same one
+    /// whatever order the disks are read in, and a finished create is never
+    /// lost to an in-flight copy of the same generation.
+    #[test]
+    fn label_records_merge_by_a_total_order(
+        recs in proptest::collection::vec((0u64..3, proptest::bool::ANY, 0u64..3), 1..6),
+        seed in 0u64..1000,
+    ) {
+        let records: Vec<VolumeRecord> = recs
+            .iter()
+            .map(|(g, complete, n)| VolumeRecord {
+                spec: serde_json::json!({ "n": n }),
+                clean_shutdown: false,
+                complete: *complete,
+                generation: *g,
+                uid: "u".into(),
+                created: 0,
+                last_check: 0,
+            })
+            .collect();
+        let merge = |rs: &[VolumeRecord]| {
+            rs.iter().fold(None::<VolumeRecord>, |have, r| match have {
+                Some(h) if !newer(r, &h) => Some(h),
+                _ => Some(r.clone()),
+            })
+        };
+        let mut shuffled = records.clone();
+        let len = shuffled.len();
+        shuffled.rotate_left((seed as usize) % len);
+        shuffled.swap(0, (seed as usize / 7) % len);
+        let a = merge(&records).unwrap();
+        let b = merge(&shuffled).unwrap();
+        proptest::prop_assert_eq!(&a, &b);
+        let top = records.iter().map(|r| r.generation).max().unwrap();
+        proptest::prop_assert_eq!(a.generation, top);
+        if records.iter().any(|r| r.generation == top && r.complete) {
+            proptest::prop_assert!(a.complete);
+        }
+    }
+}
+
+#[test]
+fn a_present_disk_with_both_label_copies_damaged_is_named_not_called_missing() {
+    let (_dm, disks, e) = setup(2, 64 * MIB);
+    let s = params(&[("raidType", "raid1")]);
+    e.create_volume("v", &s, 8 * MIB as u64).unwrap();
+    let legs = leg_paths(&e, "v");
+    drop(e);
+    // Both copies of the second disk's label damaged (a bad sector, a stray write).
+    for slot in [0usize, 512 * 1024] {
+        disks.poke(&legs[1], slot + 100, b"garbage!");
+    }
+    let e = Engine::new(
+        Arc::new(FakeDm::new()),
+        Arc::new(disks.clone()),
+        EngineConfig {
+            node: "node-a".into(),
+            globs: vec!["/dev/vd*".into()],
+            wipe: false,
+        },
+    );
+    let problems = e.claim_disks().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(e.activate_all().is_empty());
+    let v = e.volume("v").unwrap();
+    assert_eq!(v.unreadable.len(), 1);
+    assert_eq!(v.unreadable[0].0, legs[1]);
+    let (_, msg) = crate::health::condition(&v);
+    assert!(
+        msg.contains(&format!(
+            "disk {} is here but its label is unreadable",
+            legs[1]
+        )),
+        "{msg}"
+    );
+}
