@@ -164,6 +164,15 @@ fn power_of_two_size(param: &'static str, text: &str, min: Bytes, max: Bytes) ->
 }
 
 impl RaidSpec {
+    /// [`RaidSpec::from_parameters`] of `key, value` pairs (tests, tools).
+    pub fn from_pairs(kv: &[(&str, &str)]) -> Result<RaidSpec> {
+        RaidSpec::from_parameters(
+            &kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
     /// Parse and validate StorageClass parameters. Unknown keys are errors;
     /// `csi.storage.k8s.io/*` keys other than fstype are the sidecars' and are passed over.
     pub fn from_parameters(params: &BTreeMap<String, String>) -> Result<RaidSpec> {

@@ -109,14 +109,9 @@ pub fn survival(spec: &RaidSpec, failed: &BTreeSet<usize>) -> Survival {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::collections::BTreeMap;
 
     fn spec(kv: &[(&str, &str)]) -> RaidSpec {
-        let p: BTreeMap<String, String> = kv
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        RaidSpec::from_parameters(&p).unwrap()
+        RaidSpec::from_pairs(kv).unwrap()
     }
 
     fn set(legs: &[usize]) -> BTreeSet<usize> {

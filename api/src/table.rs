@@ -470,11 +470,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn spec(kv: &[(&str, &str)]) -> RaidSpec {
-        let p: BTreeMap<String, String> = kv
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        RaidSpec::from_parameters(&p).unwrap()
+        RaidSpec::from_pairs(kv).unwrap()
     }
 
     fn devs(n: u32) -> Vec<Option<LegDevs>> {

@@ -169,6 +169,40 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
     assert_eq!(big.code(), tonic::Code::ResourceExhausted, "{big:?}");
     assert!(rt.block_on(volumes.get_opt("pvc-big")).unwrap().is_none());
 
+    // A size above limit_bytes: OutOfRange before any object is written
+    // (a RaidVolume leaked here made every retry AlreadyExists).
+    let mut over = create_request(
+        "pvc-over",
+        &[("raidType", "raid5_ls"), ("legs", "3")],
+        "vm1",
+        64 << 20,
+    );
+    if let Some(r) = over.capacity_range.as_mut() {
+        r.limit_bytes = 32 << 20;
+    }
+    let over = rt.block_on(csi.create_volume(over)).unwrap_err();
+    assert_eq!(over.code(), tonic::Code::OutOfRange, "{over:?}");
+    assert!(rt.block_on(volumes.get_opt("pvc-over")).unwrap().is_none());
+    // Ids that are no object name never reach an API path.
+    for bad_id in ["x/status", "a?b", "Pvc-1"] {
+        let e = rt
+            .block_on(csi.controller_expand_volume(ControllerExpandVolumeRequest {
+                volume_id: bad_id.into(),
+                capacity_range: Some(CapacityRange {
+                    required_bytes: 96 << 20,
+                    limit_bytes: 0,
+                }),
+                ..Default::default()
+            }))
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{bad_id}: {e:?}");
+        rt.block_on(csi.delete_volume(DeleteVolumeRequest {
+            volume_id: bad_id.into(),
+            ..Default::default()
+        }))
+        .unwrap_or_else(|e| panic!("{bad_id}: deleting what cannot exist is OK: {e:?}"));
+    }
+
     // CreateVolume with WaitForFirstConsumer topology.
     let id = "pvc-0b0e3c1e-7c43-4a4b-9a53-2a4f1b2f6b01";
     let params = [
@@ -378,6 +412,19 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
         "{cap:?}"
     );
 
+    // Expansion without a size is refused, not grown to some default.
+    let sizeless = rt
+        .block_on(csi.controller_expand_volume(ControllerExpandVolumeRequest {
+            volume_id: id.into(),
+            capacity_range: None,
+            ..Default::default()
+        }))
+        .unwrap_err();
+    assert_eq!(
+        sizeless.code(),
+        tonic::Code::InvalidArgument,
+        "{sizeless:?}"
+    );
     // Expansion: the node grows the array, the filesystem grows on the node.
     let grown = rt
         .block_on(csi.controller_expand_volume(ControllerExpandVolumeRequest {

@@ -10,18 +10,13 @@ use dmraid_api::units::Sectors;
 use e2e::raid::{self, create, remove, status, wait_in_sync};
 use e2e::vm::faults;
 use e2e::{Vm, MIB};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// 8 MiB of data per leg: resyncs in a second or two under emulation.
 const LEG: Sectors = Sectors(16384);
 
 fn spec(kv: &[(&str, &str)]) -> RaidSpec {
-    let p: BTreeMap<String, String> = kv
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    RaidSpec::from_parameters(&p).unwrap()
+    RaidSpec::from_pairs(kv).unwrap()
 }
 
 fn legs(vm: &mut Vm, n: usize) -> Vec<LegDevs> {

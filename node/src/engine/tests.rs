@@ -8,11 +8,7 @@ use crate::dm::FakeDm;
 const MIB: usize = 1 << 20;
 
 fn params(kv: &[(&str, &str)]) -> RaidSpec {
-    let p: BTreeMap<String, String> = kv
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    RaidSpec::from_parameters(&p).unwrap()
+    RaidSpec::from_pairs(kv).unwrap()
 }
 
 fn setup(n: usize, size: usize) -> (Arc<FakeDm>, FakeDisks, Engine) {
