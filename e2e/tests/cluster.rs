@@ -517,7 +517,9 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
     for line in [
         r#"dmraid_grpc_requests_total{service="csi.v1.Controller",method="CreateVolume",code="InvalidArgument"} 1"#,
         r#"dmraid_grpc_requests_total{service="csi.v1.Controller",method="CreateVolume",code="AlreadyExists"} 1"#,
-        r#"dmraid_grpc_requests_total{service="csi.v1.Controller",method="DeleteVolume",code="Ok"} 1"#,
+        // the volume, and the three ids that cannot exist
+        r#"dmraid_grpc_requests_total{service="csi.v1.Controller",method="DeleteVolume",code="Ok"} 4"#,
+        r#"dmraid_grpc_requests_total{service="csi.v1.Controller",method="CreateVolume",code="OutOfRange"} 1"#,
     ] {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
