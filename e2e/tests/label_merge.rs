@@ -1,0 +1,71 @@
+//! The newest label state wins on every disk order: power is cut right
+//! after a create, and the newest label copy of the leg disk read first is
+//! then damaged, so that disk falls back to its older copy, which still says
+//! the create was in flight. The other disk says it finished. The driver
+//! must keep the volume (the finished state wins), not roll it back and
+//! free its extents as a half-made create.
+
+use e2e::{Vm, MIB};
+
+const CSI: &str = "dmraid-csi csi --endpoint /run/csi.sock";
+/// The second label copy starts half-way into the 1 MiB label area.
+const SLOT_B: u64 = 512 * 1024;
+
+/// The sequence number in the label copy at `offset` of `dev`.
+fn seq(vm: &mut Vm, dev: &str, offset: u64) -> u64 {
+    vm.run_ok(&format!(
+        "dd if={dev} bs=1 skip={} count=8 2>/dev/null | od -An -tu8",
+        offset + 12
+    ))
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap_or(0)
+}
+
+#[test]
+fn a_damaged_newest_label_copy_never_rolls_back_a_finished_create() {
+    let mut vm = Vm::builder()
+        .disks(&[64 * MIB; 2])
+        .with_driver()
+        .unwrap()
+        .boot()
+        .unwrap();
+    e2e::driver::start(&mut vm, "", "").unwrap();
+    vm.run_ok(&format!(
+        "{CSI} create v --param raidType=raid1 --param legs=2 --size 16Mi"
+    ))
+    .unwrap();
+    let want = vm
+        .run_ok("dd if=/dev/urandom of=/tmp/p bs=1M count=4 2>/dev/null && dd if=/tmp/p of=/dev/mapper/dmraid-v bs=1M oflag=direct conv=fsync 2>/dev/null && md5sum < /tmp/p")
+        .unwrap();
+    vm.power_cut();
+    vm.boot_again().unwrap();
+    // The first disk read: damage its newest copy (a torn sector).
+    let dev = "/dev/vda";
+    let newest = if seq(&mut vm, dev, SLOT_B) > seq(&mut vm, dev, 0) {
+        SLOT_B
+    } else {
+        0
+    };
+    vm.run_ok(&format!(
+        "printf 'torn-sector!' | dd of={dev} bs=1 seek={} conv=notrunc 2>/dev/null; sync",
+        newest + 100
+    ))
+    .unwrap();
+    let older = vm
+        .run_ok("dmraid-csi disks --disks /dev/vda --disks /dev/vdb")
+        .unwrap();
+    println!("{older}");
+    e2e::driver::start(&mut vm, "", "").unwrap();
+    let volumes = vm
+        .run_ok("dmraid-csi volumes --endpoint /run/csi.sock")
+        .unwrap();
+    assert!(volumes.contains("\nv "), "the volume is kept:\n{volumes}");
+    let log = vm.run_ok("cat /tmp/driver.log").unwrap();
+    assert!(!log.contains("rolling it back"), "{log}");
+    let got = vm
+        .run_ok("dd if=/dev/mapper/dmraid-v bs=1M count=4 iflag=direct 2>/dev/null | md5sum")
+        .unwrap();
+    assert_eq!(got, want);
+}
