@@ -80,3 +80,61 @@ fn a_volume_whose_disks_are_away_is_not_made_again_and_returns_with_them() {
         assert_eq!(now, line, "no extent freed or added");
     }
 }
+
+#[test]
+fn after_a_rebuild_the_volume_returns_with_its_data_when_its_disks_come_back() {
+    let mut vm = Vm::builder()
+        .disks(&[128 * MIB; 4])
+        .with_driver()
+        .unwrap()
+        .boot()
+        .unwrap();
+    let pid = e2e::driver::start(&mut vm, "", "").unwrap();
+    vm.run_ok(&format!(
+        "{CSI} create v --param raidType=raid5_ls --param legs=3 --size 64Mi"
+    ))
+    .unwrap();
+    vm.wait_until(
+        "dmsetup status dmraid-v | grep -q ' AAA .* idle '",
+        Instant::now() + Duration::from_secs(120),
+    )
+    .unwrap();
+    // A leg fails and is rebuilt onto the fourth disk.
+    let first = e2e::raid::leg_disks(&mut vm, "v").unwrap();
+    e2e::vm::faults::make_failing(&mut vm, "dmraid-v+d0").unwrap();
+    vm.run_ok("dd if=/dev/urandom of=/dev/mapper/dmraid-v bs=64k count=4 seek=100 oflag=direct 2>/dev/null; true")
+        .unwrap();
+    vm.wait_until(
+        "dmsetup status dmraid-v | grep -q ' AAA .* idle ' && [ $(dmraid-csi volumes --endpoint /run/csi.sock | grep -c healthy) = 1 ]",
+        Instant::now() + Duration::from_secs(120),
+    )
+    .unwrap();
+    let legs = e2e::raid::leg_disks(&mut vm, "v").unwrap();
+    assert_ne!(legs, first, "leg 0 moved");
+    let want = vm
+        .run_ok("dd if=/dev/urandom of=/tmp/p bs=1M count=4 2>/dev/null && dd if=/tmp/p of=/dev/mapper/dmraid-v bs=1M oflag=direct conv=fsync 2>/dev/null && md5sum < /tmp/p")
+        .unwrap();
+    e2e::driver::stop(&mut vm, pid).unwrap();
+    for d in &legs {
+        vm.hot_remove_disk(*d).unwrap();
+    }
+    e2e::driver::start(&mut vm, "", "").unwrap();
+    for d in &legs {
+        vm.replug_disk(*d).unwrap();
+    }
+    vm.wait_until(
+        "dmsetup status dmraid-v | grep -q ' AAA '",
+        Instant::now() + Duration::from_secs(60),
+    )
+    .unwrap();
+    let got = vm
+        .run_ok("dd if=/dev/mapper/dmraid-v bs=1M count=4 iflag=direct 2>/dev/null | md5sum")
+        .unwrap();
+    assert_eq!(
+        got,
+        want,
+        "{}",
+        vm.run_ok("dmsetup table; cat /tmp/driver.log | tail -30")
+            .unwrap_or_default()
+    );
+}

@@ -212,6 +212,13 @@ pub fn volume_status(
                 st.abnormal = true;
                 st.message = f.message.clone();
                 st.conditions = vec![cond("Ready", false, &f.reason, f.message.clone())];
+                // An array that was made keeps saying so (its size), so a
+                // later reconcile never takes it for one still to be made.
+                if let Some(p) = prev.filter(|p| p.capacity_bytes > 0) {
+                    st.capacity_bytes = p.capacity_bytes;
+                    st.size = p.size.clone();
+                    st.device = p.device.clone();
+                }
             }
             None => {
                 st.phase = Phase::Pending;
@@ -794,6 +801,27 @@ mod tests {
         assert_eq!(st.conditions[0].reason, "NoRoom");
         let pending = volume_status(None, None, None, 1, "2026-11-24T00:00:00Z");
         assert_eq!(pending.phase, Phase::Pending);
+    }
+
+    #[test]
+    fn an_array_whose_disks_are_away_keeps_saying_it_was_made() {
+        let made = RaidVolumeStatus {
+            phase: Phase::Ready,
+            capacity_bytes: 64 << 20,
+            size: "64Mi".into(),
+            ..Default::default()
+        };
+        let f = Failure {
+            reason: "DisksMissing".into(),
+            message: "volume v was made on this node, but disks missing".into(),
+            generation: 1,
+        };
+        let once = volume_status(None, Some(&f), Some(&made), 1, "2026-11-24T00:00:00Z");
+        assert_eq!(once.phase, Phase::Failed);
+        assert_eq!(once.conditions[0].reason, "DisksMissing");
+        // Reconciled again from that status: still known as made.
+        let twice = volume_status(None, Some(&f), Some(&once), 1, "2026-11-24T00:00:00Z");
+        assert_eq!(twice.capacity_bytes, 64 << 20);
     }
 
     #[test]

@@ -1808,11 +1808,21 @@ impl Engine {
     /// Orderly shutdown: stop every array that is not in use and mark it
     /// clean. Arrays in use stay up (and unmarked: their next activation
     /// repairs them as after a crash, which is safe). Returns ids left up.
-    pub fn deactivate_all(&self) -> Vec<String> {
+    pub fn deactivate_all(&self) -> Vec<(String, Error)> {
         let mut left = Vec::new();
         for id in self.volume_ids() {
             let ok = (|| -> Result<(), Error> {
-                let _guard = self.lock_volume(&id)?;
+                // An operation in flight (a reconcile, a rebuild step) ends
+                // first: an orderly stop waits for it a little.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                let _guard = loop {
+                    match self.lock_volume(&id) {
+                        Err(Error::Busy(_)) if std::time::Instant::now() < deadline => {
+                            std::thread::sleep(std::time::Duration::from_millis(100))
+                        }
+                        other => break other?,
+                    }
+                };
                 self.teardown(&id)?;
                 self.edit_labels(|label| {
                     if let Some(r) = label.volumes.get_mut(&id) {
@@ -1820,8 +1830,8 @@ impl Engine {
                     }
                 })
             })();
-            if ok.is_err() {
-                left.push(id);
+            if let Err(e) = ok {
+                left.push((id, e));
             }
         }
         left

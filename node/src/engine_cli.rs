@@ -74,9 +74,13 @@ pub fn run(args: EngineArgs) -> Result<(), String> {
             }
         }
         EngineOp::Deactivate => {
-            let left = engine.deactivate_all();
+            let left: Vec<String> = engine
+                .deactivate_all()
+                .iter()
+                .map(|(id, e)| format!("{id}: {e}"))
+                .collect();
             if !left.is_empty() {
-                return Err(format!("left active (in use): {}", left.join(", ")));
+                return Err(format!("left active: {}", left.join("; ")));
             }
         }
         EngineOp::Show { id } => {

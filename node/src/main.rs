@@ -150,8 +150,8 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
         let left = tokio::task::spawn_blocking(move || engine.deactivate_all())
             .await
             .unwrap_or_default();
-        for id in left {
-            tracing::warn!(volume = %id, "left active (in use); its next activation repairs it as after a crash");
+        for (id, e) in left {
+            tracing::warn!(volume = %id, error = %e, "left active; its next activation repairs it as after a crash");
         }
     }
     tracing::info!("stopped");
