@@ -111,7 +111,7 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
         .file(&node_kubeconfig, "/etc/kubeconfig")
         .boot()
         .unwrap();
-    vm.spawn("exec dmraid-csi node --endpoint /run/csi.sock --node-id vm1 --disks '/dev/vd*' --kubeconfig /etc/kubeconfig --monitor-interval 2 2>/tmp/node.log")
+    let node_pid = vm.spawn("exec dmraid-csi node --endpoint /run/csi.sock --node-id vm1 --disks '/dev/vd*' --kubeconfig /etc/kubeconfig --monitor-interval 2 2>/tmp/node.log")
         .unwrap();
     let nodes: Api<RaidNode> = Api::all(c.clone());
     let volumes: Api<RaidVolume> = Api::all(c.clone());
@@ -297,7 +297,7 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
             .is_ok()
         })
         .expect("the disk of leg 0");
-    vm.spawn(&format!("while :; do dd if=/dev/urandom of={dev} bs=64k count=4 seek=$((RANDOM % 200)) oflag=direct 2>/dev/null; done"))
+    let writer = vm.spawn(&format!("while :; do dd if=/dev/urandom of={dev} bs=64k count=4 seek=$((RANDOM % 200)) oflag=direct 2>/dev/null; done"))
         .unwrap();
     let pulled = Instant::now();
     vm.hot_remove_disk(victim).unwrap();
@@ -485,12 +485,80 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
     ))
     .unwrap();
 
-    // DeleteVolume: the object and the devices are gone.
-    vm.run_ok("kill %1 2>/dev/null; pkill dd; true").unwrap();
+    // The writer loop goes first (its shell, then its last dd).
+    vm.run_ok(&format!(
+        "kill -9 {writer} 2>/dev/null; pkill dd; while pgrep -x dd >/dev/null; do sleep 0.2; done"
+    ))
+    .unwrap();
     vm.run_ok(&format!(
         "while pgrep -f 'of={dev}' >/dev/null; do pkill -f 'of={dev}'; sleep 0.2; done"
     ))
     .unwrap();
+
+    // Every disk of the volume goes away and the node plugin restarts
+    // without them: the RaidVolume is reconciled again and again and the
+    // array is never made anew on the spare; the disks come back and so
+    // does the volume, with its data.
+    let want = vm
+        .run_ok(&format!("dd if=/dev/urandom of=/tmp/p bs=1M count=4 2>/dev/null && dd if=/tmp/p of={dev} bs=1M oflag=direct conv=fsync 2>/dev/null && md5sum < /tmp/p"))
+        .unwrap();
+    let legs = e2e::raid::leg_disks(&mut vm, id).unwrap();
+    assert_eq!(legs.len(), 3);
+    e2e::driver::stop(&mut vm, node_pid).unwrap();
+    assert!(
+        !vm.run_ok("dmsetup ls").unwrap().contains(id),
+        "an orderly stop takes the idle array down: {}",
+        vm.run_ok("tail -5 /tmp/node.log").unwrap_or_default()
+    );
+    for d in &legs {
+        vm.hot_remove_disk(*d).unwrap();
+    }
+    vm.spawn("exec dmraid-csi node --endpoint /run/csi.sock --node-id vm1 --disks '/dev/vd*' --kubeconfig /etc/kubeconfig --monitor-interval 2 2>>/tmp/node.log")
+        .unwrap();
+    for n in 0..3 {
+        rt.block_on(volumes.patch(
+            id,
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"metadata": {"annotations": {"test/poke": n.to_string()}}}),
+            ),
+        ))
+        .unwrap();
+        let missing = rt.block_on(wait_for("DisksMissing", Duration::from_secs(60), || {
+            let volumes = volumes.clone();
+            async move {
+                let v = volumes.get_opt(id).await.ok()??;
+                condition(&v, "Ready").filter(|c| c.1 == "DisksMissing")
+            }
+        }));
+        if n == 0 {
+            println!("disks away: {missing:?}");
+        }
+    }
+    let spare = vm.run_ok("dmraid-csi disks --disks '/dev/vd*'").unwrap();
+    assert!(!spare.contains(id), "made again on the spare:\n{spare}");
+    assert!(!vm.run_ok("dmsetup ls").unwrap().contains(id));
+    for d in &legs {
+        vm.replug_disk(*d).unwrap();
+    }
+    vm.wait_until(
+        &format!("dmsetup status dmraid-{id} | grep -q ' 3 AAA .* idle '"),
+        Instant::now() + Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}",
+            vm.run_ok("tail -30 /tmp/node.log").unwrap_or_default()
+        )
+    });
+    let got = vm
+        .run_ok(&format!(
+            "dd if={dev} bs=1M count=4 iflag=direct 2>/dev/null | md5sum"
+        ))
+        .unwrap();
+    assert_eq!(got, want, "the same data back");
+
+    // DeleteVolume: the object and the devices are gone.
     rt.block_on(csi.delete_volume(DeleteVolumeRequest {
         volume_id: id.into(),
         ..Default::default()
