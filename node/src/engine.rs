@@ -432,7 +432,8 @@ impl Engine {
         Ok(loaded)
     }
 
-    /// How many times disks were claimed so far (see [`Engine::activate_inactive`]).
+    /// How many times disks were claimed so far (the monitor activates
+    /// what a newly claimed disk brings).
     pub fn claim_count(&self) -> u64 {
         self.claims.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -1640,33 +1641,14 @@ impl Engine {
         self.free_extents(id)
     }
 
-    /// Start-up: re-create every array from the labels alone. Half-made
-    /// volumes are rolled back; volumes without a clean-shutdown marker get
-    /// the crash fix first. Returns one error per volume that failed.
+    /// Start-up, and whenever a disk is claimed: re-create every array from
+    /// the labels alone (a running one is reloaded when its table lacks a
+    /// leg whose disk is back). Half-made volumes are rolled back; volumes
+    /// without a clean-shutdown marker get the crash fix first. Returns one
+    /// error per volume that failed.
     pub fn activate_all(&self) -> Vec<(String, Error)> {
-        self.activate_where(|_| true)
-    }
-
-    /// Activate the volumes whose array is not loaded (their disks came
-    /// back or were claimed since start-up). Returns one error per volume
-    /// that failed.
-    pub fn activate_inactive(&self) -> Vec<(String, Error)> {
-        self.activate_where(|id| {
-            !self
-                .dm
-                .info(&array_name(id))
-                .ok()
-                .flatten()
-                .is_some_and(|i| i.live_table)
-        })
-    }
-
-    fn activate_where(&self, which: impl Fn(&str) -> bool) -> Vec<(String, Error)> {
         let mut failures = Vec::new();
         for id in self.volume_ids() {
-            if !which(&id) {
-                continue;
-            }
             let result = (|| -> Result<(), Error> {
                 let _guard = self.lock_volume(&id)?;
                 let Some((record, legs)) = self.find(&id) else {

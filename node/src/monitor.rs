@@ -160,8 +160,10 @@ pub fn round(
     }
     if engine.claim_count() != claims {
         // A disk appeared or came back: bring up the volumes it holds now,
-        // not at the next restart.
-        for (id, e) in engine.activate_inactive() {
+        // not at the next restart, and give a running array back the legs
+        // that were missing when it was loaded (a table reload; md catches
+        // such a leg up from its bitmap, or rebuilds it).
+        for (id, e) in engine.activate_all() {
             let key = format!("activate:{id}");
             let text = e.to_string();
             if state.last.get(&key) != Some(&text) {

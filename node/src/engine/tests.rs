@@ -972,7 +972,7 @@ fn a_volume_whose_disks_are_away_is_never_made_again_and_comes_back_with_them() 
     let before = e.claim_count();
     assert!(e.claim_disks().unwrap().is_empty());
     assert!(e.claim_count() > before);
-    assert!(e.activate_inactive().is_empty());
+    assert!(e.activate_all().is_empty());
     assert_eq!(leg_paths(&e, "v"), legs);
     let others: Vec<u64> = e
         .disks()
