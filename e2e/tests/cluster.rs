@@ -499,9 +499,7 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
     // without them: the RaidVolume is reconciled again and again and the
     // array is never made anew on the spare; the disks come back and so
     // does the volume, with its data.
-    let want = vm
-        .run_ok(&format!("dd if=/dev/urandom of=/tmp/p bs=1M count=4 2>/dev/null && dd if=/tmp/p of={dev} bs=1M oflag=direct conv=fsync 2>/dev/null && md5sum < /tmp/p"))
-        .unwrap();
+    let want = e2e::raid::write_pattern(&mut vm, &dev, 4).unwrap();
     let legs = e2e::raid::leg_disks(&mut vm, id).unwrap();
     assert_eq!(legs.len(), 3);
     e2e::driver::stop(&mut vm, node_pid).unwrap();
@@ -551,11 +549,7 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
             vm.run_ok("tail -30 /tmp/node.log").unwrap_or_default()
         )
     });
-    let got = vm
-        .run_ok(&format!(
-            "dd if={dev} bs=1M count=4 iflag=direct 2>/dev/null | md5sum"
-        ))
-        .unwrap();
+    let got = e2e::raid::read_md5(&mut vm, &dev, 4).unwrap();
     assert_eq!(got, want, "the same data back");
 
     // DeleteVolume: the object and the devices are gone.

@@ -31,9 +31,7 @@ fn scenario(raid: &str, legs: usize, spare: bool) {
     );
     vm.wait_until(&all_in_sync, Instant::now() + Duration::from_secs(180))
         .unwrap();
-    let want = vm
-        .run_ok("dd if=/dev/urandom of=/tmp/p bs=1M count=4 2>/dev/null && dd if=/tmp/p of=/dev/mapper/dmraid-v bs=1M oflag=direct conv=fsync 2>/dev/null && md5sum < /tmp/p")
-        .unwrap();
+    let want = e2e::raid::write_pattern(&mut vm, "/dev/mapper/dmraid-v", 4).unwrap();
     let victim = e2e::raid::leg_disks(&mut vm, "v").unwrap()[1];
     vm.hot_remove_disk(victim).unwrap();
     vm.run_ok("dd if=/dev/urandom of=/dev/mapper/dmraid-v bs=64k count=4 seek=200 oflag=direct 2>/dev/null")
@@ -63,9 +61,7 @@ fn scenario(raid: &str, legs: usize, spare: bool) {
         Instant::now() + Duration::from_secs(60),
     )
     .unwrap();
-    let got = vm
-        .run_ok("dd if=/dev/mapper/dmraid-v bs=1M count=4 iflag=direct 2>/dev/null | md5sum")
-        .unwrap();
+    let got = e2e::raid::read_md5(&mut vm, "/dev/mapper/dmraid-v", 4).unwrap();
     assert_eq!(got, want, "{raid}: data flushed before the cut");
     let log = vm.run_ok("cat /tmp/driver.log").unwrap();
     assert!(
@@ -98,9 +94,7 @@ fn scenario(raid: &str, legs: usize, spare: bool) {
     .unwrap();
     let st = vm.run_ok("dmsetup status dmraid-v").unwrap();
     println!("{raid} (spare: {spare}): after the check: {}", st.trim());
-    let got = vm
-        .run_ok("dd if=/dev/mapper/dmraid-v bs=1M count=4 iflag=direct 2>/dev/null | md5sum")
-        .unwrap();
+    let got = e2e::raid::read_md5(&mut vm, "/dev/mapper/dmraid-v", 4).unwrap();
     assert_eq!(
         got, want,
         "{raid}: data flushed before the cut, after the rebuild"

@@ -20,9 +20,7 @@ fn a_volume_whose_disks_are_away_is_not_made_again_and_returns_with_them() {
         .unwrap();
     let pid = e2e::driver::start(&mut vm, "", "").unwrap();
     vm.run_ok(&format!("{CSI} {CREATE}")).unwrap();
-    let want = vm
-        .run_ok("dd if=/dev/urandom of=/tmp/p bs=1M count=8 2>/dev/null && dd if=/tmp/p of=/dev/mapper/dmraid-v bs=1M oflag=direct conv=fsync 2>/dev/null && md5sum < /tmp/p")
-        .unwrap();
+    let want = e2e::raid::write_pattern(&mut vm, "/dev/mapper/dmraid-v", 8).unwrap();
     let legs = e2e::raid::leg_disks(&mut vm, "v").unwrap();
     let free_before = vm.run_ok("dmraid-csi disks --disks '/dev/vd*'").unwrap();
     // The node plugin stops; an enclosure reset takes both disks away.
@@ -61,9 +59,7 @@ fn a_volume_whose_disks_are_away_is_not_made_again_and_returns_with_them() {
         Instant::now() + Duration::from_secs(60),
     )
     .unwrap();
-    let got = vm
-        .run_ok("dd if=/dev/mapper/dmraid-v bs=1M count=8 iflag=direct 2>/dev/null | md5sum")
-        .unwrap();
+    let got = e2e::raid::read_md5(&mut vm, "/dev/mapper/dmraid-v", 8).unwrap();
     assert_eq!(got, want, "the same data");
     let after = vm.run_ok("dmraid-csi disks --disks '/dev/vd*'").unwrap();
     assert_eq!(
@@ -111,9 +107,7 @@ fn after_a_rebuild_the_volume_returns_with_its_data_when_its_disks_come_back() {
     .unwrap();
     let legs = e2e::raid::leg_disks(&mut vm, "v").unwrap();
     assert_ne!(legs, first, "leg 0 moved");
-    let want = vm
-        .run_ok("dd if=/dev/urandom of=/tmp/p bs=1M count=4 2>/dev/null && dd if=/tmp/p of=/dev/mapper/dmraid-v bs=1M oflag=direct conv=fsync 2>/dev/null && md5sum < /tmp/p")
-        .unwrap();
+    let want = e2e::raid::write_pattern(&mut vm, "/dev/mapper/dmraid-v", 4).unwrap();
     e2e::driver::stop(&mut vm, pid).unwrap();
     for d in &legs {
         vm.hot_remove_disk(*d).unwrap();
@@ -127,9 +121,7 @@ fn after_a_rebuild_the_volume_returns_with_its_data_when_its_disks_come_back() {
         Instant::now() + Duration::from_secs(60),
     )
     .unwrap();
-    let got = vm
-        .run_ok("dd if=/dev/mapper/dmraid-v bs=1M count=4 iflag=direct 2>/dev/null | md5sum")
-        .unwrap();
+    let got = e2e::raid::read_md5(&mut vm, "/dev/mapper/dmraid-v", 4).unwrap();
     assert_eq!(
         got,
         want,

@@ -36,9 +36,7 @@ fn a_damaged_newest_label_copy_never_rolls_back_a_finished_create() {
         "{CSI} create v --param raidType=raid1 --param legs=2 --size 16Mi"
     ))
     .unwrap();
-    let want = vm
-        .run_ok("dd if=/dev/urandom of=/tmp/p bs=1M count=4 2>/dev/null && dd if=/tmp/p of=/dev/mapper/dmraid-v bs=1M oflag=direct conv=fsync 2>/dev/null && md5sum < /tmp/p")
-        .unwrap();
+    let want = e2e::raid::write_pattern(&mut vm, "/dev/mapper/dmraid-v", 4).unwrap();
     vm.power_cut();
     vm.boot_again().unwrap();
     // The first disk read: damage its newest copy (a torn sector).
@@ -64,8 +62,6 @@ fn a_damaged_newest_label_copy_never_rolls_back_a_finished_create() {
     assert!(volumes.contains("\nv "), "the volume is kept:\n{volumes}");
     let log = vm.run_ok("cat /tmp/driver.log").unwrap();
     assert!(!log.contains("rolling it back"), "{log}");
-    let got = vm
-        .run_ok("dd if=/dev/mapper/dmraid-v bs=1M count=4 iflag=direct 2>/dev/null | md5sum")
-        .unwrap();
+    let got = e2e::raid::read_md5(&mut vm, "/dev/mapper/dmraid-v", 4).unwrap();
     assert_eq!(got, want);
 }

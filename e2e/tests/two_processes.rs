@@ -51,9 +51,7 @@ fn a_second_process_over_the_same_disks_never_overwrites_the_firsts_labels() {
         "{A} create a --param raidType=raid1 --param legs=2 --size 16Mi"
     ))
     .unwrap();
-    let want = vm
-        .run_ok("dd if=/dev/urandom of=/tmp/p bs=1M count=8 2>/dev/null && dd if=/tmp/p of=/dev/mapper/dmraid-a bs=1M oflag=direct conv=fsync 2>/dev/null && md5sum < /tmp/p")
-        .unwrap();
+    let want = e2e::raid::write_pattern(&mut vm, "/dev/mapper/dmraid-a", 8).unwrap();
     // The second process still holds the labels as they were before "a".
     let first = vm
         .run(&format!(
@@ -88,8 +86,6 @@ fn a_second_process_over_the_same_disks_never_overwrites_the_firsts_labels() {
             );
         }
     }
-    let got = vm
-        .run_ok("dd if=/dev/mapper/dmraid-a bs=1M count=8 iflag=direct 2>/dev/null | md5sum")
-        .unwrap();
+    let got = e2e::raid::read_md5(&mut vm, "/dev/mapper/dmraid-a", 8).unwrap();
     assert_eq!(got, want, "the first process's volume is intact");
 }
