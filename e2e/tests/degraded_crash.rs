@@ -9,7 +9,7 @@
 use e2e::{Vm, MIB};
 use std::time::{Duration, Instant};
 
-const CSI: &str = "dmraid-csi csi --endpoint /run/csi.sock";
+use e2e::driver::CSI;
 
 fn scenario(raid: &str, legs: usize, spare: bool) {
     let disks = legs + usize::from(spare);

@@ -10,7 +10,7 @@
 
 use e2e::{Vm, MIB};
 
-const CSI: &str = "dmraid-csi csi --endpoint /run/csi.sock";
+use e2e::driver::CSI;
 const GLOBS: &str = "--disks '/dev/vd*' --disks '/dev/disk/by-id/virtio-*'";
 
 /// sha256 of every byte of each device.

@@ -7,7 +7,7 @@
 use e2e::{Vm, MIB};
 use std::time::{Duration, Instant};
 
-const CSI: &str = "dmraid-csi csi --endpoint /run/csi.sock";
+use e2e::driver::CSI;
 const CREATE: &str = "create v --param raidType=raid1 --param legs=2 --size 32Mi";
 
 #[test]

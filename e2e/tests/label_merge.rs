@@ -7,7 +7,7 @@
 
 use e2e::{Vm, MIB};
 
-const CSI: &str = "dmraid-csi csi --endpoint /run/csi.sock";
+use e2e::driver::CSI;
 /// The second label copy starts half-way into the 1 MiB label area.
 const SLOT_B: u64 = 512 * 1024;
 

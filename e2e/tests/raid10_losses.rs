@@ -10,7 +10,7 @@ use e2e::vm::faults;
 use e2e::{Vm, MIB};
 use std::time::{Duration, Instant};
 
-const CSI: &str = "dmraid-csi csi --endpoint /run/csi.sock";
+use e2e::driver::CSI;
 const EP: &str = "--endpoint /run/csi.sock";
 
 #[test]

@@ -7,7 +7,7 @@
 use e2e::{Vm, MIB};
 use std::time::{Duration, Instant};
 
-const CSI: &str = "dmraid-csi csi --endpoint /run/csi.sock";
+use e2e::driver::CSI;
 const SECRET: &str = "TENANT-A-SECRET";
 
 #[test]

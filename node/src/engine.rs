@@ -1163,6 +1163,8 @@ impl Engine {
                     && e.len == old
                     && e.state == ExtentState::Active
             }) {
+                // The grown part is the volume's now, no longer free zeroes.
+                allocator::ranges_remove(&mut label.zeroed, (e.start + old, new_leg.0 - old));
                 e.len = new_leg.0;
             }
             if let Some(r) = label.volumes.get_mut(id) {
