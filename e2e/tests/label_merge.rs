@@ -65,3 +65,55 @@ fn a_damaged_newest_label_copy_never_rolls_back_a_finished_create() {
     let got = e2e::raid::read_md5(&mut vm, "/dev/mapper/dmraid-v", 4).unwrap();
     assert_eq!(got, want);
 }
+
+/// A present disk whose two label copies are both damaged is named as
+/// such, not reported as "disk missing"; the driver never writes a label
+/// over it (it cannot know what the disk holds), and the volume serves from
+/// its other leg.
+#[test]
+fn a_disk_whose_label_copies_are_both_damaged_is_named_and_left_alone() {
+    let mut vm = Vm::builder()
+        .disks(&[64 * MIB; 2])
+        .with_driver()
+        .unwrap()
+        .boot()
+        .unwrap();
+    let pid = e2e::driver::start(&mut vm, "", "").unwrap();
+    vm.run_ok(&format!(
+        "{CSI} create v --param raidType=raid1 --param legs=2 --size 16Mi"
+    ))
+    .unwrap();
+    let want = e2e::raid::write_pattern(&mut vm, "/dev/mapper/dmraid-v", 4).unwrap();
+    e2e::driver::stop(&mut vm, pid).unwrap();
+    vm.run_ok("dmsetup remove_all").unwrap();
+    for slot in [0, SLOT_B] {
+        vm.run_ok(&format!(
+            "printf 'torn-sector!' | dd of=/dev/vdb bs=1 seek={} conv=notrunc 2>/dev/null; sync",
+            slot + 100
+        ))
+        .unwrap();
+    }
+    let damaged = vm.run_ok("sha256sum /dev/vdb").unwrap();
+    let listed = vm
+        .run_ok("dmraid-csi disks --disks /dev/vda --disks /dev/vdb")
+        .unwrap();
+    println!("{listed}");
+    e2e::driver::start(&mut vm, "", "").unwrap();
+    let volumes = vm
+        .run_ok("dmraid-csi volumes --endpoint /run/csi.sock")
+        .unwrap();
+    println!("{volumes}");
+    assert!(
+        volumes.contains("disk /dev/vdb is here but its label is unreadable"),
+        "{volumes}"
+    );
+    assert!(!volumes.contains("disk missing"), "{volumes}");
+    let got = e2e::raid::read_md5(&mut vm, "/dev/mapper/dmraid-v", 4).unwrap();
+    assert_eq!(got, want, "the volume serves from its other leg");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(
+        vm.run_ok("sha256sum /dev/vdb").unwrap(),
+        damaged,
+        "nothing written over the disk with the unreadable label"
+    );
+}

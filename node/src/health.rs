@@ -15,7 +15,7 @@ pub fn state_word(abnormal: bool, message: &str) -> &'static str {
         "INACTIVE"
     } else if has("rebuilding") || has("recovering") {
         "REBUILDING"
-    } else if has("degraded") || has("disk missing") {
+    } else if has("degraded") || has("disk missing") || has("no disk with a readable label") {
         "DEGRADED"
     } else if abnormal {
         "ABNORMAL"
@@ -62,7 +62,13 @@ pub fn condition(v: &VolumeInfo) -> (bool, String) {
     let mut parts = Vec::new();
     for (i, l) in v.legs.iter().enumerate() {
         if l.disk.is_none() {
-            parts.push(format!("leg {i}: disk missing"));
+            // A disk whose label cannot be read may hold it: "missing"
+            // would send the operator looking for a disk that is there.
+            parts.push(if v.unreadable.is_empty() {
+                format!("leg {i}: disk missing")
+            } else {
+                format!("leg {i}: on no disk with a readable label")
+            });
         }
     }
     for (path, why) in &v.unreadable {
@@ -503,6 +509,23 @@ mod tests {
         let v = vol("raid5_ls 4 AAAA 10/10 idle 0", None);
         let (abnormal, msg) = condition(&v);
         assert_eq!(state_word(abnormal, &msg), "ok");
+    }
+
+    #[test]
+    fn a_leg_that_may_be_on_a_disk_with_an_unreadable_label_is_not_called_missing() {
+        let mut v = vol("raid5_ls 4 AADA 10/10 idle 0", Some(2));
+        let (_, msg) = condition(&v);
+        assert!(msg.contains("leg 2: disk missing"), "{msg}");
+        v.unreadable = vec![("/dev/vdx".into(), "copy A: body checksum mismatch".into())];
+        let (abnormal, msg) = condition(&v);
+        assert!(abnormal);
+        assert!(!msg.contains("disk missing"), "{msg}");
+        assert!(
+            msg.contains("leg 2: on no disk with a readable label")
+                && msg.contains("disk /dev/vdx is here but its label is unreadable"),
+            "{msg}"
+        );
+        assert_eq!(state_word(abnormal, &msg), "DEGRADED");
     }
 
     #[test]
