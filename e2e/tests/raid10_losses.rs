@@ -94,11 +94,15 @@ fn raid10_that_lost_a_whole_mirror_is_reported_lost_never_rebuilt_and_returns_wi
     let disks_before = vm.run_ok("dmraid-csi disks --disks '/dev/vd*'").unwrap();
     println!("{disks_before}");
     e2e::driver::start(&mut vm, "", "").unwrap();
-    vm.wait_until(
-        &format!("dmraid-csi volumes {EP} | grep -q 'every copy of one mirror (legs 0, 1) is lost: data lost'"),
+    if let Err(e) = vm.wait_until(
+        &format!("timeout 10 dmraid-csi volumes {EP} | grep -q 'every copy of one mirror (legs 0, 1) is lost: data lost'"),
         Instant::now() + Duration::from_secs(60),
-    )
-    .unwrap();
+    ) {
+        let log = vm
+            .run_ok("timeout 10 dmraid-csi volumes --endpoint /run/csi.sock; dmsetup table; tail -40 /tmp/driver.log")
+            .unwrap_or_default();
+        panic!("{e}\n{log}");
+    }
     // Several monitor rounds with automatic rebuilds on and a spare there.
     std::thread::sleep(Duration::from_secs(5));
     let out = vm.run_ok(&format!("dmraid-csi volumes {EP}")).unwrap();
@@ -111,7 +115,8 @@ fn raid10_that_lost_a_whole_mirror_is_reported_lost_never_rebuilt_and_returns_wi
     );
     let log = vm.run_ok("cat /tmp/driver.log").unwrap();
     assert!(
-        !log.contains("rebuild started onto a spare") && !log.contains("refused the replacement leg"),
+        !log.contains("rebuild started onto a spare")
+            && !log.contains("refused the replacement leg"),
         "no rebuild attempted:\n{log}"
     );
     // The enclosure comes back: the volume returns with its data.

@@ -1670,6 +1670,28 @@ impl Engine {
                     self.teardown(&id)?;
                     return self.free_extents(&id);
                 }
+                // Legs whose disks are away, more than the level survives
+                // (both disks of a raid10 mirror): the kernel would refuse
+                // the table, and nothing is written to the disks that are
+                // here (no crash fix, no label change) until they return.
+                let spec = Self::spec_of(&record)?.spec;
+                let away: BTreeSet<usize> = (0..spec.legs)
+                    .filter(|l| !legs.contains_key(l))
+                    .map(|l| l as usize)
+                    .collect();
+                if dmraid_api::redundancy::survival(&spec, &away).lost {
+                    return Err(Error::DisksMissing {
+                        id: id.clone(),
+                        detail: format!(
+                            "the disks of its legs {} are away, more than {} survives",
+                            away.iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            spec.raid_type
+                        ),
+                    });
+                }
                 let clean = {
                     let claimed = lock(&self.claimed);
                     claimed

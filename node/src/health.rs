@@ -44,13 +44,59 @@ pub fn lost_legs(v: &VolumeInfo, st: &dmraid_api::RaidStatus) -> std::collection
         .collect()
 }
 
+/// The condition of a volume whose array is not loaded: which legs' disks
+/// are missing, and whether what is here can serve at all (a raid10 with
+/// both disks of one mirror away cannot, and is never rebuilt).
+fn not_active(v: &VolumeInfo) -> String {
+    let kind = v.spec.spec.raid_type;
+    let mut parts = vec![format!("{kind}: array is not active on this node")];
+    let missing: std::collections::BTreeSet<usize> = v
+        .legs
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.disk.is_none())
+        .map(|(i, _)| i)
+        .collect();
+    if missing.is_empty() {
+        return parts.remove(0);
+    }
+    parts.push(format!(
+        "disk missing for leg(s) {}",
+        missing
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    for (path, why) in &v.unreadable {
+        parts.push(format!(
+            "disk {path} is here but its label is unreadable ({why}): a missing leg may be on it"
+        ));
+    }
+    let survival = dmraid_api::redundancy::survival(&v.spec.spec, &missing);
+    if survival.lost {
+        parts.push(match &survival.lost_set {
+            Some(set) if kind.level() == 10 && v.spec.spec.copies() > 1 => format!(
+                "every copy of one mirror (legs {}) is lost: data lost unless their disks return",
+                set.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => "more legs lost than the RAID level survives: data lost unless their disks return"
+                .into(),
+        });
+    }
+    parts.join("; ")
+}
+
 /// (abnormal, message) for a volume, e.g. "raid5_ls: leg 2 (disk /dev/vdc)
 /// failed; degraded, no redundancy left".
 pub fn condition(v: &VolumeInfo) -> (bool, String) {
     let kind = v.spec.spec.raid_type;
     let copies = v.spec.spec.copies();
     let Some(st) = &v.status else {
-        return (true, format!("{kind}: array is not active on this node"));
+        return (true, not_active(v));
     };
     let disk = |leg: usize| {
         v.legs
@@ -526,6 +572,36 @@ mod tests {
             "{msg}"
         );
         assert_eq!(state_word(abnormal, &msg), "DEGRADED");
+    }
+
+    #[test]
+    fn an_inactive_raid10_without_a_whole_mirror_says_so() {
+        let mut v = vol("raid10 4 AAAA 10/10 idle 0", None);
+        let p: BTreeMap<String, String> = [
+            ("raidType".to_string(), "raid10".to_string()),
+            ("legs".into(), "4".into()),
+        ]
+        .into();
+        v.spec.spec = dmraid_api::RaidSpec::from_parameters(&p).unwrap();
+        v.status = None;
+        v.legs[0].disk = None;
+        v.legs[1].disk = None;
+        let (abnormal, msg) = condition(&v);
+        assert!(abnormal);
+        assert!(
+            msg.contains("not active")
+                && msg.contains("disk missing for leg(s) 0, 1")
+                && msg.contains("every copy of one mirror (legs 0, 1) is lost: data lost unless their disks return"),
+            "{msg}"
+        );
+        assert_eq!(state_word(abnormal, &msg), "FAILED");
+        v.legs[1].disk = Some("/dev/vdc".into());
+        v.legs[2].disk = None;
+        let (_, msg) = condition(&v);
+        assert!(
+            !msg.contains("data lost"),
+            "legs 0 and 2 are in different mirrors: {msg}"
+        );
     }
 
     #[test]
