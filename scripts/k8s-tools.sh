@@ -17,6 +17,10 @@ STAGING_VERSION=v0.36.3    # the k8s.io/* staging modules of that release
 ETCD_VERSION=v3.6.7
 CSI_TEST_VERSION=v5.4.0
 HELM_VERSION=v3.21.4
+# The upstream CSI sidecars the chart runs by default, at the tags
+# charts/dmraid-csi/values.yaml pins (e2e/tests/chart.rs checks they agree).
+PROVISIONER_VERSION=v6.4.0
+RESIZER_VERSION=v2.3.0
 
 # The commands built from k8s.io/kubernetes.
 K8S_CMDS=(kube-apiserver kubelet kube-controller-manager kube-scheduler kubectl)
@@ -134,6 +138,40 @@ if ! up_to_date helm "$HELM_VERSION"; then
   GOBIN="$bin" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   stamp helm "$HELM_VERSION"
 fi
+# An upstream sidecar, from its module at a pinned tag. Their go.mod files
+# carry replace directives, which `go install pkg@version` refuses: the
+# module is downloaded, copied somewhere writable and built inside, with the
+# version stamped the way their Makefile does (-X main.version).
+build_sidecar() { # NAME MODULE VERSION
+  local name="$1" module="$2" version="$3" src dir
+  src="$(go mod download -json "$module@$version" | awk -F'"' '/"Dir":/ {print $4}')"
+  [ -d "$src" ] || { echo "k8s-tools: go mod download $module@$version gave no directory" >&2; exit 1; }
+  dir="$build/$name-$version"
+  rm -rf "$dir" && cp -r "$src" "$dir" && chmod -R u+w "$dir"
+  (cd "$dir" && go build -o "$bin/$name" -ldflags "-s -w -X main.version=$version" "./cmd/$name")
+  rm -rf "$dir"
+  stamp "$name" "$version"
+}
+# Each sidecar as an image holding the static binary alone, under the name
+# the chart gives it, for the VM's containerd to import.
+sidecar_image() { # NAME VERSION
+  local name="$1" version="$2" out="$DMRAID_CACHE/node-runtime/$1.oci.tar" root
+  [ -f "$out" ] && [ "$(cat "$out.version" 2>/dev/null)" = "$version" ] && return 0
+  root="$(mktemp -d)"
+  cp "$bin/$name" "$root/$name"
+  "$here/oci-pack.sh" "$root" "registry.k8s.io/sig-storage/$name:$version" "[\"/$name\"]" "$out"
+  echo "$version" >"$out.version"
+  rm -rf "$root"
+}
+if ! up_to_date csi-provisioner "$PROVISIONER_VERSION"; then
+  echo "k8s-tools: building csi-provisioner $PROVISIONER_VERSION (a few minutes on a cold cache)"
+  build_sidecar csi-provisioner github.com/kubernetes-csi/external-provisioner/v6 "$PROVISIONER_VERSION"
+fi
+if ! up_to_date csi-resizer "$RESIZER_VERSION"; then
+  echo "k8s-tools: building csi-resizer $RESIZER_VERSION"
+  build_sidecar csi-resizer github.com/kubernetes-csi/external-resizer/v2 "$RESIZER_VERSION"
+fi
+
 # The container runtime the VM's kubelet uses: containerd, runc and the CNI
 # plugins from Debian's packages (whatever version the mirror has; recorded
 # in the stamp), unpacked, never installed on this host.
@@ -176,4 +214,6 @@ if [ ! -f "$node_rt/busybox.oci.tar" ]; then
   "$here/oci-pack.sh" "$bb" dmraid-csi.local/busybox:e2e '["/bin/sh"]' "$node_rt/busybox.oci.tar"
   rm -rf "$bb"
 fi
+sidecar_image csi-provisioner "$PROVISIONER_VERSION"
+sidecar_image csi-resizer "$RESIZER_VERSION"
 echo "k8s-tools: ok ($bin, $node_rt)"

@@ -32,13 +32,16 @@ struct Args {
     /// latency) at http://ADDR/metrics, e.g. 0.0.0.0:9808; off when unset.
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<String>,
-    /// Do the csi-provisioner and csi-resizer sidecars' work in this
-    /// process (for clusters where their images cannot be had): provision
-    /// claims of dmraid.csi.io StorageClasses, delete released volumes,
-    /// expand claims, publish CSIStorageCapacity in $POD_NAMESPACE. Run
-    /// one replica only: there is no leader election.
+    /// Do the csi-provisioner sidecar's work in this process (for clusters
+    /// where its image cannot be had): provision claims of dmraid.csi.io
+    /// StorageClasses, delete released volumes, publish CSIStorageCapacity
+    /// in $POD_NAMESPACE. Run one replica only: there is no leader election.
     #[arg(long)]
     run_provisioner: bool,
+    /// Do the csi-resizer sidecar's work in this process: expand claims of
+    /// dmraid.csi.io StorageClasses. One replica only, as above.
+    #[arg(long)]
+    run_resizer: bool,
     /// Answer liveness probes at http://ADDR/healthz (e.g. 0.0.0.0:9809)
     /// without the livenessprobe sidecar. Off when unset.
     #[arg(long, value_name = "ADDR")]
@@ -90,10 +93,14 @@ async fn run(args: Args) -> Result<(), String> {
             readiness.clone(),
         )))
         .add_service(ControllerServer::new(controller.clone()));
-    if args.run_provisioner {
+    if args.run_provisioner || args.run_resizer {
         let namespace = std::env::var("POD_NAMESPACE").ok();
+        let duties = dmraid_controller::provisioner::Duties {
+            provision: args.run_provisioner,
+            resize: args.run_resizer,
+        };
         tokio::spawn(dmraid_controller::provisioner::run(
-            client, controller, namespace,
+            client, controller, namespace, duties,
         ));
     }
     readiness.set(true);

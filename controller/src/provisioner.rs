@@ -1,9 +1,10 @@
-//! The external sidecars' work done in-process (`dmraid-csi-controller
-//! --run-provisioner`), for clusters where the csi-provisioner and
-//! csi-resizer images cannot be had: claims of our StorageClasses are
-//! provisioned into PersistentVolumes, released volumes deleted, claims
-//! expanded, and each node's room published as CSIStorageCapacity so the
-//! scheduler places pods where their volume fits. Each step calls the same
+//! The external sidecars' work done in-process, for clusters where the
+//! csi-provisioner or csi-resizer image cannot be had, each on its own
+//! ([`Duties`]): with `dmraid-csi-controller --run-provisioner` claims of
+//! our StorageClasses are provisioned into PersistentVolumes, released
+//! volumes deleted and each node's room published as CSIStorageCapacity so
+//! the scheduler places pods where their volume fits; with `--run-resizer`
+//! claims are expanded. Each step calls the same
 //! CSI Controller service the sidecars would call over the socket, so the
 //! volume semantics (idempotency, errors) are one code path; the objects
 //! written are the ones the sidecars write (PV shape, finalizer, claim
@@ -364,6 +365,18 @@ struct Context {
     client: Client,
     csi: ClusterController,
     recorder: Recorder,
+    duties: Duties,
+}
+
+/// Which sidecar's work this process does: a cluster may lack only one of
+/// the two images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duties {
+    /// csi-provisioner's: provision claims, delete released volumes,
+    /// publish CSIStorageCapacity.
+    pub provision: bool,
+    /// csi-resizer's: expand claims.
+    pub resize: bool,
 }
 
 /// The loops' errors: logged and retried with a delay.
@@ -413,11 +426,13 @@ async fn reconcile_claim(
     let me = pvc.object_ref(&());
     match claim_step(&pvc, &sc, bound.as_ref()) {
         ClaimStep::Nothing | ClaimStep::WaitForNode => Ok(Action::await_change()),
-        ClaimStep::Provision => provision(&pvc, &sc, me, &ctx).await,
-        ClaimStep::Expand(want) => {
+        ClaimStep::Provision if ctx.duties.provision => provision(&pvc, &sc, me, &ctx).await,
+        ClaimStep::Expand(want) if ctx.duties.resize => {
             let pv = bound.ok_or_else(|| Error::Failed("PV vanished".into()))?;
             expand(&pvc, &pv, want, me, &ctx).await
         }
+        // The upstream sidecar beside this process does it.
+        ClaimStep::Provision | ClaimStep::Expand(_) => Ok(Action::await_change()),
     }
 }
 
@@ -739,9 +754,14 @@ async fn publish_capacity(client: &Client, namespace: &str) -> Result<(), Error>
     Ok(())
 }
 
-/// Run the provisioner, deleter, resizer and capacity loops until the
-/// process ends. Capacity objects go to `namespace` (the pod's).
-pub async fn run(client: Client, csi: ClusterController, namespace: Option<String>) {
+/// Run the loops of `duties` (provisioner, deleter and capacity; resizer)
+/// until the process ends. Capacity objects go to `namespace` (the pod's).
+pub async fn run(
+    client: Client,
+    csi: ClusterController,
+    namespace: Option<String>,
+    duties: Duties,
+) {
     let ctx = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -752,6 +772,7 @@ pub async fn run(client: Client, csi: ClusterController, namespace: Option<Strin
         ),
         client: client.clone(),
         csi,
+        duties,
     });
     let claims = Controller::new(
         Api::<PersistentVolumeClaim>::all(client.clone()),
@@ -759,13 +780,22 @@ pub async fn run(client: Client, csi: ClusterController, namespace: Option<Strin
     )
     .run(reconcile_claim, retry, ctx.clone())
     .for_each(|_| async {});
-    let volumes = Controller::new(
-        Api::<PersistentVolume>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .run(reconcile_volume, retry, ctx.clone())
-    .for_each(|_| async {});
+    let pv_client = client.clone();
+    let volumes = async move {
+        if duties.provision {
+            Controller::new(
+                Api::<PersistentVolume>::all(pv_client),
+                watcher::Config::default(),
+            )
+            .run(reconcile_volume, retry, ctx.clone())
+            .for_each(|_| async {})
+            .await
+        }
+    };
     let capacity = async move {
+        if !duties.provision {
+            return;
+        }
         let Some(ns) = namespace else {
             tracing::warn!("no POD_NAMESPACE: CSIStorageCapacity is not published");
             return;
@@ -777,7 +807,11 @@ pub async fn run(client: Client, csi: ClusterController, namespace: Option<Strin
             tokio::time::sleep(Duration::from_secs(10)).await;
         }
     };
-    tracing::info!("provisioning claims of class provisioner {DRIVER_NAME}");
+    tracing::info!(
+        provision = duties.provision,
+        resize = duties.resize,
+        "doing the sidecars' work for claims of provisioner {DRIVER_NAME}"
+    );
     tokio::join!(claims, volumes, capacity);
 }
 

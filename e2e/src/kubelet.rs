@@ -156,6 +156,25 @@ containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
 X
 "#;
 
+/// The upstream csi-provisioner and csi-resizer images (scripts/k8s-tools.sh
+/// builds and packs them under the names the chart's values give), added to
+/// a VM being built so [`start`] imports them.
+pub fn with_sidecar_images(builder: VmBuilder) -> Result<VmBuilder, String> {
+    let rt = runtime_root()?;
+    let mut b = builder;
+    for image in ["csi-provisioner", "csi-resizer"] {
+        let archive = rt.with_file_name(format!("{image}.oci.tar"));
+        if !archive.exists() {
+            return Err(format!(
+                "{} is missing: run scripts/k8s-tools.sh",
+                archive.display()
+            ));
+        }
+        b = b.file(archive, &format!("/images/{image}.oci.tar"));
+    }
+    Ok(b)
+}
+
 /// The driver's image as an OCI archive named `name` (scripts/image.sh from
 /// the release binaries already built), to add to the VM under /images/ so
 /// [`start`] imports it.

@@ -64,6 +64,37 @@ fn a_misspelt_value_is_refused_with_its_name() {
     // The in-process provisioner has no leader election.
     let e = render(&["sidecars.enabled=false", "controller.replicas=2"]).unwrap_err();
     assert!(e.contains("controller.replicas to 1"), "{e}");
+    let e = render(&["sidecars.resizer.enabled=false", "controller.replicas=2"]).unwrap_err();
+    assert!(e.contains("controller.replicas to 1"), "{e}");
+    let e = render(&[
+        "sidecars.provisioner.enabled=false",
+        "controller.nodeDeployment=true",
+    ])
+    .unwrap_err();
+    assert!(e.contains("upstream csi-provisioner"), "{e}");
+}
+
+/// The sidecar tags the chart pins are the ones scripts/k8s-tools.sh builds
+/// and `--test whole_cluster` runs.
+#[test]
+fn the_pinned_sidecars_are_the_ones_the_tests_build() {
+    let tools = std::fs::read_to_string(e2e::repo_root().join("scripts/k8s-tools.sh")).unwrap();
+    let pinned = |var: &str| {
+        tools
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{var}=")))
+            .and_then(|v| v.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{var} not in scripts/k8s-tools.sh"))
+            .to_string()
+    };
+    let yaml = render(&[]).unwrap();
+    for (image, var) in [
+        ("csi-provisioner", "PROVISIONER_VERSION"),
+        ("csi-resizer", "RESIZER_VERSION"),
+    ] {
+        let want = format!("registry.k8s.io/sig-storage/{image}:{}", pinned(var));
+        assert!(yaml.contains(&want), "the chart does not run {want}");
+    }
 }
 
 #[test]
@@ -74,7 +105,7 @@ fn every_rendered_object_passes_strict_server_side_validation() {
         let c = client(&server.kubeconfig_path()).await.unwrap();
         apply_crds(&c).await.unwrap();
         namespace(&c, "dmraid").await.unwrap();
-        let sets: [&[&str]; 6] = [
+        let sets: [&[&str]; 7] = [
             &[],
             &[
                 "storageClasses.raid1.enabled=true",
@@ -100,6 +131,11 @@ fn every_rendered_object_passes_strict_server_side_validation() {
                 "sidecars.enabled=false",
                 "controller.hostNetwork=true",
                 "node.hostNetwork=true",
+            ],
+            // A cluster that lacks only some sidecar images.
+            &[
+                "sidecars.provisioner.enabled=false",
+                "sidecars.nodeDriverRegistrar.enabled=false",
             ],
         ];
         for set in sets {
@@ -150,6 +186,7 @@ fn every_rendered_object_passes_strict_server_side_validation() {
                 assert!(!yaml.contains("registry.k8s.io/sig-storage"), "{yaml}");
                 for flag in [
                     "--run-provisioner",
+                    "--run-resizer",
                     "--kubelet-registration-dir=/registration",
                     "--healthz-addr=0.0.0.0:9809",
                     "--healthz-addr=0.0.0.0:9810",
@@ -159,7 +196,32 @@ fn every_rendered_object_passes_strict_server_side_validation() {
                 }
                 continue;
             }
+            if set.contains(&"sidecars.provisioner.enabled=false") {
+                // Each sidecar replaced on its own: the driver provisions and
+                // registers, the upstream resizer and livenessprobe stay.
+                assert!(provisioners.is_empty(), "{provisioners:?}");
+                for flag in [
+                    "--run-provisioner",
+                    "--kubelet-registration-dir=/registration",
+                    "sig-storage/csi-resizer:",
+                    "sig-storage/livenessprobe:",
+                ] {
+                    assert!(yaml.contains(flag), "{flag} missing");
+                }
+                for gone in [
+                    "- --run-resizer",
+                    "csi-node-driver-registrar",
+                    "--healthz-addr",
+                ] {
+                    assert!(!yaml.contains(gone), "{gone} rendered");
+                }
+                continue;
+            }
             assert_eq!(provisioners.len(), 1, "{provisioners:?}");
+            assert!(
+                !yaml.contains("- --run-"),
+                "an in-process sidecar beside the upstream ones"
+            );
             if set.contains(&"controller.nodeDeployment=true") {
                 assert!(
                     provisioners[0].starts_with("DaemonSet")

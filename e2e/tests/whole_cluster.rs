@@ -3,9 +3,13 @@
 //! in the VM containerd and a kubelet registered as node `vm`, whose pods
 //! reach the API server's Service address through a QEMU forward (what
 //! kube-proxy would do). The driver is installed with `helm install` of our
-//! chart from its image, imported into containerd (nothing is pulled); the
-//! CSI sidecar images cannot be had here, so the chart runs with
-//! `sidecars.enabled=false` and the driver does their work itself.
+//! chart from its image, imported into containerd (nothing is pulled), with
+//! the upstream csi-provisioner and csi-resizer (built from their Go
+//! modules by scripts/k8s-tools.sh and imported the same way) at the tags
+//! the chart pins. node-driver-registrar and livenessprobe cannot be built
+//! here (the Go module proxy serves neither): the driver does their work
+//! itself (`sidecars.nodeDriverRegistrar.enabled=false`,
+//! `sidecars.livenessProbe.enabled=false`).
 //!
 //! StorageClass raid5_ls × 3 + a spare disk → PVC (WaitForFirstConsumer) →
 //! a pod writes a known pattern → one disk is pulled from the VM →
@@ -218,7 +222,7 @@ fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
     let builder = Vm::builder()
         .network()
         .forward(&format!("{SERVICE_IP}:443"), server.port)
-        .memory_mb(2048)
+        .memory_mb(2560)
         .disks(&[256 * MIB; 4])
         .host_page_cache()
         .command_timeout(Duration::from_secs(600))
@@ -226,6 +230,7 @@ fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
             kubelet::driver_image(DRIVER_IMAGE).unwrap(),
             "/images/dmraid-csi.oci.tar",
         );
+    let builder = kubelet::with_sidecar_images(builder).unwrap();
     let mut vm = kubelet::with_kubelet(builder, &server)
         .unwrap()
         .boot()
@@ -245,7 +250,10 @@ fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
         .args(["--set", &format!("image.repository={repo}")])
         .args(["--set", &format!("image.tag={tag}")])
         .args(["--set", "image.pullPolicy=Never"])
-        .args(["--set", "sidecars.enabled=false"])
+        // The upstream provisioner and resizer; the two that cannot be built
+        // here replaced by the driver's own work.
+        .args(["--set", "sidecars.nodeDriverRegistrar.enabled=false"])
+        .args(["--set", "sidecars.livenessProbe.enabled=false"])
         .args(["--set", "controller.hostNetwork=true"])
         .args(["--set", "node.hostNetwork=true"])
         .args(["--set", "metrics.controllerPort=9811"])
@@ -324,6 +332,52 @@ fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
         || debug(&mut vm, &k, &plane),
     );
     println!("pod running at {:.0?}", started.elapsed());
+    // The upstream sidecars did it: they run beside the controller, which
+    // does none of their work itself.
+    let driver_pods: Api<Pod> = Api::namespaced(c.clone(), "dmraid-csi");
+    let controller_pod = rt
+        .block_on(
+            driver_pods
+                .list(&ListParams::default().labels("app.kubernetes.io/component=controller")),
+        )
+        .unwrap()
+        .items
+        .pop()
+        .expect("the controller pod");
+    let running: Vec<String> = controller_pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.ready)
+        .map(|c| format!("{} {}", c.name, c.image))
+        .collect();
+    println!("controller pod containers: {running:?}");
+    for want in [
+        "csi-provisioner registry.k8s.io/sig-storage/csi-provisioner:v6.4.0",
+        "csi-resizer registry.k8s.io/sig-storage/csi-resizer:v2.3.0",
+    ] {
+        assert!(
+            running.iter().any(|c| c == want),
+            "{want} not running: {running:?}"
+        );
+    }
+    let args = serde_json::to_string(&controller_pod.spec.as_ref().unwrap().containers).unwrap();
+    assert!(
+        !args.contains("--run-"),
+        "the controller does a sidecar's work: {args}"
+    );
+    // The upstream provisioner (--enable-capacity) publishes the node's room.
+    let capacities = k.ok(&[
+        "get",
+        "csistoragecapacities",
+        "-n",
+        "dmraid-csi",
+        "-o",
+        "wide",
+    ]);
+    println!("{capacities}");
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), "app");
     let pvc = rt.block_on(pvcs.get("data")).unwrap();
     let pv_name = pvc.spec.as_ref().unwrap().volume_name.clone().unwrap();
@@ -547,7 +601,6 @@ fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
     };
     println!("extents freed: {last}");
     // The driver's own /healthz answered the kubelet's liveness probes all along.
-    let driver_pods: Api<Pod> = Api::namespaced(c.clone(), "dmraid-csi");
     for p in rt
         .block_on(driver_pods.list(&ListParams::default()))
         .unwrap()

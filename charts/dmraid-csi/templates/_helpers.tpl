@@ -16,3 +16,10 @@ imagePullSecrets:
 {{ toYaml . | indent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* "true" when the upstream image of sidecar .name runs (sidecars.enabled
+and sidecars.<name>.enabled); empty when the driver does its work itself. */}}
+{{- define "dmraid-csi.upstream" -}}
+{{- $s := index .root.Values.sidecars .name -}}
+{{- if and .root.Values.sidecars.enabled $s.enabled -}}true{{- end -}}
+{{- end -}}
