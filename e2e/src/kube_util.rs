@@ -193,3 +193,68 @@ pub async fn service_account_token(c: &Client, ns: &str, sa: &str) -> Result<Str
         .and_then(|s| s.token)
         .ok_or_else(|| format!("no token for {ns}/{sa}"))
 }
+
+/// A token of service account `sa` bound to a pod on `node`, the way the
+/// kubelet projects one into a pod: the API server puts the node's name into
+/// the request's user info (`authentication.kubernetes.io/node-name`), which
+/// the chart's admission policy checks. Creates the Node object and a pod
+/// `{sa}-on-{node}` (never run: nothing schedules or starts it here).
+pub async fn pod_bound_token(c: &Client, ns: &str, sa: &str, node: &str) -> Result<String, String> {
+    use k8s_openapi::api::authentication::v1::{
+        BoundObjectReference, TokenRequest, TokenRequestSpec,
+    };
+    use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
+    let n: Node = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": node}
+    }))
+    .map_err(|e| e.to_string())?;
+    match Api::<Node>::all(c.clone())
+        .create(&PostParams::default(), &n)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(format!("node {node}: {e}")),
+    }
+    let name = format!("{sa}-on-{node}");
+    let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
+    let p: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeName": node,
+            "serviceAccountName": sa,
+            "containers": [{"name": "plugin", "image": "dmraid-csi.local/never-run:0"}]
+        }
+    }))
+    .map_err(|e| e.to_string())?;
+    let pod = match pods.create(&PostParams::default(), &p).await {
+        Ok(p) => p,
+        Err(kube::Error::Api(s)) if s.code == 409 => pods
+            .get(&name)
+            .await
+            .map_err(|e| format!("pod {name}: {e}"))?,
+        Err(e) => return Err(format!("pod {name}: {e}")),
+    };
+    let req = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(name.clone()),
+                uid: pod.metadata.uid.clone(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let api: Api<ServiceAccount> = Api::namespaced(c.clone(), ns);
+    let out: TokenRequest = api
+        .create_subresource("token", sa, &PostParams::default(), &req)
+        .await
+        .map_err(|e| format!("token for {ns}/{sa} bound to pod {name}: {e}"))?;
+    out.status
+        .and_then(|s| s.token)
+        .ok_or_else(|| format!("no token for {ns}/{sa}"))
+}

@@ -2,11 +2,13 @@
 //! injection, for every test that touches device-mapper.
 
 pub mod apiserver;
+pub mod chart;
 pub mod control_plane;
 pub mod controller;
 pub mod driver;
 pub mod initramfs;
 pub mod kube_util;
+pub mod kubectl;
 pub mod kubelet;
 pub mod qmp;
 pub mod raid;

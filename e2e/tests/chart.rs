@@ -10,38 +10,24 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-const KUBE_VERSION: &str = "1.36.3";
-
 fn chart() -> PathBuf {
-    e2e::repo_root().join("charts/dmraid-csi")
+    e2e::chart::dir()
 }
 
-/// `helm template` with `--set` pairs; Err(stderr) when helm refuses.
 fn render(sets: &[&str]) -> Result<String, String> {
-    let helm = tool("helm").expect("helm");
-    let mut cmd = Command::new(helm);
-    cmd.args(["template", "t"]).arg(chart()).args([
-        "--namespace",
-        "dmraid",
-        "--kube-version",
-        KUBE_VERSION,
-    ]);
-    for s in sets {
-        cmd.args(["--set", s]);
-    }
-    let out = cmd.output().expect("run helm");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    e2e::chart::render(sets)
 }
 
 #[test]
 fn helm_lint_passes() {
     let helm = tool("helm").expect("helm");
     let out = Command::new(helm)
-        .args(["lint", "--strict", "--kube-version", KUBE_VERSION])
+        .args([
+            "lint",
+            "--strict",
+            "--kube-version",
+            e2e::chart::KUBE_VERSION,
+        ])
         .arg(chart())
         .output()
         .unwrap();
@@ -249,13 +235,13 @@ const GRANTS: &[(&str, &str, &str, &str, &str)] = &[
     ("controller", "storage.k8s.io", "storageclasses", "get list watch", "csi-provisioner: parameters"),
     ("controller", "storage.k8s.io", "csinodes", "get list watch", "csi-provisioner: topology"),
     ("controller", "", "nodes", "get list watch", "csi-provisioner: topology"),
-    ("controller", "storage.k8s.io", "csistoragecapacities", "get list watch create update patch delete", "csi-provisioner --enable-capacity"),
-    ("controller", "", "pods", "get", "csi-provisioner --capacity-ownerref-level: its own pod"),
-    ("controller", "apps", "replicasets", "get", "csi-provisioner --capacity-ownerref-level: owner chain"),
-    ("controller", "apps", "deployments", "get", "csi-provisioner --capacity-ownerref-level: owner chain"),
+    ("controller-cfg", "storage.k8s.io", "csistoragecapacities", "get list watch create update patch delete", "csi-provisioner --enable-capacity"),
+    ("controller-cfg", "", "pods", "get", "csi-provisioner --capacity-ownerref-level: its own pod"),
+    ("controller-cfg", "apps", "replicasets", "get", "csi-provisioner --capacity-ownerref-level: owner chain"),
+    ("controller-cfg", "apps", "deployments", "get", "csi-provisioner --capacity-ownerref-level: owner chain"),
     ("controller", "", "events", "list watch create update patch", "sidecars: Events on claims"),
     ("controller", "events.k8s.io", "events", "create patch", "dmraid-csi-controller --run-provisioner: Events on claims and PVs"),
-    ("controller", "coordination.k8s.io", "leases", "get watch list delete update create", "sidecars: leader election"),
+    ("controller-cfg", "coordination.k8s.io", "leases", "get watch list delete update create", "sidecars: leader election"),
     ("node", "dmraid.csi.io", "raidvolumes", "get list watch patch", "dmraid-csi node: reconciles its RaidVolumes, finalizer by patch"),
     ("node", "dmraid.csi.io", "raidvolumes/status", "patch", "dmraid-csi node: status by server-side apply"),
     ("node", "dmraid.csi.io", "raidnodes", "get create patch", "dmraid-csi node: its own RaidNode"),
@@ -270,9 +256,9 @@ const GRANTS: &[(&str, &str, &str, &str, &str)] = &[
     ("node-provisioner", "storage.k8s.io", "storageclasses", "get list watch", "controller.nodeDeployment: csi-provisioner parameters"),
     ("node-provisioner", "storage.k8s.io", "csinodes", "get list watch", "controller.nodeDeployment: csi-provisioner topology"),
     ("node-provisioner", "", "nodes", "get list watch", "controller.nodeDeployment: csi-provisioner topology"),
-    ("node-provisioner", "storage.k8s.io", "csistoragecapacities", "get list watch create update patch delete", "controller.nodeDeployment: capacity per node"),
-    ("node-provisioner", "", "pods", "get", "controller.nodeDeployment: --capacity-ownerref-level, its pod"),
-    ("node-provisioner", "apps", "daemonsets", "get", "controller.nodeDeployment: --capacity-ownerref-level, the DaemonSet"),
+    ("node-provisioner-cfg", "storage.k8s.io", "csistoragecapacities", "get list watch create update patch delete", "controller.nodeDeployment: capacity per node"),
+    ("node-provisioner-cfg", "", "pods", "get", "controller.nodeDeployment: --capacity-ownerref-level, its pod"),
+    ("node-provisioner-cfg", "apps", "daemonsets", "get", "controller.nodeDeployment: --capacity-ownerref-level, the DaemonSet"),
     ("node-provisioner", "", "events", "list watch create update patch", "controller.nodeDeployment: Events on claims"),
 ];
 

@@ -12,10 +12,11 @@ use dmraid_api::crd::{RaidNode, RaidVolume};
 use dmraid_proto::csi::controller_client::ControllerClient;
 use dmraid_proto::csi::*;
 use dmraid_proto::TOPOLOGY_KEY;
-use e2e::apiserver::tool;
 use e2e::apiserver::ApiServer;
 use e2e::controller::{create_request, events_of, Controller};
-use e2e::kube_util::{apply_all, apply_crds, client, namespace, service_account_token, table};
+use e2e::kube_util::{
+    apply_all, apply_crds, client, namespace, pod_bound_token, service_account_token, table,
+};
 use e2e::{Vm, MIB};
 use kube::api::{Patch, PatchParams};
 use kube::Api;
@@ -57,37 +58,23 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
     });
     // The controller and the node plugin run as the chart's service
     // accounts, with exactly the chart's RBAC: a missing grant fails here.
-    let rbac = Command::new(tool("helm").unwrap())
-        .arg("template")
-        .arg("t")
-        .arg(e2e::repo_root().join("charts/dmraid-csi"))
-        .args(["--namespace", "dmraid", "--kube-version", "1.36.3"])
-        .args([
-            "--show-only",
+    // The chart's admission policy too: every write of the node plugin
+    // below goes through it, with a token bound to a pod on node vm1 as the
+    // kubelet would project it.
+    let rbac = e2e::chart::render_only(
+        &[],
+        &[
             "templates/serviceaccounts.yaml",
-            "--show-only",
             "templates/rbac.yaml",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        rbac.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rbac.stderr)
-    );
+            "templates/admission.yaml",
+        ],
+    )
+    .unwrap();
     let (node_token, controller_token) = rt.block_on(async {
         namespace(&c, "dmraid").await.unwrap();
-        apply_all(
-            &c,
-            &String::from_utf8_lossy(&rbac.stdout),
-            "dmraid",
-            false,
-            &[],
-        )
-        .await
-        .unwrap();
+        apply_all(&c, &rbac, "dmraid", false, &[]).await.unwrap();
         (
-            service_account_token(&c, "dmraid", "dmraid-csi-node")
+            pod_bound_token(&c, "dmraid", "dmraid-csi-node", "vm1")
                 .await
                 .unwrap(),
             service_account_token(&c, "dmraid", "dmraid-csi-controller")

@@ -1,0 +1,168 @@
+//! What the whole-cluster tests share: the real kubectl and helm against the
+//! test API server, polling with a deadline, a claim's events.
+
+use crate::apiserver::{tool, ApiServer};
+use k8s_openapi::api::core::v1::Event;
+use kube::api::ListParams;
+use kube::{Api, Client};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The real kubectl against the test API server.
+pub struct Kubectl {
+    pub bin: std::path::PathBuf,
+    pub kubeconfig: std::path::PathBuf,
+}
+
+impl Kubectl {
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+        let mut child = Command::new(&self.bin)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("kubectl: {e}"))?;
+        if let Some(text) = stdin {
+            let _ = child.stdin.take().map(|mut i| i.write_all(text.as_bytes()));
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "kubectl {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.run(args, None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `kubectl apply -f -`, retried while the namespace's default service
+    /// account is still being made by the controller-manager.
+    pub fn apply(&self, yaml: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.run(&["apply", "-f", "-"], Some(yaml)) {
+                Ok(out) => {
+                    print!("{out}");
+                    return;
+                }
+                Err(e) if e.contains("serviceaccount") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(500))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+}
+
+/// Poll `f` every 500 ms until it gives Some, or fail naming `what`.
+pub fn wait_for<T>(what: &str, within: Duration, f: impl FnMut() -> Option<T>) -> T {
+    wait_or(what, within, f, String::new)
+}
+
+/// [`wait_for`], failing with what `context` gathers (logs, objects).
+pub fn wait_or<T>(
+    what: &str,
+    within: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    context: impl FnOnce() -> String,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("{what}: not within {within:?}\n{}", context());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+impl Kubectl {
+    /// kubectl for the test API server's admin.
+    pub fn for_server(server: &ApiServer) -> Kubectl {
+        Kubectl {
+            bin: tool("kubectl").expect("kubectl"),
+            kubeconfig: server.kubeconfig_path(),
+        }
+    }
+}
+
+/// Events whose involved object is named `name` in namespace `ns`.
+pub async fn events_of(c: &Client, ns: &str, name: &str) -> Vec<Event> {
+    let api: Api<Event> = Api::namespaced(c.clone(), ns);
+    api.list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+/// `helm` against the test API server; its stdout, or a panic with both streams.
+pub fn helm(server: &ApiServer, args: &[&str]) -> String {
+    let out = Command::new(tool("helm").unwrap())
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(server.kubeconfig_path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `helm install` of the chart as release `dmraid-csi` in namespace
+/// `dmraid-csi`, as a user would, with the values a node of this harness
+/// needs: the driver's `image` imported into the node (nothing is pulled),
+/// the upstream provisioner and resizer (the registrar and livenessprobe
+/// cannot be built here: the driver does their work itself), host networking
+/// (the pods reach the API server through the VM's forward), the VM's disks,
+/// and `extra` `--set` pairs. Returns helm's output.
+pub fn install_driver(server: &ApiServer, image: &str, extra: &[&str]) -> String {
+    let (repo, tag) = image.rsplit_once(':').expect("image name:tag");
+    let (repo, tag) = (
+        format!("image.repository={repo}"),
+        format!("image.tag={tag}"),
+    );
+    let chart = crate::chart::dir();
+    let mut args = vec![
+        "install",
+        "dmraid-csi",
+        chart.to_str().expect("chart path"),
+        "-n",
+        "dmraid-csi",
+        "--create-namespace",
+    ];
+    for set in [
+        repo.as_str(),
+        tag.as_str(),
+        "image.pullPolicy=Never",
+        "sidecars.nodeDriverRegistrar.enabled=false",
+        "sidecars.livenessProbe.enabled=false",
+        "controller.hostNetwork=true",
+        "node.hostNetwork=true",
+        "metrics.controllerPort=9811",
+        "node.disks={/dev/vd*}",
+        "node.monitorInterval=2",
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    {
+        args.extend(["--set", set]);
+    }
+    helm(server, &args)
+}
