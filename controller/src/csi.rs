@@ -21,7 +21,7 @@ use dmraid_proto::requests::{
 };
 use dmraid_proto::TOPOLOGY_KEY;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,6 +37,10 @@ const PV_NAME: &str = "csi.storage.k8s.io/pv/name";
 pub struct ClusterController {
     volumes: Api<RaidVolume>,
     nodes: Api<RaidNode>,
+    /// The cluster's Node objects: whether a volume's node still exists.
+    cluster_nodes: Api<k8s_openapi::api::core::v1::Node>,
+    /// Events on RaidVolumes (a volume whose node is gone).
+    recorder: kube::runtime::events::Recorder,
     /// How long a call waits for the node to act.
     timeout: Duration,
     inflight: Arc<Mutex<BTreeSet<String>>>,
@@ -212,12 +216,56 @@ pub fn mismatch(
     None
 }
 
+/// Whether the node has not touched a RaidVolume: no status and none of its
+/// finalizers.
+fn untouched_by_node(v: &RaidVolume) -> bool {
+    v.status.is_none()
+        && !v
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|f| f == dmraid_api::crd::FINALIZER))
+}
+
+/// What a call that waited in vain for a node says: the node's name, and
+/// either its last words or that it never took the volume up.
+fn timeout_message(
+    id: &VolumeId,
+    what: &str,
+    timeout: Duration,
+    last: Option<&RaidVolume>,
+) -> String {
+    let node = last.map(|v| v.spec.node.as_str()).unwrap_or("?");
+    let said = last
+        .and_then(|v| v.status.as_ref())
+        .map(|s| s.message.as_str())
+        .filter(|m| !m.is_empty());
+    let why = match (said, last) {
+        (Some(m), _) => format!("node {node} says: {m}"),
+        (None, Some(v)) if untouched_by_node(v) => {
+            format!("node {node} never took it up: is its dmraid-csi node plugin running?")
+        }
+        (None, _) => format!("node {node} has not reported"),
+    };
+    format!(
+        "volume {id}: {what} did not finish within {timeout:?} ({why}); the call can be retried"
+    )
+}
+
 impl ClusterController {
     /// Serve from the API server `client` talks to; calls wait up to `timeout` for a node.
     pub fn new(client: Client, timeout: Duration) -> Self {
         ClusterController {
             volumes: Api::all(client.clone()),
-            nodes: Api::all(client),
+            nodes: Api::all(client.clone()),
+            cluster_nodes: Api::all(client.clone()),
+            recorder: kube::runtime::events::Recorder::new(
+                client,
+                kube::runtime::events::Reporter {
+                    controller: "dmraid-csi-controller".into(),
+                    instance: std::env::var("POD_NAME").ok(),
+                },
+            ),
             timeout,
             inflight: Arc::default(),
         }
@@ -302,20 +350,19 @@ impl ClusterController {
         mut done: impl FnMut(Option<&RaidVolume>) -> Option<Result<T, Error>>,
     ) -> Result<T, Error> {
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut last = None;
+        let mut last: Option<RaidVolume> = None;
         loop {
             let obj = self.get(id).await?;
             if let Some(r) = done(obj.as_ref()) {
                 return r;
             }
-            last = obj.and_then(|o| o.status).map(|s| s.message).or(last);
+            last = obj.or(last);
             if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Timeout(format!(
-                    "volume {id}: {what} did not finish within {:?}{}; the call can be retried",
+                return Err(Error::Timeout(timeout_message(
+                    id,
+                    what,
                     self.timeout,
-                    last.filter(|m| !m.is_empty())
-                        .map(|m| format!(" (node says: {m})"))
-                        .unwrap_or_default()
+                    last.as_ref(),
                 )));
             }
             // A watch would wake sooner but costs a connection per call; the node
@@ -475,6 +522,10 @@ impl ClusterController {
                     .await;
                 Err(e)
             }
+            Err(e @ Error::Timeout(_)) => {
+                self.withdraw_untouched(&id).await;
+                Err(e)
+            }
             Err(e) => Err(e),
         }
     }
@@ -496,11 +547,70 @@ impl ClusterController {
             Err(e) => return Err(Error::kube(&format!("deleting RaidVolume {id}"), e)),
         }
         tracing::info!(volume = %id, "RaidVolume deleted; waiting for its node to tear the array down");
+        if let Some(v) = self.get(id).await? {
+            if self.node_is_gone(&v.spec.node).await {
+                // Nobody will ever remove the node's finalizer but the node
+                // itself: the deletion stays recorded on the object (and is
+                // carried out if a node of that name returns with the disks);
+                // retrying this call could not change that.
+                let note = format!(
+                    "node {} no longer exists: the deletion of volume {id} is recorded and is carried out if the node returns; its disks left with it",
+                    v.spec.node
+                );
+                tracing::warn!(volume = %id, node = %v.spec.node, "{note}");
+                let event = kube::runtime::events::Event {
+                    type_: kube::runtime::events::EventType::Warning,
+                    reason: "NodeGone".into(),
+                    note: Some(note),
+                    action: "Delete".into(),
+                    secondary: None,
+                };
+                if let Err(e) = self.recorder.publish(&event, &v.object_ref(&())).await {
+                    tracing::warn!(volume = %id, error = %e, "event not recorded");
+                }
+                return Ok(());
+            }
+        }
         self.wait_for(id, "tearing the array down", |v| match v {
             None => Some(Ok(())),
             Some(_) => None,
         })
         .await
+    }
+
+    /// Whether `node` has no Node object any more (a node removed from the
+    /// cluster). Unknown (the API refused or failed) counts as present: the
+    /// call then waits for the node as usual.
+    async fn node_is_gone(&self, node: &str) -> bool {
+        matches!(self.cluster_nodes.get_opt(node).await, Ok(None))
+    }
+
+    /// After a create timed out: a RaidVolume its node never touched (no
+    /// status, no finalizer) is deleted, so a node that comes back later
+    /// makes nothing for a call that already failed. Deleted only if
+    /// unchanged since it was read: a node that took it up meanwhile keeps it.
+    async fn withdraw_untouched(&self, id: &VolumeId) {
+        let Ok(Some(v)) = self.get(id).await else {
+            return;
+        };
+        if !untouched_by_node(&v) {
+            return;
+        }
+        let dp = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                resource_version: v.metadata.resource_version.clone(),
+                uid: v.metadata.uid.clone(),
+            }),
+            ..Default::default()
+        };
+        match self.volumes.delete(id.as_str(), &dp).await {
+            Ok(_) => {
+                tracing::warn!(volume = %id, node = %v.spec.node, "node never took the volume up; RaidVolume withdrawn")
+            }
+            Err(e) => {
+                tracing::info!(volume = %id, error = %e, "RaidVolume kept: its node took it up meanwhile")
+            }
+        }
     }
 
     async fn expand(
@@ -879,6 +989,52 @@ mod tests {
 
     fn spec(t: &str) -> RaidSpec {
         spec_from(&[("raidType".to_string(), t.to_string())].into()).unwrap()
+    }
+
+    fn volume_on(node: &str) -> RaidVolume {
+        RaidVolume::new(
+            "pvc-1",
+            RaidVolumeSpec {
+                node: node.into(),
+                csi_name: "pvc-1".into(),
+                requested_bytes: 1 << 30,
+                leg_sectors: 0,
+                volume_mode: VolumeMode::Filesystem,
+                raid: spec("raid1"),
+                claim: None,
+            },
+        )
+    }
+
+    #[test]
+    fn a_node_that_never_took_a_volume_up_is_named_in_the_timeout() {
+        let id = VolumeId::parse("pvc-1").unwrap();
+        let t = Duration::from_secs(30);
+        let mut v = volume_on("worker-7");
+        assert!(untouched_by_node(&v));
+        let m = timeout_message(&id, "creating the array", t, Some(&v));
+        assert!(
+            m.contains("node worker-7 never took it up")
+                && m.contains("node plugin running")
+                && m.contains("30s"),
+            "{m}"
+        );
+        // Taken up (its finalizer) but silent: not "never took it up", and
+        // not withdrawn.
+        v.metadata.finalizers = Some(vec![dmraid_api::crd::FINALIZER.into()]);
+        assert!(!untouched_by_node(&v));
+        let m = timeout_message(&id, "creating the array", t, Some(&v));
+        assert!(m.contains("node worker-7 has not reported"), "{m}");
+        // Its last words.
+        v.status = Some(dmraid_api::crd::RaidVolumeStatus {
+            message: "waiting for disks".into(),
+            ..Default::default()
+        });
+        assert!(!untouched_by_node(&v));
+        let m = timeout_message(&id, "creating the array", t, Some(&v));
+        assert!(m.contains("node worker-7 says: waiting for disks"), "{m}");
+        let m = timeout_message(&id, "tearing the array down", t, None);
+        assert!(m.contains("tearing the array down did not finish"), "{m}");
     }
 
     #[test]

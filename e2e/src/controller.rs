@@ -28,8 +28,13 @@ pub struct Controller {
 
 impl Controller {
     /// Start the release controller binary with `kubeconfig` and wait for
-    /// its socket.
+    /// its socket; calls wait up to 90 s for a node.
     pub fn start(kubeconfig: &Path) -> Result<Controller, String> {
+        Self::start_with_timeout(kubeconfig, 90)
+    }
+
+    /// [`Controller::start`] with `--node-timeout` `secs`.
+    pub fn start_with_timeout(kubeconfig: &Path, secs: u32) -> Result<Controller, String> {
         let bin = release_binary("dmraid-csi-controller").ok_or(
             "release dmraid-csi-controller: run `cargo build --release --workspace --bins`",
         )?;
@@ -47,7 +52,7 @@ impl Controller {
             .arg(&socket)
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .args(["--node-timeout", "90"])
+            .args(["--node-timeout", &secs.to_string()])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -498,7 +498,7 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
     for d in &legs {
         vm.hot_remove_disk(*d).unwrap();
     }
-    vm.spawn("exec dmraid-csi node --endpoint /run/csi.sock --node-id vm1 --disks '/dev/vd*' --kubeconfig /etc/kubeconfig --monitor-interval 2 2>>/tmp/node.log")
+    let node_pid = vm.spawn("exec dmraid-csi node --endpoint /run/csi.sock --node-id vm1 --disks '/dev/vd*' --kubeconfig /etc/kubeconfig --monitor-interval 2 2>>/tmp/node.log")
         .unwrap();
     for n in 0..3 {
         rt.block_on(volumes.patch(
@@ -553,6 +553,122 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
     assert!(rt.block_on(volumes.get_opt(id)).unwrap().is_none());
     let left = vm.run_ok("dmsetup ls").unwrap();
     assert!(!left.contains(id), "devices left: {left}");
+
+    // A node whose plugin is down: CreateVolume for it fails within the
+    // controller's timeout and names the node; the object it wrote is
+    // withdrawn, so the node makes nothing when it returns.
+    let orphan = "pvc-node-removed";
+    // (The deleted volume's extents are free once the wiper has zeroed them.)
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match rt.block_on(csi.create_volume(create_request(orphan, &params, "vm1", 32 << 20))) {
+            Ok(_) => break,
+            Err(e) if e.code() == tonic::Code::ResourceExhausted && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_secs(1))
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    e2e::driver::stop(&mut vm, node_pid).unwrap();
+    let quick = Controller::start_with_timeout(&controller_kubeconfig, 10).unwrap();
+    let mut quick_csi = rt.block_on(async {
+        let ch = dmraid_proto::socket::connect(&quick.socket.display().to_string())
+            .await
+            .unwrap();
+        ControllerClient::new(ch)
+    });
+    let asked = Instant::now();
+    let down = rt
+        .block_on(quick_csi.create_volume(create_request(
+            "pvc-node-down",
+            &params,
+            "vm1",
+            32 << 20,
+        )))
+        .unwrap_err();
+    println!(
+        "node plugin down: {:?} after {:.1?}: {}",
+        down.code(),
+        asked.elapsed(),
+        down.message()
+    );
+    assert_eq!(down.code(), tonic::Code::DeadlineExceeded, "{down:?}");
+    assert!(
+        down.message().contains("node vm1 never took it up"),
+        "{}",
+        down.message()
+    );
+    assert!(asked.elapsed() < Duration::from_secs(20));
+    assert!(
+        rt.block_on(volumes.get_opt("pvc-node-down"))
+            .unwrap()
+            .is_none(),
+        "the RaidVolume of a failed create is left for the node to make later"
+    );
+
+    // The node is removed from the cluster with its plugin down: deleting a
+    // volume on it is reported (NodeGone) and answered at once, not retried
+    // forever; the deletion stays recorded on the RaidVolume.
+    let cluster_nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(c.clone());
+    rt.block_on(cluster_nodes.delete("vm1", &Default::default()))
+        .unwrap();
+    let asked = Instant::now();
+    rt.block_on(quick_csi.delete_volume(DeleteVolumeRequest {
+        volume_id: orphan.into(),
+        ..Default::default()
+    }))
+    .unwrap_or_else(|e| panic!("{e:?}\n{}", quick.log_tail(10)));
+    println!(
+        "DeleteVolume on a removed node answered in {:.1?}",
+        asked.elapsed()
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "it waited for the node"
+    );
+    let gone = rt.block_on(volumes.get(orphan)).unwrap();
+    assert!(gone.metadata.deletion_timestamp.is_some());
+    let note = rt.block_on(wait_for("event NodeGone", Duration::from_secs(30), || {
+        let c = c.clone();
+        async move {
+            events_of(&c, orphan)
+                .await
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("NodeGone"))
+                .and_then(|e| e.message)
+        }
+    }));
+    println!("NodeGone: {note}");
+    assert!(note.contains("node vm1 no longer exists"), "{note}");
+    // A node of that name returns with the disks: its plugin carries the
+    // deletion out; nothing was made for the failed create.
+    // (A new Node object: the plugin needs a token bound to it, as the
+    // kubelet of a rejoined node would project.)
+    let token = rt
+        .block_on(pod_bound_token(&c, "dmraid", "dmraid-csi-node", "vm1"))
+        .unwrap();
+    let rejoined = server
+        .kubeconfig_with_token(&token, true, "node-rejoined")
+        .unwrap();
+    vm.copy_in(&rejoined, "/etc/kubeconfig").unwrap();
+    let node_pid = vm.spawn("exec dmraid-csi node --endpoint /run/csi.sock --node-id vm1 --disks '/dev/vd*' --kubeconfig /etc/kubeconfig --monitor-interval 2 2>>/tmp/node.log")
+        .unwrap();
+    rt.block_on(wait_for(
+        "the removed node's volume torn down when it returns",
+        Duration::from_secs(90),
+        || {
+            let volumes = volumes.clone();
+            async move { volumes.get_opt(orphan).await.ok()?.is_none().then_some(()) }
+        },
+    ));
+    let disks = vm.run_ok("dmraid-csi disks --disks '/dev/vd*'").unwrap();
+    assert!(
+        !disks.contains(orphan) && !disks.contains("pvc-node-down"),
+        "{disks}"
+    );
+    assert!(!vm.run_ok("dmsetup ls").unwrap().contains("pvc-node"));
+    drop(quick);
+    let _ = node_pid;
 
     // The controller's call metrics.
     let metrics = Command::new("curl")
