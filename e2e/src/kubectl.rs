@@ -1,10 +1,7 @@
 //! What the whole-cluster tests share: the real kubectl and helm against the
-//! test API server, polling with a deadline, a claim's events.
+//! test API server, polling with a deadline.
 
 use crate::apiserver::{tool, ApiServer};
-use k8s_openapi::api::core::v1::Event;
-use kube::api::ListParams;
-use kube::{Api, Client};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -99,15 +96,6 @@ impl Kubectl {
     }
 }
 
-/// Events whose involved object is named `name` in namespace `ns`.
-pub async fn events_of(c: &Client, ns: &str, name: &str) -> Vec<Event> {
-    let api: Api<Event> = Api::namespaced(c.clone(), ns);
-    api.list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-}
-
 /// `helm` against the test API server; its stdout, or a panic with both streams.
 pub fn helm(server: &ApiServer, args: &[&str]) -> String {
     let out = Command::new(tool("helm").unwrap())
@@ -165,4 +153,45 @@ pub fn install_driver(server: &ApiServer, image: &str, extra: &[&str]) -> String
         args.extend(["--set", set]);
     }
     helm(server, &args)
+}
+
+/// How long a claim took to be Bound and its pod to run, from now: polls
+/// both every 250 ms until the pod runs or `within` passes (then `None`
+/// for what did not happen). Printed by the tests beside each other, never
+/// asserted: timings under emulation vary.
+pub fn bound_then_running(
+    rt: &tokio::runtime::Runtime,
+    c: &kube::Client,
+    ns: &str,
+    claim: &str,
+    pod: &str,
+    within: Duration,
+) -> (Option<Duration>, Option<Duration>) {
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+    let pvcs: kube::Api<PersistentVolumeClaim> = kube::Api::namespaced(c.clone(), ns);
+    let pods: kube::Api<Pod> = kube::Api::namespaced(c.clone(), ns);
+    let start = Instant::now();
+    let mut bound = None;
+    while start.elapsed() < within {
+        if bound.is_none() {
+            let phase = rt
+                .block_on(pvcs.get_opt(claim))
+                .ok()
+                .flatten()
+                .and_then(|p| p.status?.phase);
+            if phase.as_deref() == Some("Bound") {
+                bound = Some(start.elapsed());
+            }
+        }
+        let phase = rt
+            .block_on(pods.get_opt(pod))
+            .ok()
+            .flatten()
+            .and_then(|p| p.status?.phase);
+        if phase.as_deref() == Some("Running") {
+            return (bound.or(Some(start.elapsed())), Some(start.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    (bound, None)
 }

@@ -118,13 +118,13 @@ for n in var/lib/kubelet var/lib/containerd var/lib/dmraid-csi var/log; do mkdir
 # CSI mounts made in the node plugin's container (Bidirectional) must reach the kubelet's.
 mount --make-rshared /node
 mkdir -p /etc/containerd /etc/cni/net.d /run/containerd /root
-hostname vm
+hostname @NODE@
 echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd
 echo 'root:x:0:' > /etc/group
-echo 0123456789abcdef0123456789abcdef > /etc/machine-id
+echo @NODE@ | md5sum | cut -c1-32 > /etc/machine-id
 # QEMU's user network answers DNS here; the kubelet copies this into pods.
 echo 'nameserver 10.0.2.3' > /etc/resolv.conf
-printf '127.0.0.1 localhost\n10.0.2.15 vm\n' > /etc/hosts
+printf '127.0.0.1 localhost\n10.0.2.15 @NODE@\n' > /etc/hosts
 cat > /etc/containerd/config.toml <<'X'
 version = 2
 [plugins."io.containerd.grpc.v1.cri"]
@@ -191,15 +191,32 @@ pub fn driver_image(name: &str) -> Result<PathBuf, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    // scripts/image.sh writes one archive path whatever the name: each name
+    // gets its own copy, so a test can import two tags of the driver.
+    let archive = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let tag: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let named = archive.with_file_name(format!("dmraid-csi-{tag}.oci.tar"));
+    std::fs::copy(&archive, &named).map_err(|e| format!("{}: {e}", named.display()))?;
+    Ok(named)
 }
 
 /// Start containerd and the kubelet in a VM built with [`with_kubelet`] and
 /// wait until the kubelet has registered node [`NODE`]. Logs go to
 /// /tmp/containerd.log and /tmp/kubelet.log in the guest.
 pub fn start(vm: &mut Vm) -> Result<(), String> {
+    start_as(vm, NODE)
+}
+
+/// [`start`] registering the node as `node`: one of several VMs, each a node
+/// of the same cluster (all of them 10.0.2.15 in their own QEMU network:
+/// nothing here talks from node to node). Also after a power cut: the node's
+/// state is on tmpfs, and it registers again.
+pub fn start_as(vm: &mut Vm, node: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(180);
-    vm.run_ok(SETUP)?;
+    vm.run_ok(&SETUP.replace("@NODE@", node))?;
     vm.spawn("exec chroot /node containerd 2>/tmp/containerd.log")?;
     vm.wait_until("chroot /node ctr version >/dev/null 2>&1", deadline)?;
     // Nothing is pulled: every image the node runs is imported here.
@@ -208,7 +225,7 @@ pub fn start(vm: &mut Vm) -> Result<(), String> {
     )?;
     vm.spawn(&format!(
         "exec chroot /node kubelet --config /etc/kubernetes/kubelet.yaml --kubeconfig /etc/kubernetes/kubelet.conf \
-         --hostname-override {NODE} --node-ip 10.0.2.15 -v 2 2>/tmp/kubelet.log"
+         --hostname-override {node} --node-ip 10.0.2.15 -v 2 2>/tmp/kubelet.log"
     ))?;
     vm.wait_until(
         "grep -q 'Successfully registered node' /tmp/kubelet.log",
