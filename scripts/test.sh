@@ -36,4 +36,10 @@ fi
 cat "$golog"
 step "cargo test --workspace"
 cargo test --workspace
+# The suites that touch kernel behaviour (the model against dm-raid, power
+# cuts and the crash fix, the driver's crash points) again on Debian's 6.12
+# kernel line; everything above ran on 6.1 (README "Kernels").
+step "kernel 6.12: kernel, power_cut and crash suites"
+DMRAID_KERNEL=6.12 bash e2e/scripts/provision.sh
+DMRAID_KERNEL=6.12 cargo test -p e2e --test kernel --test power_cut --test crash
 step "all tests passed"

@@ -19,8 +19,14 @@ pub const BITMAP_OFFSET: usize = 4096;
 pub const BITMAP_HEADER: usize = 256;
 /// Compat features this code knows (FEATURE_FLAG_SUPPORTS_V190).
 pub const KNOWN_COMPAT: u32 = 0x1;
+/// The 1.9.0 on-disk layout: the fields after `stripe_sectors` exist.
+pub const FEATURE_SUPPORTS_V190: u32 = 0x1;
 /// Byte offset of array_resync_offset.
 const RESYNC_OFFSET_AT: usize = 40;
+/// Bytes of the 1.9.0 superblock (struct dm_raid_superblock, __packed):
+/// through `incompat_features` at 144 (checked against the superblocks
+/// each kernel writes by `--test kernel`).
+pub const V190_LEN: usize = 148;
 /// The kernel's "nothing to resync" (MaxSector).
 pub const MAX_SECTOR: u64 = u64::MAX;
 
@@ -47,6 +53,35 @@ pub struct Superblock {
     pub layout: u32,
     /// Chunk in sectors.
     pub stripe_sectors: u32,
+    /// The 1.9.0 extension, when the buffer holds it.
+    pub v190: Option<SuperblockV190>,
+}
+
+/// The fields dm-raid 1.9.0 added (reshape state, sizes, incompat flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuperblockV190 {
+    /// Reshape state (active, backwards).
+    pub flags: u32,
+    /// Where a reshape stands (MaxSector: none).
+    pub reshape_position: u64,
+    /// Level being reshaped to (= level when no reshape).
+    pub new_level: u32,
+    /// Layout being reshaped to.
+    pub new_layout: u32,
+    /// Chunk being reshaped to.
+    pub new_stripe_sectors: u32,
+    /// Devices being added (+) or removed (-).
+    pub delta_disks: i32,
+    /// The array's size in sectors.
+    pub array_sectors: u64,
+    /// Where data starts on each data device.
+    pub data_offset: u64,
+    /// Where data starts after the reshape.
+    pub new_data_offset: u64,
+    /// Sectors of each data device in use.
+    pub sectors: u64,
+    /// Features an older kernel must refuse; none is defined.
+    pub incompat_features: u32,
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -87,7 +122,78 @@ pub fn parse_superblock(b: &[u8]) -> Result<Superblock> {
         level: u32_at(b, 48),
         layout: u32_at(b, 52),
         stripe_sectors: u32_at(b, 56),
+        v190: (b.len() >= V190_LEN).then(|| SuperblockV190 {
+            flags: u32_at(b, 60),
+            reshape_position: u64_at(b, 64),
+            new_level: u32_at(b, 72),
+            new_layout: u32_at(b, 76),
+            new_stripe_sectors: u32_at(b, 80),
+            delta_disks: u32_at(b, 84) as i32,
+            array_sectors: u64_at(b, 88),
+            data_offset: u64_at(b, 96),
+            new_data_offset: u64_at(b, 104),
+            sectors: u64_at(b, 112),
+            // extended_failed_devices: 3 × 8 bytes at 120
+            incompat_features: u32_at(b, 144),
+        }),
     })
+}
+
+/// Whether the driver may edit this superblock: exactly the layout it was
+/// written for (the 1.9.0 one, which every kernel since 4.8 writes), no
+/// feature it does not know, no reshape under way (none of the driver's
+/// doing). Anything else is refused with what was found.
+pub fn check_editable(sb: &Superblock) -> Result<()> {
+    let refuse = |why: String| {
+        Err(Error::parse(
+            "dm-raid superblock",
+            format!("{why}; refusing to edit it"),
+        ))
+    };
+    if sb.compat_features & !KNOWN_COMPAT != 0 {
+        return refuse(format!(
+            "unknown compat features {:#x} (known: {KNOWN_COMPAT:#x})",
+            sb.compat_features
+        ));
+    }
+    if sb.compat_features & FEATURE_SUPPORTS_V190 == 0 {
+        return refuse("a pre-1.9.0 layout (compat feature 0x1 not set)".into());
+    }
+    let Some(x) = &sb.v190 else {
+        return refuse(format!(
+            "fewer than the {V190_LEN} bytes of the 1.9.0 layout"
+        ));
+    };
+    if x.incompat_features != 0 {
+        return refuse(format!(
+            "unknown incompat features {:#x}",
+            x.incompat_features
+        ));
+    }
+    if x.flags != 0
+        || x.reshape_position != MAX_SECTOR
+        || x.delta_disks != 0
+        || x.new_level != sb.level
+        || x.new_layout != sb.layout
+        || x.new_stripe_sectors != sb.stripe_sectors
+        || x.new_data_offset != x.data_offset
+    {
+        return refuse(format!(
+            "a reshape is recorded (flags {:#x}, position {:#x}, level {} -> {}, layout {} -> {}, chunk {} -> {}, {:+} devices, data offset {} -> {})",
+            x.flags,
+            x.reshape_position,
+            sb.level,
+            x.new_level,
+            sb.layout,
+            x.new_layout,
+            sb.stripe_sectors,
+            x.new_stripe_sectors,
+            x.delta_disks,
+            x.data_offset,
+            x.new_data_offset
+        ));
+    }
+    Ok(())
 }
 
 /// Make the kernel resync from the start on next activation, so it honours
@@ -95,15 +201,7 @@ pub fn parse_superblock(b: &[u8]) -> Result<Superblock> {
 /// superblock or carries features this code does not know. Returns the old offset.
 pub fn set_array_resync_offset_zero(b: &mut [u8]) -> Result<u64> {
     let sb = parse_superblock(b)?;
-    if sb.compat_features & !KNOWN_COMPAT != 0 {
-        return Err(Error::parse(
-            "dm-raid superblock",
-            format!(
-                "unknown compat features {:#x}; refusing to edit it",
-                sb.compat_features
-            ),
-        ));
-    }
+    check_editable(&sb)?;
     b[RESYNC_OFFSET_AT..RESYNC_OFFSET_AT + 8].copy_from_slice(&0u64.to_le_bytes());
     Ok(sb.array_resync_offset)
 }
@@ -209,6 +307,15 @@ mod tests {
         b[16..24].copy_from_slice(&77u64.to_le_bytes());
         b[40..48].copy_from_slice(&resync.to_le_bytes());
         b[48..52].copy_from_slice(&5u32.to_le_bytes());
+        b[52..56].copy_from_slice(&2u32.to_le_bytes());
+        b[56..60].copy_from_slice(&128u32.to_le_bytes());
+        // 1.9.0: not reshaping (position MaxSector, new_* = current), sizes.
+        b[64..72].copy_from_slice(&MAX_SECTOR.to_le_bytes());
+        b[72..76].copy_from_slice(&5u32.to_le_bytes());
+        b[76..80].copy_from_slice(&2u32.to_le_bytes());
+        b[80..84].copy_from_slice(&128u32.to_le_bytes());
+        b[88..96].copy_from_slice(&1032192u64.to_le_bytes());
+        b[112..120].copy_from_slice(&516096u64.to_le_bytes());
         let bm = &mut b[BITMAP_OFFSET..];
         bm[0..4].copy_from_slice(&BITMAP_MAGIC.to_le_bytes());
         assert_eq!(&bm[0..4], b"bitm");
@@ -236,11 +343,34 @@ mod tests {
 
     #[test]
     fn refuses_what_it_does_not_know() {
-        let mut b = meta(MAX_SECTOR, 0x8);
-        assert!(set_array_resync_offset_zero(&mut b)
-            .unwrap_err()
-            .to_string()
-            .contains("unknown compat"));
+        let refused = |b: &mut Vec<u8>| -> String {
+            let before = b.clone();
+            let e = set_array_resync_offset_zero(b).unwrap_err().to_string();
+            assert_eq!(*b, before, "a refused superblock is untouched");
+            assert!(e.contains("refusing to edit it"), "{e}");
+            e
+        };
+        let mut b = meta(MAX_SECTOR, 0x8 | 1);
+        assert!(refused(&mut b).contains("unknown compat"));
+        let mut b = meta(MAX_SECTOR, 0);
+        assert!(refused(&mut b).contains("pre-1.9.0"));
+        let mut b = meta(MAX_SECTOR, 1);
+        b[144..148].copy_from_slice(&2u32.to_le_bytes());
+        assert!(refused(&mut b).contains("unknown incompat features 0x2"));
+        // flags, reshape position (low half), new level, layout, chunk, delta disks
+        for (at, v) in [(60, 1u32), (64, 7), (72, 6), (76, 3), (80, 64), (84, 1)] {
+            let mut b = meta(MAX_SECTOR, 1);
+            b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            assert!(refused(&mut b).contains("reshape"), "field at {at}");
+        }
+        let mut short = meta(MAX_SECTOR, 1)[..100].to_vec();
+        assert!(refused(&mut short).contains("fewer than the 148 bytes"));
+        let sb = parse_superblock(&meta(MAX_SECTOR, 1)).unwrap();
+        let x = sb.v190.unwrap();
+        assert_eq!(
+            (x.array_sectors, x.sectors, x.new_level),
+            (1032192, 516096, 5)
+        );
         let mut junk = vec![0u8; 4096];
         assert!(set_array_resync_offset_zero(&mut junk)
             .unwrap_err()

@@ -8,14 +8,26 @@
 # The test harness (e2e/src/initramfs.rs) adds the agent and the driver
 # binaries per run. Idempotent: a warm cache returns at once.
 #
-# DMRAID_KERNEL_PKG picks the kernel package; the default is pinned so every
-# machine tests the same kernel (the newest 6.1 cloud kernel when written).
+# DMRAID_KERNEL picks the kernel: 6.1 (default: Debian 12's) or 6.12
+# (Debian 12's newer kernel line), each pinned to one cloud kernel package so
+# every machine tests the same kernels, or any Debian cloud kernel package
+# apt can fetch here, by name (linux-image-<version>-cloud-amd64). Each
+# kernel gets its own VM directory; the e2e harness reads the same variable
+# (e2e/src/initramfs.rs). DMRAID_KERNEL_PKG, if set, names the package for
+# the kernel DMRAID_KERNEL labels.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/../../scripts/env.sh"
 
-pkg="${DMRAID_KERNEL_PKG:-linux-image-6.1.0-50-cloud-amd64}"
-vm="$DMRAID_CACHE/vm"
+kernel="${DMRAID_KERNEL:-6.1}"
+case "$kernel" in
+  6.1) default_pkg=linux-image-6.1.0-50-cloud-amd64 ;;
+  6.12) default_pkg=linux-image-6.12.118+deb12-cloud-amd64 ;;
+  linux-image-*) default_pkg="$kernel" ;;
+  *) echo "provision: DMRAID_KERNEL=$kernel: one of 6.1, 6.12 or a package name linux-image-<version>-cloud-amd64" >&2; exit 2 ;;
+esac
+pkg="${DMRAID_KERNEL_PKG:-$default_pkg}"
+if [ "$kernel" = 6.1 ]; then vm="$DMRAID_CACHE/vm"; else vm="$DMRAID_CACHE/vm-$kernel"; fi
 stamp="$vm/base/.provisioned-$pkg-v7"
 if [ -f "$stamp" ]; then
   echo "provision: VM pieces cached ($pkg)"

@@ -15,7 +15,15 @@ pub fn vm_dir() -> PathBuf {
             let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
             PathBuf::from(home).join(".cache/dmraid-csi")
         });
-    cache.join("vm")
+    // The kernel e2e/scripts/provision.sh provisioned for $DMRAID_KERNEL
+    // (6.1 by default; 6.12, or a package name).
+    match std::env::var("DMRAID_KERNEL")
+        .ok()
+        .filter(|k| !k.is_empty())
+    {
+        Some(k) if k != "6.1" => cache.join(format!("vm-{k}")),
+        _ => cache.join("vm"),
+    }
 }
 
 /// The kernel image, or an error telling which script provisions it.
@@ -25,8 +33,10 @@ pub fn kernel() -> Result<PathBuf, String> {
         Ok(k)
     } else {
         Err(format!(
-            "{} is missing: run scripts/install.sh (it runs e2e/scripts/provision.sh)",
-            k.display()
+            "{} is missing: run scripts/install.sh (it runs e2e/scripts/provision.sh; \
+             for another kernel, DMRAID_KERNEL={} e2e/scripts/provision.sh)",
+            k.display(),
+            std::env::var("DMRAID_KERNEL").unwrap_or_else(|_| "6.1".into())
         ))
     }
 }
@@ -66,8 +76,11 @@ fn base_cpio() -> Result<PathBuf, String> {
         _ => true,
     };
     if stale {
-        // Several test threads may get here at once: build aside, rename into place.
-        let tmp = vm_dir().join(format!("base.cpio.{}", std::process::id()));
+        // Several test threads (and processes) may get here at once: each
+        // builds its own file aside and renames it into place.
+        static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let tmp = vm_dir().join(format!("base.cpio.{}.{n}", std::process::id()));
         cpio(&base, &tmp)?;
         std::fs::rename(&tmp, &out).map_err(|e| e.to_string())?;
     }

@@ -78,10 +78,12 @@ fn cuts(raid: &str, legs: u32) {
             if got == want { "intact" } else { "CHANGED" }
         );
         println!("{line}");
-        assert!(
-            said.contains("resyncing"),
-            "the driver saw no unclean shutdown: {line}"
-        );
+        if !said.contains("resyncing") {
+            panic!(
+                "the driver saw no unclean shutdown: {line}\n--- driver log ---\n{}",
+                vm.run_ok("tail -25 /tmp/driver.log").unwrap_or_default()
+            );
+        }
         let dirty: u64 = said
             .split_whitespace()
             .nth(1)

@@ -409,3 +409,67 @@ fn sync_translation_matches_the_kernel() {
         disagreements.join("\n")
     );
 }
+
+/// The dm-raid superblock of each leg, as this kernel writes it, is the
+/// layout the crash fix edits (`dmraid_api::superblock`, the 1.9.0 one):
+/// every field at the offset the driver reads it from, no feature or
+/// reshape flag it does not know; and the same bytes with an unknown flag
+/// are refused. Run on each kernel the test command runs, so a kernel that
+/// changes the layout fails here before the driver edits its superblocks.
+#[test]
+fn the_superblock_this_kernel_writes_is_the_layout_the_crash_fix_knows() {
+    use dmraid_api::superblock::{check_editable, parse_superblock, set_array_resync_offset_zero};
+    let mut vm = Vm::builder().disks(&[16 * MIB; 3]).boot().unwrap();
+    let kernel = vm.run_ok("uname -r").unwrap().trim().to_string();
+    let all = legs(&mut vm, 3);
+    let s = spec(&[
+        ("raidType", "raid5_ls"),
+        ("legs", "3"),
+        ("chunkSize", "64Ki"),
+    ]);
+    let t = RaidTable::build(&s, LEG, some(&all, 3), true, &[]).unwrap();
+    create(&mut vm, "r", &t).unwrap();
+    wait_in_sync(&mut vm, "r", Duration::from_secs(120)).unwrap();
+    // The superblocks as the kernel leaves them on a clean stop.
+    remove(&mut vm, "r").unwrap();
+    for leg in 0..3 {
+        let hex = vm
+            .run_ok(&format!(
+                "dd if=/dev/mapper/m{leg} bs=4096 count=1 2>/dev/null | od -An -v -tx1"
+            ))
+            .unwrap();
+        let mut b: Vec<u8> = hex
+            .split_whitespace()
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect();
+        assert_eq!(b.len(), 4096);
+        let sb = parse_superblock(&b).unwrap();
+        println!("kernel {kernel}, leg {leg}: {sb:?}");
+        check_editable(&sb).unwrap_or_else(|e| panic!("kernel {kernel}: {e}"));
+        let x = sb.v190.clone().unwrap();
+        assert_eq!((sb.num_devices, sb.array_position), (3, leg as u32));
+        assert_eq!(
+            (sb.level, sb.stripe_sectors),
+            (5, 128),
+            "raid5, 64 KiB chunks"
+        );
+        assert_eq!(x.sectors, LEG.0, "each leg's data sectors");
+        assert_eq!(x.array_sectors, t.length.0, "the array's sectors");
+        assert_eq!((x.data_offset, x.flags, x.incompat_features), (0, 0, 0));
+        assert_eq!(x.reshape_position, u64::MAX, "no reshape: MaxSector");
+        assert_eq!(
+            (x.new_level, x.new_layout, x.new_stripe_sectors),
+            (5, sb.layout, 128)
+        );
+        assert_eq!(sb.array_resync_offset, u64::MAX, "in sync: MaxSector");
+        // The same superblock with a flag the driver does not know: refused,
+        // the buffer untouched.
+        b[144] |= 0x80;
+        let before = b.clone();
+        let e = set_array_resync_offset_zero(&mut b)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("incompat"), "{e}");
+        assert_eq!(b, before);
+    }
+}

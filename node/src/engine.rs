@@ -84,6 +84,11 @@ pub struct VolumeInfo {
     /// be inconsistent until the check that runs once redundancy is back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_hole: Option<u64>,
+    /// After an unclean shutdown whose crash fix the driver refused (a
+    /// superblock layout or feature it does not know): why. The kernel
+    /// started the array as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_fix_refused: Option<String>,
     /// When a leg's disk is missing: disks that are here but whose label
     /// cannot be read, (path, why), since the leg may be on one of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -161,6 +166,9 @@ pub struct Engine {
     /// Parity arrays started after an unclean shutdown while degraded:
     /// regions that may be inconsistent, until a check runs.
     write_hole: Mutex<BTreeMap<String, u64>>,
+    /// Arrays started without the crash fix, which refused their
+    /// superblocks: why.
+    crash_fix_refused: Mutex<BTreeMap<String, String>>,
     /// Bumped each time a disk is claimed (or claimed again after being
     /// away), so the monitor knows to activate what it brought.
     claims: std::sync::atomic::AtomicU64,
@@ -246,6 +254,14 @@ pub fn check_id(id: &str) -> Result<(), Error> {
 }
 
 /// Device-mapper name of the array of volume `id`.
+/// The running kernel's release (uname -r), for log lines about kernel
+/// behaviour.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 pub fn array_name(id: &str) -> String {
     format!("dmraid-{id}")
 }
@@ -289,6 +305,7 @@ impl Engine {
             busy: Mutex::new(BTreeSet::new()),
             alloc: Mutex::new(()),
             unclean: Mutex::new(BTreeMap::new()),
+            crash_fix_refused: Mutex::new(BTreeMap::new()),
             etas: Mutex::new(BTreeMap::new()),
             slow: Mutex::new(BTreeMap::new()),
             write_hole: Mutex::new(BTreeMap::new()),
@@ -1705,9 +1722,25 @@ impl Engine {
                     .is_some_and(|i| i.live_table);
                 let mut patched = None;
                 if !clean && !already_live {
-                    let (found, originals) = self.repair_after_crash(&legs)?;
-                    lock(&self.unclean).insert(id.clone(), found);
-                    patched = Some((found, originals));
+                    match self.repair_after_crash(&legs) {
+                        Ok((found, originals)) => {
+                            // Every kernel the suites run (6.1, 6.12) drops
+                            // the bitmap's dirty bits after a crash (the
+                            // power_cut suite asserts it on each): the fix
+                            // applies on all of them.
+                            tracing::info!(volume = %id, dirty = found.0, regions = found.1, kernel = %kernel_release(), "unclean shutdown: array_resync_offset set to 0 so the kernel resyncs the dirty regions");
+                            lock(&self.unclean).insert(id.clone(), found);
+                            patched = Some((found, originals));
+                        }
+                        // Nothing was written: the kernel starts it as it
+                        // is (what it does for everyone else), and the
+                        // volume says why the fix was not applied.
+                        Err(Error::Precondition(why)) => {
+                            tracing::warn!(volume = %id, reason = %why, "unclean shutdown: crash fix refused, starting the array as the kernel finds it");
+                            lock(&self.crash_fix_refused).insert(id.clone(), why);
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 self.edit_labels(|label| {
                     if let Some(r) = label.volumes.get_mut(&id) {
@@ -1786,6 +1819,10 @@ impl Engine {
     ) -> Result<((u64, u64), Vec<(PathBuf, u64, Vec<u8>)>), Error> {
         let mut originals = Vec::new();
         let mut worst = (0, 0);
+        // Every leg's superblock is read and checked before any is written:
+        // one the driver may not edit (a layout or feature it does not know)
+        // leaves them all as they were.
+        let mut patched = Vec::new();
         for (disk, meta, _) in legs.values() {
             let path = &disk.path;
             let mut dev = self.disks.open(path).map_err(Self::io_err(path))?;
@@ -1802,7 +1839,17 @@ impl Engine {
                 worst = worst.max(d);
             }
             originals.push((path.clone(), *meta, head[..4096].to_vec()));
-            superblock::set_array_resync_offset_zero(&mut head)?;
+            superblock::set_array_resync_offset_zero(&mut head).map_err(|e| {
+                Error::Precondition(format!(
+                    "the crash fix cannot edit the dm-raid superblock on {} (kernel {}): {e}",
+                    path.display(),
+                    kernel_release()
+                ))
+            })?;
+            patched.push((path, *meta, head));
+        }
+        for (path, meta, head) in patched {
+            let mut dev = self.disks.open(path).map_err(Self::io_err(path))?;
             dev.seek(SeekFrom::Start(meta * 512))
                 .map_err(Self::io_err(path))?;
             dev.write_all(&head[..4096]).map_err(Self::io_err(path))?;
@@ -1876,6 +1923,7 @@ impl Engine {
             status,
             unclean: lock(&self.unclean).get(id).copied(),
             write_hole: lock(&self.write_hole).get(id).copied(),
+            crash_fix_refused: lock(&self.crash_fix_refused).get(id).cloned(),
             unreadable: if legs.len() < legs_wanted {
                 lock(&self.unreadable)
                     .iter()

@@ -28,6 +28,11 @@ pub fn state_word(abnormal: bool, message: &str) -> &'static str {
     }
 }
 
+/// An unclean shutdown the crash fix could not be applied to, in words.
+fn crash_fix_refused_words(why: &str) -> String {
+    format!("warning: unclean shutdown, started without the crash fix ({why}): the kernel may skip the regions written at the crash; run a check")
+}
+
 /// What an unclean shutdown while degraded leaves, in words.
 pub fn write_hole_words(regions: u64) -> String {
     format!("unclean shutdown while degraded: {regions} regions may be inconsistent (parity cannot be checked without every leg); a check runs once redundancy is back")
@@ -192,14 +197,20 @@ pub fn condition(v: &VolumeInfo) -> (bool, String) {
     if let Some(n) = v.write_hole {
         parts.push(write_hole_words(n));
     }
+    if let Some(why) = &v.crash_fix_refused {
+        parts.push(crash_fix_refused_words(why));
+    }
     if let Some(m) = st.mismatches.filter(|m| *m > 0) {
         parts.push(format!("{m} mismatched sectors found by the last check"));
     }
     // A leg being rebuilt is not redundancy yet: abnormal until in sync.
     let rebuilding = st.action == Some(SyncAction::Recover)
         || (st.legs.contains(&LegState::Syncing) && st.legs.contains(&LegState::InSync));
-    let abnormal =
-        failed > 0 || rebuilding || v.write_hole.is_some() || st.mismatches.is_some_and(|m| m > 0);
+    let abnormal = failed > 0
+        || rebuilding
+        || v.write_hole.is_some()
+        || v.crash_fix_refused.is_some()
+        || st.mismatches.is_some_and(|m| m > 0);
     let healthy_text = if parts.is_empty() {
         "healthy, all legs in sync".to_string()
     } else {
@@ -318,6 +329,8 @@ pub struct Snapshot {
     pub unclean: Option<(u64, u64)>,
     /// Regions that may be inconsistent after an unclean degraded shutdown.
     pub write_hole: Option<u64>,
+    /// Why the crash fix was refused after an unclean shutdown.
+    pub crash_fix_refused: Option<String>,
 }
 
 impl Snapshot {
@@ -343,6 +356,7 @@ impl Snapshot {
             mismatches: st.and_then(|s| s.mismatches),
             unclean: v.unclean,
             write_hole: v.write_hole,
+            crash_fix_refused: v.crash_fix_refused.clone(),
         }
     }
 }
@@ -407,6 +421,9 @@ pub fn transitions(prev: Option<&Snapshot>, v: &VolumeInfo) -> Vec<HealthEvent> 
                 "UncleanShutdown",
                 format!("unclean shutdown: resyncing {dirty} of {regions} regions"),
             ));
+        }
+        if let Some(why) = &now.crash_fix_refused {
+            out.push(ev(true, "CrashFixRefused", crash_fix_refused_words(why)));
         }
         return out;
     };
@@ -533,6 +550,7 @@ mod tests {
             status: Some(RaidStatus::parse(status).unwrap()),
             unclean: None,
             write_hole: None,
+            crash_fix_refused: None,
             unreadable: vec![],
             eta_seconds: None,
             slow_legs: vec![],
@@ -685,6 +703,14 @@ mod tests {
         let e = transitions(None, &unclean);
         assert_eq!(e[0].reason, "UncleanShutdown");
         assert!(e[0].message.contains("3 of 192"));
+        let mut refused = vol("raid5_ls 4 AAAA 3/10 idle 0", None);
+        refused.crash_fix_refused = Some("unknown incompat features 0x4".into());
+        let e = transitions(None, &refused);
+        assert_eq!(e[0].reason, "CrashFixRefused");
+        assert!(e[0].warning && e[0].message.contains("0x4"), "{:?}", e[0]);
+        let (abnormal, msg) = condition(&refused);
+        assert!(abnormal, "{msg}");
+        assert!(msg.contains("started without the crash fix"), "{msg}");
     }
 
     #[test]

@@ -164,6 +164,7 @@ mod tests {
             status: Some(RaidStatus::parse(status).unwrap()),
             unclean: None,
             write_hole: None,
+            crash_fix_refused: None,
             unreadable: vec![],
             eta_seconds: None,
             slow_legs: vec![],

@@ -276,33 +276,59 @@ fn wipe_disks_erases_exactly_the_signatures_then_claims() {
 }
 
 #[test]
+fn a_superblock_the_crash_fix_does_not_know_is_left_alone_and_the_array_starts() {
+    let (_dm, disks, e) = setup(3, 64 * MIB);
+    e.create_volume("v", &params(&[("raidType", "raid5_ls")]), 8 * MIB as u64)
+        .unwrap();
+    let metas = meta_extents(&e, "v");
+    // "Clean" superblocks; the last leg's carries an incompat feature.
+    for (i, (p, off)) in metas.iter().enumerate() {
+        let mut sb = vec![0u8; 148];
+        sb[0..4].copy_from_slice(b"DmRd");
+        sb[4..8].copy_from_slice(&1u32.to_le_bytes());
+        sb[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
+        sb[64..72].copy_from_slice(&u64::MAX.to_le_bytes());
+        if i == 2 {
+            sb[144..148].copy_from_slice(&4u32.to_le_bytes());
+        }
+        disks.poke(p, *off, &sb);
+    }
+    let before: Vec<Vec<u8>> = metas
+        .iter()
+        .map(|(p, off)| disks.bytes(p)[*off..off + 4096].to_vec())
+        .collect();
+    drop(e);
+    let e2 = engine(&Arc::new(FakeDm::new()), &disks);
+    assert!(e2.activate_all().is_empty(), "the array starts");
+    let after: Vec<Vec<u8>> = metas
+        .iter()
+        .map(|(p, off)| disks.bytes(p)[*off..off + 4096].to_vec())
+        .collect();
+    assert_eq!(after, before, "no leg's superblock was written");
+    let v = e2.volume("v").unwrap();
+    assert_eq!(v.unclean, None);
+    let why = v.crash_fix_refused.expect("the refusal is kept");
+    assert!(why.contains("unknown incompat features 0x4"), "{why}");
+    assert!(why.contains("kernel "), "names the kernel: {why}");
+}
+
+#[test]
 fn an_unclean_shutdown_patches_the_superblocks_and_a_clean_one_does_not() {
     let (_dm, disks, e) = setup(3, 64 * MIB);
     let v = e
         .create_volume("v", &params(&[("raidType", "raid5_ls")]), 8 * MIB as u64)
         .unwrap();
     // Pretend the kernel wrote superblocks ("clean", offset MaxSector) and a dirty bitmap.
-    let metas: Vec<(String, usize)> = {
-        let claimed = lock(&e.claimed);
-        claimed
-            .iter()
-            .flat_map(|c| {
-                c.label()
-                    .extents
-                    .iter()
-                    .filter(|x| x.role == Role::Meta)
-                    .map(|x| (c.info.path.display().to_string(), x.start as usize * 512))
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
+    let metas = meta_extents(&e, "v");
     assert_eq!(metas.len(), 3);
     let write_sb = |disks: &FakeDisks| {
         for (p, off) in &metas {
-            let mut sb = vec![0u8; 64];
+            let mut sb = vec![0u8; 148];
             sb[0..4].copy_from_slice(b"DmRd");
             sb[4..8].copy_from_slice(&1u32.to_le_bytes());
             sb[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
+            // no reshape: MaxSector
+            sb[64..72].copy_from_slice(&u64::MAX.to_le_bytes());
             disks.poke(p, *off, &sb);
             let mut bm = vec![0u8; 64];
             bm[0..4].copy_from_slice(b"bitm");
@@ -590,10 +616,11 @@ fn meta_extents(e: &Engine, id: &str) -> Vec<(String, usize)> {
 
 /// Write what the kernel writes when it takes a leg: a dm-raid superblock.
 fn kernel_writes_superblock(disks: &FakeDisks, at: &(String, usize)) {
-    let mut sb = vec![0u8; 64];
+    let mut sb = vec![0u8; 148];
     sb[0..4].copy_from_slice(b"DmRd");
     sb[4..8].copy_from_slice(&1u32.to_le_bytes());
     sb[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
+    sb[64..72].copy_from_slice(&u64::MAX.to_le_bytes());
     disks.poke(&at.0, at.1, &sb);
 }
 
