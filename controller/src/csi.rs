@@ -991,19 +991,21 @@ mod tests {
         spec_from(&[("raidType".to_string(), t.to_string())].into()).unwrap()
     }
 
+    /// A 1 GiB raid1 volume "pvc-1" on `node`.
+    fn spec_on(node: &str) -> RaidVolumeSpec {
+        RaidVolumeSpec {
+            node: node.into(),
+            csi_name: "pvc-1".into(),
+            requested_bytes: 1 << 30,
+            leg_sectors: 0,
+            volume_mode: VolumeMode::Filesystem,
+            raid: spec("raid1"),
+            claim: None,
+        }
+    }
+
     fn volume_on(node: &str) -> RaidVolume {
-        RaidVolume::new(
-            "pvc-1",
-            RaidVolumeSpec {
-                node: node.into(),
-                csi_name: "pvc-1".into(),
-                requested_bytes: 1 << 30,
-                leg_sectors: 0,
-                volume_mode: VolumeMode::Filesystem,
-                raid: spec("raid1"),
-                claim: None,
-            },
-        )
+        RaidVolume::new("pvc-1", spec_on(node))
     }
 
     #[test]
@@ -1039,15 +1041,7 @@ mod tests {
 
     #[test]
     fn same_name_other_parameters_is_a_conflict() {
-        let existing = RaidVolumeSpec {
-            node: "n".into(),
-            csi_name: "pvc-1".into(),
-            requested_bytes: 1 << 30,
-            leg_sectors: 0,
-            volume_mode: VolumeMode::Filesystem,
-            raid: spec("raid1"),
-            claim: None,
-        };
+        let existing = spec_on("n");
         let fs = VolumeMode::Filesystem;
         let cap = (1 << 30) + 4096;
         assert_eq!(

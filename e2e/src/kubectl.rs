@@ -155,6 +155,24 @@ pub fn install_driver(server: &ApiServer, image: &str, extra: &[&str]) -> String
     helm(server, &args)
 }
 
+/// `helm upgrade` of the release [`install_driver`] made, keeping its
+/// values (`--reuse-values`) but for the `--set` pairs in `sets`.
+pub fn upgrade_driver(server: &ApiServer, sets: &[&str]) -> String {
+    let chart = crate::chart::dir();
+    let mut args = vec![
+        "upgrade",
+        "dmraid-csi",
+        chart.to_str().expect("chart path"),
+        "-n",
+        "dmraid-csi",
+        "--reuse-values",
+    ];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    helm(server, &args)
+}
+
 /// How long a claim took to be Bound and its pod to run, from now: polls
 /// both every 250 ms until the pod runs or `within` passes (then `None`
 /// for what did not happen). Printed by the tests beside each other, never
@@ -194,4 +212,18 @@ pub fn bound_then_running(
         std::thread::sleep(Duration::from_millis(250));
     }
     (bound, None)
+}
+
+/// The md5 of `yes WORD | head -c BYTES`: the pattern the tests' pods write.
+pub fn yes_md5(word: &str, bytes: usize) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("yes {word} | head -c {bytes} | md5sum"))
+        .output()
+        .expect("sh");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }

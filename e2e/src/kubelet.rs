@@ -63,16 +63,7 @@ pub fn with_kubelet(builder: VmBuilder, server: &ApiServer) -> Result<VmBuilder,
     }
     b = b.file(rt.join("usr/sbin/runc"), "/usr/bin/runc");
     // The pod sandbox and the workload image (scripts/k8s-tools.sh packs both).
-    for image in ["pause", "busybox"] {
-        let archive = rt.with_file_name(format!("{image}.oci.tar"));
-        if !archive.exists() {
-            return Err(format!(
-                "{} is missing: run scripts/k8s-tools.sh",
-                archive.display()
-            ));
-        }
-        b = b.file(archive, &format!("/images/{image}.oci.tar"));
-    }
+    b = packed_images(b, &["pause", "busybox"])?;
     for plugin in ["bridge", "host-local", "loopback", "portmap"] {
         b = b.file(
             rt.join("usr/lib/cni").join(plugin),
@@ -160,9 +151,15 @@ X
 /// builds and packs them under the names the chart's values give), added to
 /// a VM being built so [`start`] imports them.
 pub fn with_sidecar_images(builder: VmBuilder) -> Result<VmBuilder, String> {
+    packed_images(builder, &["csi-provisioner", "csi-resizer"])
+}
+
+/// Images scripts/k8s-tools.sh packed beside the node runtime
+/// (`$DMRAID_CACHE/node-runtime/NAME.oci.tar`), added under /images/.
+fn packed_images(builder: VmBuilder, names: &[&str]) -> Result<VmBuilder, String> {
     let rt = runtime_root()?;
     let mut b = builder;
-    for image in ["csi-provisioner", "csi-resizer"] {
+    for image in names {
         let archive = rt.with_file_name(format!("{image}.oci.tar"));
         if !archive.exists() {
             return Err(format!(
@@ -173,6 +170,32 @@ pub fn with_sidecar_images(builder: VmBuilder) -> Result<VmBuilder, String> {
         b = b.file(archive, &format!("/images/{image}.oci.tar"));
     }
     Ok(b)
+}
+
+/// A booted VM shaped as one node of the test cluster: QEMU networking with
+/// `server`'s Service address forwarded, 2.5 GiB, disks of `disks` bytes
+/// (through the host page cache), the driver's image archives (`driver`:
+/// archive and guest file name, from [`driver_image`]), the upstream
+/// sidecars' images and the kubelet. [`start_as`] then makes it a node.
+pub fn node_vm(
+    server: &ApiServer,
+    disks: &[u64],
+    driver: &[(PathBuf, &str)],
+) -> Result<Vm, String> {
+    let mut b = Vm::builder()
+        .network()
+        .forward(
+            &format!("{}:443", crate::apiserver::SERVICE_IP),
+            server.port,
+        )
+        .memory_mb(2560)
+        .disks(disks)
+        .host_page_cache()
+        .command_timeout(Duration::from_secs(600));
+    for (archive, name) in driver {
+        b = b.file(archive, &format!("/images/{name}.oci.tar"));
+    }
+    with_kubelet(with_sidecar_images(b)?, server)?.boot()
 }
 
 /// The driver's image as an OCI archive named `name` (scripts/image.sh from

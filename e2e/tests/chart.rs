@@ -81,6 +81,9 @@ fn the_pinned_sidecars_are_the_ones_the_tests_build() {
         let want = format!("registry.k8s.io/sig-storage/{image}:{}", pinned(var));
         assert!(yaml.contains(&want), "the chart does not run {want}");
     }
+    // Without it csi-resizer watches every pod in the cluster, which the
+    // RBAC above does not grant: it would never expand.
+    assert!(yaml.contains("--handle-volume-inuse-error=false"));
 }
 
 #[test]
@@ -150,6 +153,14 @@ fn every_rendered_object_passes_strict_server_side_validation() {
             if set.contains(&"metrics.enabled=false") {
                 assert!(!yaml.contains("--metrics-addr"), "metrics off still serves");
             }
+            // Upgrades never run two controllers side by side (host ports,
+            // the in-process provisioner without leader election).
+            let strategy = documents(&yaml)
+                .into_iter()
+                .find(|d| d["kind"] == "Deployment")
+                .map(|d| d["spec"]["strategy"]["rollingUpdate"].clone())
+                .unwrap();
+            assert_eq!(strategy["maxSurge"], 0, "{set:?}");
             // Distributed provisioning: the provisioner moves into the node
             // pods (one of them per node), the Deployment keeps the resizer.
             let provisioners: Vec<String> = documents(&yaml)
@@ -234,13 +245,13 @@ const GRANTS: &[(&str, &str, &str, &str, &str)] = &[
     ("controller", "", "persistentvolumeclaims/status", "patch update", "csi-resizer: records the new size"),
     ("controller", "storage.k8s.io", "storageclasses", "get list watch", "csi-provisioner: parameters"),
     ("controller", "storage.k8s.io", "csinodes", "get list watch", "csi-provisioner: topology"),
-    ("controller", "", "nodes", "get list watch", "csi-provisioner: topology"),
+    ("controller", "", "nodes", "get list watch", "csi-provisioner: topology; dmraid-csi-controller: whether a volume's node still exists"),
     ("controller-cfg", "storage.k8s.io", "csistoragecapacities", "get list watch create update patch delete", "csi-provisioner --enable-capacity"),
     ("controller-cfg", "", "pods", "get", "csi-provisioner --capacity-ownerref-level: its own pod"),
     ("controller-cfg", "apps", "replicasets", "get", "csi-provisioner --capacity-ownerref-level: owner chain"),
     ("controller-cfg", "apps", "deployments", "get", "csi-provisioner --capacity-ownerref-level: owner chain"),
     ("controller", "", "events", "list watch create update patch", "sidecars: Events on claims"),
-    ("controller", "events.k8s.io", "events", "create patch", "dmraid-csi-controller --run-provisioner: Events on claims and PVs"),
+    ("controller", "events.k8s.io", "events", "create patch", "dmraid-csi-controller: Events on claims and PVs (--run-provisioner), NodeGone on a RaidVolume"),
     ("controller-cfg", "coordination.k8s.io", "leases", "get watch list delete update create", "sidecars: leader election"),
     ("node", "dmraid.csi.io", "raidvolumes", "get list watch patch", "dmraid-csi node: reconciles its RaidVolumes, finalizer by patch"),
     ("node", "dmraid.csi.io", "raidvolumes/status", "patch", "dmraid-csi node: status by server-side apply"),

@@ -21,7 +21,7 @@
 //! Runs on its own: `cargo test -p e2e --test two_nodes -- --nocapture`.
 
 use dmraid_api::crd::{RaidNode, RaidVolume};
-use e2e::apiserver::{ApiServer, SERVICE_IP};
+use e2e::apiserver::ApiServer;
 use e2e::control_plane::ControlPlane;
 use e2e::controller::events_of;
 use e2e::kube_util::client;
@@ -98,33 +98,7 @@ spec:
 }
 
 fn pattern_md5(claim: &str) -> String {
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("yes {claim} | head -c 4194304 | md5sum"))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-/// A node VM: the driver's and the sidecars' images, the kubelet.
-fn node_vm(server: &ApiServer, disks: usize, image: &std::path::Path) -> Vm {
-    let builder = Vm::builder()
-        .network()
-        .forward(&format!("{SERVICE_IP}:443"), server.port)
-        .memory_mb(2560)
-        .disks(&vec![256 * MIB; disks])
-        .host_page_cache()
-        .command_timeout(Duration::from_secs(600))
-        .file(image, "/images/dmraid-csi.oci.tar");
-    let builder = kubelet::with_sidecar_images(builder).unwrap();
-    kubelet::with_kubelet(builder, server)
-        .unwrap()
-        .boot()
-        .unwrap()
+    e2e::kubectl::yes_md5(claim, 4 << 20)
 }
 
 /// The directory the kubelet mounted `pv` at for a pod, in the VM.
@@ -184,7 +158,12 @@ fn two_nodes_capacity_leader_failover_and_a_node_power_cut() {
         let boot = |name: &'static str, disks: usize| {
             let (server, image) = (&server, &image);
             s.spawn(move || {
-                let mut vm = node_vm(server, disks, image);
+                let mut vm = kubelet::node_vm(
+                    server,
+                    &vec![256 * MIB; disks],
+                    &[(image.clone(), "dmraid-csi")],
+                )
+                .unwrap();
                 kubelet::start_as(&mut vm, name).unwrap();
                 vm
             })

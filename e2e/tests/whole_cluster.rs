@@ -23,133 +23,42 @@
 //! Runs on its own: `cargo test -p e2e --test whole_cluster -- --nocapture`.
 
 use dmraid_api::crd::{RaidNode, RaidVolume};
-use e2e::apiserver::{tool, ApiServer, SERVICE_IP};
+use e2e::apiserver::ApiServer;
 use e2e::control_plane::ControlPlane;
+use e2e::controller::events_of;
 use e2e::kube_util::client;
+use e2e::kubectl::{
+    bound_then_running, helm, install_driver, upgrade_driver, wait_for, wait_or, Kubectl,
+};
 use e2e::kubelet::{self, BUSYBOX, NODE};
 use e2e::{Vm, MIB};
-use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::CSINode;
 use kube::api::ListParams;
-use kube::{Api, Client, ResourceExt};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use kube::{Api, ResourceExt};
 use std::time::{Duration, Instant};
 
 const DRIVER_IMAGE: &str = "dmraid-csi.local/dmraid-csi:e2e";
+/// The tag `helm upgrade` moves to: the same binaries under another version,
+/// as a release would be.
+const NEXT_IMAGE: &str = "dmraid-csi.local/dmraid-csi:e2e-next";
 /// The pattern the pod writes: `yes dmraid-csi | head -c` this many bytes.
 const PATTERN_BYTES: usize = 16 << 20;
 
-/// The real kubectl against the test API server.
-struct Kubectl {
-    bin: std::path::PathBuf,
-    kubeconfig: std::path::PathBuf,
-}
-
-impl Kubectl {
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-        let mut child = Command::new(&self.bin)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("kubectl: {e}"))?;
-        if let Some(text) = stdin {
-            let _ = child.stdin.take().map(|mut i| i.write_all(text.as_bytes()));
-        }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(format!(
-                "kubectl {args:?}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        self.run(args, None).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// `kubectl apply -f -`, retried while the namespace's default service
-    /// account is still being made by the controller-manager.
-    fn apply(&self, yaml: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match self.run(&["apply", "-f", "-"], Some(yaml)) {
-                Ok(out) => {
-                    print!("{out}");
-                    return;
-                }
-                Err(e) if e.contains("serviceaccount") && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(500))
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
-    }
-}
-
-/// Poll `f` every 500 ms until it gives Some, or fail naming `what`.
-fn wait_for<T>(what: &str, within: Duration, f: impl FnMut() -> Option<T>) -> T {
-    wait_or(what, within, f, String::new)
-}
-
-/// [`wait_for`], failing with what `context` gathers (logs, objects).
-fn wait_or<T>(
-    what: &str,
-    within: Duration,
-    mut f: impl FnMut() -> Option<T>,
-    context: impl FnOnce() -> String,
-) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            panic!("{what}: not within {within:?}\n{}", context());
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 fn expected_md5() -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("yes dmraid-csi | head -c {PATTERN_BYTES} | md5sum"))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-async fn events_of(c: &Client, ns: &str, name: &str) -> Vec<Event> {
-    let api: Api<Event> = Api::namespaced(c.clone(), ns);
-    api.list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
+    e2e::kubectl::yes_md5("dmraid-csi", PATTERN_BYTES)
 }
 
 fn debug(vm: &mut Vm, k: &Kubectl, plane: &ControlPlane) -> String {
     format!(
-        "--- pods ---\n{}\n--- events ---\n{}\n--- kubelet ---\n{}\n--- node plugin ---\n{}\n--- controller ---\n{}\n--- scheduler ---\n{}",
+        "--- pods ---\n{}\n--- events ---\n{}\n--- kubelet ---\n{}\n--- node plugin ---\n{}\n--- controller ---\n{}\n--- csi-resizer ---\n{}\n--- scheduler ---\n{}",
         k.run(&["get", "pods", "-A", "-o", "wide"], None).unwrap_or_else(|e| e),
         k.run(&["get", "events", "-A"], None).unwrap_or_else(|e| e),
         vm.run_ok("grep -E ' E[0-9]{4}|rror' /tmp/kubelet.log | tail -25").unwrap_or_default(),
         // (kubectl logs would need the API server to reach the kubelet's port.)
         vm.run_ok("tail -30 /node/var/log/pods/dmraid-csi_dmraid-csi-node*/node/*.log").unwrap_or_default(),
         vm.run_ok("tail -30 /node/var/log/pods/dmraid-csi_dmraid-csi-controller*/controller/*.log").unwrap_or_default(),
+        vm.run_ok("tail -20 /node/var/log/pods/dmraid-csi_dmraid-csi-controller*/csi-resizer/*.log").unwrap_or_default(),
         plane.log_tail("kube-scheduler", 10),
     )
 }
@@ -209,65 +118,84 @@ spec:
     )
 }
 
+/// Every pod of the release runs `image` and is ready, one node plugin and
+/// one controller, none left terminating: "pod image" for each.
+fn rolled_to(
+    rt: &tokio::runtime::Runtime,
+    driver_pods: &Api<Pod>,
+    image: &str,
+) -> Option<Vec<String>> {
+    let list = rt.block_on(driver_pods.list(&ListParams::default())).ok()?;
+    let mut seen = Vec::new();
+    for p in &list.items {
+        if p.metadata.deletion_timestamp.is_some() {
+            return None;
+        }
+        let spec = p.spec.as_ref()?;
+        let ours = spec
+            .containers
+            .iter()
+            .find(|c| c.name == "node" || c.name == "controller")?;
+        let statuses = p.status.as_ref()?.container_statuses.clone()?;
+        if ours.image.as_deref() != Some(image) || !statuses.iter().all(|c| c.ready) {
+            return None;
+        }
+        seen.push(format!("{} {image}", p.name_any()));
+    }
+    (seen.len() == 2).then_some(seen)
+}
+
+/// The writer pod never restarted (a failed write ends it), went on writing
+/// while the driver's pods rolled, and its pattern reads back unchanged.
+fn assert_live_volume(
+    vm: &mut Vm,
+    rt: &tokio::runtime::Runtime,
+    pods: &Api<Pod>,
+    want: &str,
+    md5: &dyn Fn(&mut Vm) -> String,
+    writes_before: u64,
+    writes: &dyn Fn(&mut Vm) -> u64,
+) {
+    let p = rt.block_on(pods.get("writer")).unwrap();
+    let st = p.status.unwrap();
+    assert_eq!(st.phase.as_deref(), Some("Running"));
+    let restarts: i32 = st
+        .container_statuses
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.restart_count)
+        .sum();
+    assert_eq!(restarts, 0, "the writer saw a failed write and restarted");
+    let after = writes(vm);
+    println!("writer: {writes_before} -> {after} writes, no error");
+    assert!(after > writes_before, "the writer stopped writing");
+    assert_eq!(md5(vm), want, "the pattern the pod wrote");
+}
+
 #[test]
 fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
     let started = Instant::now();
     let server = ApiServer::start().expect("API server");
     let plane = ControlPlane::start(&server).expect("controller-manager and scheduler");
-    let k = Kubectl {
-        bin: tool("kubectl").unwrap(),
-        kubeconfig: server.kubeconfig_path(),
-    };
-    // Three legs and a spare.
-    let builder = Vm::builder()
-        .network()
-        .forward(&format!("{SERVICE_IP}:443"), server.port)
-        .memory_mb(2560)
-        .disks(&[256 * MIB; 4])
-        .host_page_cache()
-        .command_timeout(Duration::from_secs(600))
-        .file(
-            kubelet::driver_image(DRIVER_IMAGE).unwrap(),
-            "/images/dmraid-csi.oci.tar",
-        );
-    let builder = kubelet::with_sidecar_images(builder).unwrap();
-    let mut vm = kubelet::with_kubelet(builder, &server)
-        .unwrap()
-        .boot()
-        .unwrap();
+    let k = Kubectl::for_server(&server);
+    // Three legs and a spare; the driver's image under two tags.
+    let mut vm = kubelet::node_vm(
+        &server,
+        &[256 * MIB; 4],
+        &[
+            (kubelet::driver_image(DRIVER_IMAGE).unwrap(), "dmraid-csi"),
+            (
+                kubelet::driver_image(NEXT_IMAGE).unwrap(),
+                "dmraid-csi-next",
+            ),
+        ],
+    )
+    .unwrap();
     kubelet::start(&mut vm).unwrap();
     println!("node registered at {:.0?}", started.elapsed());
 
     // helm install, as a user would (values for images imported into the node).
-    let chart = e2e::repo_root().join("charts/dmraid-csi");
-    let (repo, tag) = DRIVER_IMAGE.rsplit_once(':').unwrap();
-    let out = Command::new(tool("helm").unwrap())
-        .arg("install")
-        .arg("dmraid-csi")
-        .arg(&chart)
-        .args(["-n", "dmraid-csi", "--create-namespace", "--kubeconfig"])
-        .arg(server.kubeconfig_path())
-        .args(["--set", &format!("image.repository={repo}")])
-        .args(["--set", &format!("image.tag={tag}")])
-        .args(["--set", "image.pullPolicy=Never"])
-        // The upstream provisioner and resizer; the two that cannot be built
-        // here replaced by the driver's own work.
-        .args(["--set", "sidecars.nodeDriverRegistrar.enabled=false"])
-        .args(["--set", "sidecars.livenessProbe.enabled=false"])
-        .args(["--set", "controller.hostNetwork=true"])
-        .args(["--set", "node.hostNetwork=true"])
-        .args(["--set", "metrics.controllerPort=9811"])
-        .args(["--set", "node.disks={/dev/vd*}"])
-        .args(["--set", "node.monitorInterval=2"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "helm install: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{}", String::from_utf8_lossy(&out.stdout));
+    println!("{}", install_driver(&server, DRIVER_IMAGE, &[]));
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let c = rt.block_on(client(&server.kubeconfig_path())).unwrap();
@@ -312,25 +240,22 @@ fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
     // A claim and the pod that uses it.
     k.apply(CLASSES);
     k.ok(&["create", "namespace", "app"]);
+    // A write that fails ends the container (a restart the test sees); each
+    // one that succeeds is counted in /data/count.
     let writer = format!(
         "yes dmraid-csi | head -c {PATTERN_BYTES} > /data/pattern && sync && touch /data/written && \
-         while :; do dd if=/dev/zero of=/data/scratch bs=64k count=16 conv=fsync 2>/dev/null; sleep 1; done"
+         i=0; while :; do dd if=/dev/zero of=/data/scratch bs=64k count=16 conv=fsync 2>/dev/null || exit 1; \
+         i=$((i+1)); echo $i > /data/count; sleep 1; done"
     );
     k.apply(&claim_and_pod("data", "raid5", "writer", &writer));
     let pods: Api<Pod> = Api::namespaced(c.clone(), "app");
-    wait_or(
-        "pod writer Running",
-        Duration::from_secs(400),
-        || {
-            let phase = rt
-                .block_on(pods.get_opt("writer"))
-                .ok()
-                .flatten()
-                .and_then(|p| p.status?.phase);
-            (phase.as_deref() == Some("Running")).then_some(())
-        },
-        || debug(&mut vm, &k, &plane),
-    );
+    let upstream = bound_then_running(&rt, &c, "app", "data", "writer", Duration::from_secs(400));
+    if upstream.1.is_none() {
+        panic!(
+            "pod writer not Running within 400 s\n{}",
+            debug(&mut vm, &k, &plane)
+        );
+    }
     println!("pod running at {:.0?}", started.elapsed());
     // The upstream sidecars did it: they run beside the controller, which
     // does none of their work itself.
@@ -378,6 +303,7 @@ fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
         "wide",
     ]);
     println!("{capacities}");
+    let volumes: Api<RaidVolume> = Api::all(c.clone());
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), "app");
     let pvc = rt.block_on(pvcs.get("data")).unwrap();
     let pv_name = pvc.spec.as_ref().unwrap().volume_name.clone().unwrap();
@@ -413,12 +339,62 @@ fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
     let want = expected_md5();
     assert_eq!(md5(&mut vm), want, "the pattern the pod wrote");
 
-    // Pull the disk of leg 1 while the pod writes.
-    let volumes: Api<RaidVolume> = Api::all(c.clone());
+    // helm upgrade to another tag while the pod writes: the node DaemonSet
+    // and the controller roll, the array and the mount stay as they are.
     let rv = wait_for("RaidVolume healthy", Duration::from_secs(180), || {
         let v = rt.block_on(volumes.get_opt(&pv_name)).ok()??;
         (v.status.as_ref()?.health == "healthy").then_some(v)
     });
+    let array = rv.status.as_ref().unwrap().device.clone();
+    let kernel_view = |vm: &mut Vm| {
+        vm.run_ok(&format!(
+            "dmsetup info -c --noheadings -o name,major,minor,uuid | grep {pv_name} | sort; \
+             dmsetup table | grep {pv_name} | sort; grep ' {mount} ' /proc/self/mountinfo | cut -d' ' -f3-"
+        ))
+        .unwrap()
+    };
+    let before_upgrade = kernel_view(&mut vm);
+    println!("array {array} before the upgrade:\n{before_upgrade}");
+    let next_tag = format!("image.tag={}", NEXT_IMAGE.rsplit_once(':').unwrap().1);
+    println!("{}", upgrade_driver(&server, &[&next_tag]));
+    let upgrade = Instant::now();
+    let writes = |vm: &mut Vm| -> u64 {
+        vm.run_ok(&format!("cat {mount}/count"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let writes_before = writes(&mut vm);
+    let rolled = wait_or(
+        "the driver's pods rolled to the new tag",
+        Duration::from_secs(400),
+        || rolled_to(&rt, &driver_pods, NEXT_IMAGE),
+        || debug(&mut vm, &k, &plane),
+    );
+    println!(
+        "rolled to {NEXT_IMAGE} in {:.0?}: {rolled:?}",
+        upgrade.elapsed()
+    );
+    assert_live_volume(&mut vm, &rt, &pods, &want, &md5, writes_before, &writes);
+    assert_eq!(
+        kernel_view(&mut vm),
+        before_upgrade,
+        "the array or the mount changed under the upgrade"
+    );
+    // The new node plugin took the volume over from the labels: it reports
+    // it on its RaidNode and keeps its status.
+    wait_for(
+        "the upgraded node plugin reports the volume",
+        Duration::from_secs(60),
+        || {
+            let n = rt.block_on(raidnodes.get_opt(NODE)).ok()??;
+            let v = rt.block_on(volumes.get_opt(&pv_name)).ok()??;
+            (n.status?.volume_count == 1 && v.status?.health == "healthy").then_some(())
+        },
+    );
+
+    // Pull the disk of leg 1 while the pod writes: the upgraded plugin
+    // reports it and rebuilds.
     let disk = rv.status.as_ref().unwrap().legs[1].disk.clone();
     let victim = (0..4)
         .find(|i| vm.disk_dev(*i).unwrap() == disk)
@@ -490,6 +466,34 @@ fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
     );
     assert_eq!(md5(&mut vm), want, "the pattern after the rebuild");
 
+    // helm rollback to the first release: the same checks.
+    let before_rollback = kernel_view(&mut vm);
+    let writes_before = writes(&mut vm);
+    let rollback = Instant::now();
+    println!(
+        "{}",
+        helm(
+            &server,
+            &["rollback", "dmraid-csi", "1", "-n", "dmraid-csi"]
+        )
+    );
+    let rolled = wait_or(
+        "the driver's pods rolled back",
+        Duration::from_secs(400),
+        || rolled_to(&rt, &driver_pods, DRIVER_IMAGE),
+        || debug(&mut vm, &k, &plane),
+    );
+    println!(
+        "rolled back to {DRIVER_IMAGE} in {:.0?}: {rolled:?}",
+        rollback.elapsed()
+    );
+    assert_live_volume(&mut vm, &rt, &pods, &want, &md5, writes_before, &writes);
+    assert_eq!(
+        kernel_view(&mut vm),
+        before_rollback,
+        "the array or the mount changed under the rollback"
+    );
+
     // Expansion: the claim grows, the pod's filesystem with it.
     let size_kib = |vm: &mut Vm| -> u64 {
         vm.run_ok(&format!("df -Pk {mount} | tail -1"))
@@ -510,7 +514,7 @@ fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
         "-p",
         r#"{"spec":{"resources":{"requests":{"storage":"128Mi"}}}}"#,
     ]);
-    let grown = wait_for(
+    let grown = wait_or(
         "the claim's capacity at 128Mi",
         Duration::from_secs(240),
         || {
@@ -518,6 +522,14 @@ fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
             let cap = p.status?.capacity?.get("storage")?.0.clone();
             let bytes = dmraid_api::quantity::parse_size("storage", &cap).ok()?.0;
             (bytes >= 128 * MIB).then_some(cap)
+        },
+        || {
+            format!(
+                "{}\n--- pvc ---\n{}",
+                debug(&mut vm, &k, &plane),
+                k.run(&["get", "pvc", "data", "-n", "app", "-o", "yaml"], None)
+                    .unwrap_or_else(|e| e)
+            )
         },
     );
     let after = size_kib(&mut vm);
@@ -531,7 +543,7 @@ fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
         "a ProvisioningFailed event",
         Duration::from_secs(120),
         || {
-            rt.block_on(events_of(&c, "app", "bad"))
+            rt.block_on(events_of(&c, "bad"))
                 .into_iter()
                 .find(|e| e.reason.as_deref() == Some("ProvisioningFailed"))
         },
@@ -600,6 +612,66 @@ fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
         std::thread::sleep(Duration::from_millis(500));
     };
     println!("extents freed: {last}");
+
+    // The same claim with the driver's in-process provisioner and resizer
+    // (a cluster without the sidecar images): how long to Bound and Running
+    // beside the upstream sidecars' run above. Printed, not asserted.
+    println!(
+        "{}",
+        upgrade_driver(
+            &server,
+            &[
+                "sidecars.provisioner.enabled=false",
+                "sidecars.resizer.enabled=false"
+            ]
+        )
+    );
+    wait_or(
+        "the controller rolled to the in-process sidecars",
+        Duration::from_secs(400),
+        || {
+            let pods = rt
+                .block_on(
+                    driver_pods.list(
+                        &ListParams::default().labels("app.kubernetes.io/component=controller"),
+                    ),
+                )
+                .ok()?
+                .items;
+            let only = pods.first().filter(|_| pods.len() == 1)?;
+            let st = only.status.as_ref()?.container_statuses.clone()?;
+            (only.metadata.deletion_timestamp.is_none()
+                && st.len() == 1
+                && st.iter().all(|c| c.ready))
+            .then_some(())
+        },
+        || debug(&mut vm, &k, &plane),
+    );
+    k.apply(&claim_and_pod(
+        "inproc",
+        "raid5",
+        "inproc-pod",
+        "sleep 3600",
+    ));
+    let in_process = bound_then_running(
+        &rt,
+        &c,
+        "app",
+        "inproc",
+        "inproc-pod",
+        Duration::from_secs(400),
+    );
+    println!(
+        "PVC -> Bound -> pod Running, one node: upstream csi-provisioner {:.1?} -> {:.1?}; in-process {:.1?} -> {:.1?}",
+        upstream.0, upstream.1, in_process.0, in_process.1
+    );
+    assert!(
+        in_process.1.is_some(),
+        "the in-process provisioner's claim never ran\n{}",
+        debug(&mut vm, &k, &plane)
+    );
+    k.ok(&["delete", "pod", "inproc-pod", "-n", "app", "--wait=true"]);
+    k.ok(&["delete", "pvc", "inproc", "-n", "app", "--wait=true"]);
     // The driver's own /healthz answered the kubelet's liveness probes all along.
     for p in rt
         .block_on(driver_pods.list(&ListParams::default()))

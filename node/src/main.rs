@@ -151,7 +151,17 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
             .await
             .unwrap_or_default();
         for (id, e) in left {
-            tracing::warn!(volume = %id, error = %e, "left active; its next activation repairs it as after a crash");
+            match e {
+                // Mounted or open (an upgrade or a restart of the plugin
+                // under a running pod): the kernel keeps serving it, and the
+                // next start takes the live array over without touching it.
+                dmraid_node::error::Error::Precondition(_) => {
+                    tracing::info!(volume = %id, reason = %e, "in use: left running for the next start to take over")
+                }
+                e => {
+                    tracing::warn!(volume = %id, error = %e, "left active; its next activation repairs it as after a crash")
+                }
+            }
         }
     }
     tracing::info!("stopped");
