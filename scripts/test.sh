@@ -41,5 +41,8 @@ cargo test --workspace
 # kernel line; everything above ran on 6.1 (README "Kernels").
 step "kernel 6.12: kernel, power_cut and crash suites"
 DMRAID_KERNEL=6.12 bash e2e/scripts/provision.sh
-DMRAID_KERNEL=6.12 cargo test -p e2e --test kernel --test power_cut --test crash
+# (4 power cuts per RAID type at the kernel level and 2 through the driver,
+# against 10 and 3 on 6.1: the bug and the fix show on either count.)
+DMRAID_KERNEL=6.12 DMRAID_POWER_CUTS=4 cargo test -p e2e --test kernel --test power_cut
+DMRAID_KERNEL=6.12 DMRAID_POWER_CUTS=2 cargo test -p e2e --test crash
 step "all tests passed"

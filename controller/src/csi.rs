@@ -796,7 +796,11 @@ impl Controller for ClusterController {
         r: Request<GetCapacityRequest>,
     ) -> Result<Response<GetCapacityResponse>, Status> {
         let r = r.into_inner();
-        let spec = spec_from(&r.parameters)?;
+        // A class whose parameters do not parse gets the node's raw free
+        // space (as the in-process provisioner publishes it): the scheduler
+        // goes ahead and the claim gets CreateVolume's clear error on the
+        // PVC instead of a pod that only says "not enough free storage".
+        let spec = spec_from(&r.parameters).ok();
         let wanted = r
             .accessible_topology
             .as_ref()
@@ -811,7 +815,13 @@ impl Controller for ClusterController {
             .iter()
             .filter(|n| wanted.as_ref().is_none_or(|w| n.name_any() == *w))
             .filter_map(|n| n.status.as_ref())
-            .map(|s| largest_volume(&spec, &s.free_extents()).0)
+            .map(|s| {
+                let free = s.free_extents();
+                match &spec {
+                    Some(spec) => largest_volume(spec, &free).0,
+                    None => free.iter().flatten().map(|x| x.0 * 512).sum(),
+                }
+            })
             .max()
             .unwrap_or(0);
         Ok(Response::new(GetCapacityResponse {

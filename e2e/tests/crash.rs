@@ -56,10 +56,16 @@ fn cuts(raid: &str, legs: u32) {
         vm.power_cut();
         vm.boot_again().unwrap();
         start(&mut vm);
+        vm.wait_until(idle, Instant::now() + Duration::from_secs(120))
+            .unwrap();
+        // The monitor logs the condition at its first round, which may come
+        // after the driver answers (seen on 6.12): wait for the line.
+        let _ = vm.wait_until(
+            "grep -q 'resyncing [0-9]* of [0-9]* regions' /tmp/driver.log",
+            Instant::now() + Duration::from_secs(30),
+        );
         let said = vm
             .run_ok("grep -o 'resyncing [0-9]* of [0-9]* regions' /tmp/driver.log | tail -1; true")
-            .unwrap();
-        vm.wait_until(idle, Instant::now() + Duration::from_secs(120))
             .unwrap();
         vm.run_ok("dmraid-csi check v").unwrap();
         vm.wait_until(

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 /// 48 MiB of data per leg, 256 KiB regions: 192 bitmap regions per leg.
 const LEG: Sectors = Sectors(98304);
+/// Cuts per RAID type, alternating as is / fixed; `DMRAID_POWER_CUTS`
+/// overrides it (the test command's second kernel runs fewer).
 const CUTS: usize = 10;
 /// Resync throttle while measuring (KiB/s per device): a full resync of a
 /// leg takes ~48 s at this rate, a few dirty regions well under a second each.
@@ -85,7 +87,11 @@ fn scenario(kind: &str, legs: usize) -> String {
         LEG.0 / 512
     );
     let mut fixed_dirty = 0;
-    for cut in 0..CUTS {
+    let cuts = std::env::var("DMRAID_POWER_CUTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CUTS);
+    for cut in 0..cuts {
         let fix = cut % 2 == 1;
         vm.spawn(
             // Offsets 4..44 MiB: inside raid1's 48 MiB array too (a write past
