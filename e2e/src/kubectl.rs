@@ -227,3 +227,37 @@ pub fn yes_md5(word: &str, bytes: usize) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// A claim of `class` and `size` in namespace `app` and pod `pod` (busybox,
+/// imported into the node) running `script` with `sh -c`, the claim
+/// mounted at /data.
+pub fn claim_and_pod(claim: &str, class: &str, size: &str, pod: &str, script: &str) -> String {
+    let script = serde_json::to_string(script).expect("a string");
+    let busybox = crate::kubelet::BUSYBOX;
+    format!(
+        r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: {claim}, namespace: app}}
+spec:
+  storageClassName: {class}
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: {size}}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}, namespace: app}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: app
+      image: {busybox}
+      imagePullPolicy: Never
+      command: [sh, -c, {script}]
+      volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes:
+    - name: data
+      persistentVolumeClaim: {{claimName: {claim}}}
+"#
+    )
+}

@@ -26,7 +26,7 @@ use e2e::control_plane::ControlPlane;
 use e2e::controller::events_of;
 use e2e::kube_util::client;
 use e2e::kubectl::{bound_then_running, install_driver, wait_for, wait_or, Kubectl};
-use e2e::kubelet::{self, BUSYBOX};
+use e2e::kubelet;
 use e2e::{Vm, MIB};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
@@ -58,43 +58,18 @@ volumeBindingMode: WaitForFirstConsumer
 parameters: {raidType: raid1, legs: "2", csi.storage.k8s.io/fstype: ext4}
 "#;
 
-/// A claim and a pod that writes a 4 MiB pattern into it once (a later
-/// start of the container leaves it and records that it found it), then
-/// writes on, counting in /data/count; a failed write ends the container.
+/// A claim and a pod of the same name that writes a 4 MiB pattern into it
+/// once (a later start of the container leaves it and records that it
+/// found it), then writes on, counting in /data/count; a failed write ends
+/// the container.
 fn claim_and_pod(claim: &str, class: &str, size: &str) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {{name: {claim}, namespace: app}}
-spec:
-  storageClassName: {class}
-  accessModes: [ReadWriteOnce]
-  resources: {{requests: {{storage: {size}}}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: {claim}, namespace: app}}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-    - name: app
-      image: {BUSYBOX}
-      imagePullPolicy: Never
-      command:
-        - sh
-        - -c
-        - |
-          if [ -f /data/pattern ]; then md5sum /data/pattern > /data/found-after-restart
-          else yes {claim} | head -c 4194304 > /data/pattern && sync; fi
-          i=0; while :; do dd if=/dev/zero of=/data/scratch bs=64k count=4 conv=fsync 2>/dev/null || exit 1
-          i=$((i+1)); echo $i > /data/count; sleep 1; done
-      volumeMounts: [{{name: data, mountPath: /data}}]
-  volumes:
-    - name: data
-      persistentVolumeClaim: {{claimName: {claim}}}
-"#
-    )
+    let script = format!(
+        "if [ -f /data/pattern ]; then md5sum /data/pattern > /data/found-after-restart; \
+         else yes {claim} | head -c 4194304 > /data/pattern && sync; fi; \
+         i=0; while :; do dd if=/dev/zero of=/data/scratch bs=64k count=4 conv=fsync 2>/dev/null || exit 1; \
+         i=$((i+1)); echo $i > /data/count; sleep 1; done"
+    );
+    e2e::kubectl::claim_and_pod(claim, class, size, claim, &script)
 }
 
 fn pattern_md5(claim: &str) -> String {

@@ -30,7 +30,7 @@ use e2e::kube_util::client;
 use e2e::kubectl::{
     bound_then_running, helm, install_driver, upgrade_driver, wait_for, wait_or, Kubectl,
 };
-use e2e::kubelet::{self, BUSYBOX, NODE};
+use e2e::kubelet::{self, NODE};
 use e2e::{Vm, MIB};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::CSINode;
@@ -90,32 +90,7 @@ parameters:
 "#;
 
 fn claim_and_pod(claim: &str, class: &str, pod: &str, command: &str) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {{name: {claim}, namespace: app}}
-spec:
-  storageClassName: {class}
-  accessModes: [ReadWriteOnce]
-  resources: {{requests: {{storage: 64Mi}}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: {pod}, namespace: app}}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-    - name: app
-      image: {BUSYBOX}
-      imagePullPolicy: Never
-      command: [sh, -c, "{command}"]
-      volumeMounts: [{{name: data, mountPath: /data}}]
-  volumes:
-    - name: data
-      persistentVolumeClaim: {{claimName: {claim}}}
-"#
-    )
+    e2e::kubectl::claim_and_pod(claim, class, "64Mi", pod, command)
 }
 
 /// Every pod of the release runs `image` and is ready, one node plugin and
