@@ -216,6 +216,19 @@ pub fn mismatch(
     None
 }
 
+/// The room a node reports for a class: the largest volume of `spec` its
+/// free extents hold. A class whose parameters do not parse (`None`) gets
+/// the node's raw free space, so the scheduler goes ahead and the claim
+/// gets CreateVolume's clear error on the PVC instead of a pod that only
+/// says "not enough free storage".
+pub fn room_for(spec: Option<&RaidSpec>, node: &dmraid_api::crd::RaidNodeStatus) -> u64 {
+    let free = node.free_extents();
+    match spec {
+        Some(spec) => largest_volume(spec, &free).0,
+        None => free.iter().flatten().map(|x| x.0 * 512).sum(),
+    }
+}
+
 /// Whether the node has not touched a RaidVolume: no status and none of its
 /// finalizers.
 fn untouched_by_node(v: &RaidVolume) -> bool {
@@ -796,10 +809,6 @@ impl Controller for ClusterController {
         r: Request<GetCapacityRequest>,
     ) -> Result<Response<GetCapacityResponse>, Status> {
         let r = r.into_inner();
-        // A class whose parameters do not parse gets the node's raw free
-        // space (as the in-process provisioner publishes it): the scheduler
-        // goes ahead and the claim gets CreateVolume's clear error on the
-        // PVC instead of a pod that only says "not enough free storage".
         let spec = spec_from(&r.parameters).ok();
         let wanted = r
             .accessible_topology
@@ -815,13 +824,7 @@ impl Controller for ClusterController {
             .iter()
             .filter(|n| wanted.as_ref().is_none_or(|w| n.name_any() == *w))
             .filter_map(|n| n.status.as_ref())
-            .map(|s| {
-                let free = s.free_extents();
-                match &spec {
-                    Some(spec) => largest_volume(spec, &free).0,
-                    None => free.iter().flatten().map(|x| x.0 * 512).sum(),
-                }
-            })
+            .map(|s| room_for(spec.as_ref(), s))
             .max()
             .unwrap_or(0);
         Ok(Response::new(GetCapacityResponse {

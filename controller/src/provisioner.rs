@@ -13,8 +13,7 @@
 //! The pure parts (what to do with a claim, the request, the PV) are
 //! functions tested below; the loops around them talk to the API server.
 
-use crate::csi::ClusterController;
-use dmraid_api::capacity::largest_volume;
+use crate::csi::{room_for, ClusterController};
 use dmraid_api::crd::RaidNode;
 use dmraid_api::quantity::parse_size;
 use dmraid_api::RaidSpec;
@@ -678,10 +677,8 @@ fn retry<K>(_: Arc<K>, e: &Error, _: Arc<Context>) -> Action {
     Action::requeue(Duration::from_secs(5))
 }
 
-/// The capacity objects for `classes` × `nodes`: (name, class, node, bytes).
-/// A class whose parameters do not parse gets the node's raw free space, so
-/// the scheduler goes ahead and the claim gets the provisioner's clear error
-/// instead of a vague "not enough storage".
+/// The capacity objects for `classes` × `nodes`: (name, class, node, bytes),
+/// each node's room as GetCapacity reports it ([`room_for`]).
 pub fn capacities(
     classes: &[StorageClass],
     nodes: &[RaidNode],
@@ -694,11 +691,7 @@ pub fn capacities(
             let Some(st) = n.status.as_ref() else {
                 continue;
             };
-            let free = st.free_extents();
-            let bytes = match &spec {
-                Some(spec) => largest_volume(spec, &free).0,
-                None => free.iter().flatten().map(|s| s.0 * 512).sum(),
-            };
+            let bytes = room_for(spec.as_ref(), st);
             let key = format!("{}\0{}", sc.name_any(), n.name_any());
             let mut h: u64 = 0xcbf2_9ce4_8422_2325;
             for b in key.bytes() {

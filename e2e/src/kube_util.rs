@@ -176,11 +176,27 @@ pub async fn namespace(c: &Client, name: &str) -> Result<(), String> {
 
 /// A bound token of a service account (TokenRequest), valid for an hour.
 pub async fn service_account_token(c: &Client, ns: &str, sa: &str) -> Result<String, String> {
+    request_token(c, ns, sa, None).await
+}
+
+/// TokenRequest for `ns`/`sa`, valid for an hour, bound to `bound` if given.
+async fn request_token(
+    c: &Client,
+    ns: &str,
+    sa: &str,
+    bound: Option<k8s_openapi::api::authentication::v1::BoundObjectReference>,
+) -> Result<String, String> {
     use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    let to = bound
+        .as_ref()
+        .and_then(|b| b.name.clone())
+        .map(|n| format!(" bound to {n}"))
+        .unwrap_or_default();
     let api: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(c.clone(), ns);
     let req = TokenRequest {
         spec: Some(TokenRequestSpec {
             expiration_seconds: Some(3600),
+            bound_object_ref: bound,
             ..Default::default()
         }),
         ..Default::default()
@@ -188,7 +204,7 @@ pub async fn service_account_token(c: &Client, ns: &str, sa: &str) -> Result<Str
     let out: TokenRequest = api
         .create_subresource("token", sa, &PostParams::default(), &req)
         .await
-        .map_err(|e| format!("token for {ns}/{sa}: {e}"))?;
+        .map_err(|e| format!("token for {ns}/{sa}{to}: {e}"))?;
     out.status
         .and_then(|s| s.token)
         .ok_or_else(|| format!("no token for {ns}/{sa}"))
@@ -200,10 +216,7 @@ pub async fn service_account_token(c: &Client, ns: &str, sa: &str) -> Result<Str
 /// the chart's admission policy checks. Creates the Node object and a pod
 /// `{sa}-on-{node}` (never run: nothing schedules or starts it here).
 pub async fn pod_bound_token(c: &Client, ns: &str, sa: &str, node: &str) -> Result<String, String> {
-    use k8s_openapi::api::authentication::v1::{
-        BoundObjectReference, TokenRequest, TokenRequestSpec,
-    };
-    use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
+    use k8s_openapi::api::core::v1::{Node, Pod};
     let n: Node = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Node", "metadata": {"name": node}
     }))
@@ -236,25 +249,11 @@ pub async fn pod_bound_token(c: &Client, ns: &str, sa: &str, node: &str) -> Resu
             .map_err(|e| format!("pod {name}: {e}"))?,
         Err(e) => return Err(format!("pod {name}: {e}")),
     };
-    let req = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            expiration_seconds: Some(3600),
-            bound_object_ref: Some(BoundObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: Some(name.clone()),
-                uid: pod.metadata.uid.clone(),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
+    let bound = k8s_openapi::api::authentication::v1::BoundObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(name.clone()),
+        uid: pod.metadata.uid.clone(),
     };
-    let api: Api<ServiceAccount> = Api::namespaced(c.clone(), ns);
-    let out: TokenRequest = api
-        .create_subresource("token", sa, &PostParams::default(), &req)
-        .await
-        .map_err(|e| format!("token for {ns}/{sa} bound to pod {name}: {e}"))?;
-    out.status
-        .and_then(|s| s.token)
-        .ok_or_else(|| format!("no token for {ns}/{sa}"))
+    request_token(c, ns, sa, Some(bound)).await
 }

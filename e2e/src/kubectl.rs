@@ -261,3 +261,20 @@ spec:
 "#
     )
 }
+
+/// Some when the release runs exactly one controller pod, alone in it (the
+/// in-process provisioner and resizer, no sidecar), ready and not
+/// terminating: the state after switching a release to the in-process work.
+pub fn one_in_process_controller(rt: &tokio::runtime::Runtime, c: &kube::Client) -> Option<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: kube::Api<Pod> = kube::Api::namespaced(c.clone(), "dmraid-csi");
+    let l = rt
+        .block_on(pods.list(
+            &kube::api::ListParams::default().labels("app.kubernetes.io/component=controller"),
+        ))
+        .ok()?
+        .items;
+    let only = l.first().filter(|_| l.len() == 1)?;
+    let st = only.status.as_ref()?.container_statuses.clone()?;
+    (only.metadata.deletion_timestamp.is_none() && st.len() == 1 && st[0].ready).then_some(())
+}

@@ -26,7 +26,8 @@ use e2e::control_plane::ControlPlane;
 use e2e::controller::events_of;
 use e2e::kube_util::client;
 use e2e::kubectl::{
-    bound_then_running, install_driver, upgrade_driver, wait_for, wait_or, Kubectl,
+    bound_then_running, install_driver, one_in_process_controller, upgrade_driver, wait_for,
+    wait_or, Kubectl,
 };
 use e2e::kubelet;
 use e2e::{Vm, MIB};
@@ -580,20 +581,7 @@ fn two_nodes_capacity_leader_failover_and_a_node_power_cut() {
     wait_or(
         "one controller with the in-process provisioner",
         Duration::from_secs(300),
-        || {
-            let l = rt
-                .block_on(
-                    driver_pods.list(
-                        &ListParams::default().labels("app.kubernetes.io/component=controller"),
-                    ),
-                )
-                .ok()?
-                .items;
-            let only = l.first().filter(|_| l.len() == 1)?;
-            let st = only.status.as_ref()?.container_statuses.clone()?;
-            (only.metadata.deletion_timestamp.is_none() && st.len() == 1 && st[0].ready)
-                .then_some(())
-        },
+        || one_in_process_controller(&rt, &c),
         || debug(&mut [("node-a", &mut a), ("node-b", &mut b)], &k, &plane),
     );
     k.apply(&claim_and_pod("inproc", "raid1", "160Mi"));

@@ -28,7 +28,8 @@ use e2e::control_plane::ControlPlane;
 use e2e::controller::events_of;
 use e2e::kube_util::client;
 use e2e::kubectl::{
-    bound_then_running, helm, install_driver, upgrade_driver, wait_for, wait_or, Kubectl,
+    bound_then_running, helm, install_driver, one_in_process_controller, upgrade_driver, wait_for,
+    wait_or, Kubectl,
 };
 use e2e::kubelet::{self, NODE};
 use e2e::{Vm, MIB};
@@ -328,34 +329,42 @@ fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
         ))
         .unwrap()
     };
-    let before_upgrade = kernel_view(&mut vm);
-    println!("array {array} before the upgrade:\n{before_upgrade}");
-    let next_tag = format!("image.tag={}", NEXT_IMAGE.rsplit_once(':').unwrap().1);
-    println!("{}", upgrade_driver(&server, &[&next_tag]));
-    let upgrade = Instant::now();
     let writes = |vm: &mut Vm| -> u64 {
         vm.run_ok(&format!("cat {mount}/count"))
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0)
     };
-    let writes_before = writes(&mut vm);
-    let rolled = wait_or(
-        "the driver's pods rolled to the new tag",
-        Duration::from_secs(400),
-        || rolled_to(&rt, &driver_pods, NEXT_IMAGE),
-        || debug(&mut vm, &k, &plane),
-    );
-    println!(
-        "rolled to {NEXT_IMAGE} in {:.0?}: {rolled:?}",
-        upgrade.elapsed()
-    );
-    assert_live_volume(&mut vm, &rt, &pods, &want, &md5, writes_before, &writes);
-    assert_eq!(
-        kernel_view(&mut vm),
-        before_upgrade,
-        "the array or the mount changed under the upgrade"
-    );
+    // `change` (helm upgrade or rollback) while the pod writes: the
+    // driver's pods roll to `image`, the writer never notices, and the
+    // array's devices, tables and mount stay exactly as they were.
+    let roll_under_writer = |vm: &mut Vm, what: &str, image: &str, change: &dyn Fn() -> String| {
+        let before = kernel_view(vm);
+        println!("array {array} before the {what}:\n{before}");
+        let writes_before = writes(vm);
+        let started = Instant::now();
+        println!("{}", change());
+        let rolled = wait_or(
+            &format!("the driver's pods rolled to {image} ({what})"),
+            Duration::from_secs(400),
+            || rolled_to(&rt, &driver_pods, image),
+            || debug(vm, &k, &plane),
+        );
+        println!(
+            "{what}: rolled to {image} in {:.0?}: {rolled:?}",
+            started.elapsed()
+        );
+        assert_live_volume(vm, &rt, &pods, &want, &md5, writes_before, &writes);
+        assert_eq!(
+            kernel_view(vm),
+            before,
+            "the array or the mount changed under the {what}"
+        );
+    };
+    let next_tag = format!("image.tag={}", NEXT_IMAGE.rsplit_once(':').unwrap().1);
+    roll_under_writer(&mut vm, "upgrade", NEXT_IMAGE, &|| {
+        upgrade_driver(&server, &[&next_tag])
+    });
     // The new node plugin took the volume over from the labels: it reports
     // it on its RaidNode and keeps its status.
     wait_for(
@@ -442,32 +451,12 @@ fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
     assert_eq!(md5(&mut vm), want, "the pattern after the rebuild");
 
     // helm rollback to the first release: the same checks.
-    let before_rollback = kernel_view(&mut vm);
-    let writes_before = writes(&mut vm);
-    let rollback = Instant::now();
-    println!(
-        "{}",
+    roll_under_writer(&mut vm, "rollback", DRIVER_IMAGE, &|| {
         helm(
             &server,
-            &["rollback", "dmraid-csi", "1", "-n", "dmraid-csi"]
+            &["rollback", "dmraid-csi", "1", "-n", "dmraid-csi"],
         )
-    );
-    let rolled = wait_or(
-        "the driver's pods rolled back",
-        Duration::from_secs(400),
-        || rolled_to(&rt, &driver_pods, DRIVER_IMAGE),
-        || debug(&mut vm, &k, &plane),
-    );
-    println!(
-        "rolled back to {DRIVER_IMAGE} in {:.0?}: {rolled:?}",
-        rollback.elapsed()
-    );
-    assert_live_volume(&mut vm, &rt, &pods, &want, &md5, writes_before, &writes);
-    assert_eq!(
-        kernel_view(&mut vm),
-        before_rollback,
-        "the array or the mount changed under the rollback"
-    );
+    });
 
     // Expansion: the claim grows, the pod's filesystem with it.
     let size_kib = |vm: &mut Vm| -> u64 {
@@ -604,22 +593,7 @@ fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
     wait_or(
         "the controller rolled to the in-process sidecars",
         Duration::from_secs(400),
-        || {
-            let pods = rt
-                .block_on(
-                    driver_pods.list(
-                        &ListParams::default().labels("app.kubernetes.io/component=controller"),
-                    ),
-                )
-                .ok()?
-                .items;
-            let only = pods.first().filter(|_| pods.len() == 1)?;
-            let st = only.status.as_ref()?.container_statuses.clone()?;
-            (only.metadata.deletion_timestamp.is_none()
-                && st.len() == 1
-                && st.iter().all(|c| c.ready))
-            .then_some(())
-        },
+        || one_in_process_controller(&rt, &c),
         || debug(&mut vm, &k, &plane),
     );
     k.apply(&claim_and_pod(

@@ -253,7 +253,6 @@ pub fn check_id(id: &str) -> Result<(), Error> {
     }
 }
 
-/// Device-mapper name of the array of volume `id`.
 /// The running kernel's release (uname -r), for log lines about kernel
 /// behaviour.
 pub fn kernel_release() -> String {
@@ -262,6 +261,7 @@ pub fn kernel_release() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// Device-mapper name of the array of volume `id`.
 pub fn array_name(id: &str) -> String {
     format!("dmraid-{id}")
 }
@@ -1846,10 +1846,9 @@ impl Engine {
                     kernel_release()
                 ))
             })?;
-            patched.push((path, *meta, head));
+            patched.push((path, *meta, head, dev));
         }
-        for (path, meta, head) in patched {
-            let mut dev = self.disks.open(path).map_err(Self::io_err(path))?;
+        for (path, meta, head, mut dev) in patched {
             dev.seek(SeekFrom::Start(meta * 512))
                 .map_err(Self::io_err(path))?;
             dev.write_all(&head[..4096]).map_err(Self::io_err(path))?;
