@@ -33,6 +33,11 @@ pub enum SyncFlag {
     Nosync,
 }
 
+/// A recovery ceiling (KiB/s) that never binds: far above any disk,
+/// within the kernel's range (dm-raid takes up to `INT_MAX`). The node's
+/// rebuild policy puts it in the table of a sync it lets run unhindered.
+pub const UNLIMITED_RECOVERY_RATE: u64 = 1_000_000_000;
+
 /// A dm-raid table, every field as the kernel sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RaidTable {

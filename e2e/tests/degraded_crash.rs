@@ -19,7 +19,9 @@ fn scenario(raid: &str, legs: usize, spare: bool) {
         .unwrap()
         .boot()
         .unwrap();
-    e2e::driver::start(&mut vm, "", "").unwrap();
+    // At once: a raid6 that lost one leg keeps redundancy and would wait
+    // --rebuild-delay for the disk before rebuilding onto the spare.
+    e2e::driver::start(&mut vm, "", "--rebuild-delay 0").unwrap();
     // A slow rebuild (4 MiB/s per device) so the power cut lands in it.
     vm.run_ok(&format!(
         "{CSI} create v --param raidType={raid} --param legs={legs} --param regionSize=512Ki --param maxRecoveryRate=4Mi --size 64Mi"
@@ -54,7 +56,7 @@ fn scenario(raid: &str, legs: usize, spare: bool) {
     std::thread::sleep(Duration::from_millis(1500));
     vm.power_cut();
     vm.boot_again().unwrap();
-    e2e::driver::start(&mut vm, "", "").unwrap();
+    e2e::driver::start(&mut vm, "", "--rebuild-delay 0").unwrap();
     // It serves: the flushed data reads back.
     vm.wait_until(
         "dmsetup status dmraid-v >/dev/null 2>&1",

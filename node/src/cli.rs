@@ -160,6 +160,18 @@ pub struct ServeArgs {
     /// (`--auto-rebuild false` leaves it to `dmraid-csi engine rebuild`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_rebuild: bool,
+    /// How long a lost leg waits for its disk to come back (a cable, an HBA
+    /// reset) before it is rebuilt onto a spare, e.g. 60s, 5m; 0 rebuilds
+    /// at once. A disk back in time is re-added and catches up from the
+    /// write-intent bitmap. A volume with no redundancy left never waits.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_delay)]
+    pub rebuild_delay: std::time::Duration,
+    /// While the application does I/O on a volume, its resync, rebuild or
+    /// check keeps this percent of the speed it reached while the volume
+    /// was idle (100: never held back). Idle, a sync runs as fast as the
+    /// disks go; a class's maxRecoveryRate overrides both.
+    #[arg(long, value_name = "PERCENT", default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub rebuild_busy_share: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9808); off when unset.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
@@ -356,6 +368,14 @@ pub struct DisksArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interval(pub Option<std::time::Duration>);
 
+/// A delay: `0`, or a duration as [`parse_duration`] reads it.
+pub fn parse_delay(text: &str) -> Result<std::time::Duration, String> {
+    if text.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    parse_duration(text).map_err(|e| format!("{e}; a delay is 0 or a duration such as 30s, 5m"))
+}
+
 /// `off`, or a duration as [`parse_duration`] reads it.
 pub fn parse_interval(text: &str) -> Result<Interval, String> {
     if text.trim() == "off" {
@@ -388,6 +408,17 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 #[cfg(test)]
 mod duration_tests {
     use super::parse_duration;
+
+    #[test]
+    fn a_delay_is_zero_or_a_duration() {
+        use super::parse_delay;
+        use std::time::Duration;
+        assert_eq!(parse_delay("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_delay("60s").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_delay("5m").unwrap(), Duration::from_secs(300));
+        assert!(parse_delay("off").unwrap_err().contains("30s, 5m"));
+        assert!(parse_delay("soon").is_err());
+    }
 
     #[test]
     fn an_interval_is_a_duration_or_off() {

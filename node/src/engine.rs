@@ -174,7 +174,32 @@ pub struct Engine {
     claims: std::sync::atomic::AtomicU64,
     /// Set and signalled when extents are given up, for the wiper thread.
     wipe_wake: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    /// Per volume whose class sets no `maxRecoveryRate`: the recovery
+    /// ceiling (KiB/s) the rebuild policy put in its table.
+    rates: Mutex<BTreeMap<String, u64>>,
+    /// Disks that were away and are claimed again (label UUIDs): their
+    /// legs' linears still map the device that vanished, so the next
+    /// activation reloads them and the array (which re-adds the legs).
+    returned: Mutex<BTreeSet<String>>,
+    /// Legs given back to a running array since the monitor last asked:
+    /// (volume, legs, the write-intent bitmap's (dirty, regions) then).
+    readded: Mutex<Vec<ReAdded>>,
 }
+
+/// Legs whose disk came back, given back to their running array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReAdded {
+    /// The volume.
+    pub id: String,
+    /// The legs, and their disks.
+    pub legs: Vec<(u32, PathBuf)>,
+    /// (dirty, regions) of the write-intent bitmap of a leg that stayed:
+    /// what md catches the returned legs up on (None: not readable).
+    pub dirty: Option<(u64, u64)>,
+}
+
+/// The recovery ceiling (KiB/s) of a sync nothing holds back.
+pub use dmraid_api::table::UNLIMITED_RECOVERY_RATE as UNLIMITED_RATE;
 
 /// Bytes of the smallest disk worth claiming: a label and one leg.
 pub fn smallest_disk() -> u64 {
@@ -312,6 +337,9 @@ impl Engine {
             unreadable: Mutex::new(BTreeMap::new()),
             claims: std::sync::atomic::AtomicU64::new(0),
             wipe_wake: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
+            rates: Mutex::new(BTreeMap::new()),
+            returned: Mutex::new(BTreeSet::new()),
+            readded: Mutex::new(Vec::new()),
         }
     }
 
@@ -342,6 +370,12 @@ impl Engine {
         // Only what is still matched can still be unreadable.
         lock(&self.unreadable).retain(|p, _| found.disks.iter().any(|d| &d.path == p));
         let mut claimed = lock(&self.claimed);
+        // Disks claimed before this pass: one of them claimed again is a
+        // disk that went away and came back.
+        let known: BTreeSet<String> = claimed
+            .iter()
+            .map(|c| c.label().disk_uuid.clone())
+            .collect();
         for info in found.disks {
             if claimed.iter().any(|c| c.info == info) {
                 continue;
@@ -379,6 +413,10 @@ impl Engine {
             }
             // The same disk back under another name: forget the old entry.
             claimed.retain(|c| Some(&c.label().disk_uuid) != uuid.as_ref());
+            if let Some(uuid) = uuid.filter(|u| known.contains(u)) {
+                tracing::info!(disk = %info.path.display(), %uuid, "a disk that was away is back");
+                lock(&self.returned).insert(uuid);
+            }
             claimed.push(Claimed { info, loaded });
             added = true;
         }
@@ -918,6 +956,11 @@ impl Engine {
                 .map_err(Self::io_err(&path))?;
             dev.sync_data().map_err(Self::io_err(&path))?;
         }
+        if spec.sync != dmraid_api::params::SyncPolicy::Nosync {
+            // The initial resync starts as fast as the disks go; the
+            // monitor holds it back while the volume is busy.
+            self.full_speed(id, spec);
+        }
         self.activate_volume(id, true)?;
         self.edit_labels(|label| {
             if let Some(r) = label.volumes.get_mut(id) {
@@ -975,9 +1018,39 @@ impl Engine {
             .find(id)
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
         let vs = Self::spec_of(&record)?;
-        let devs = self.leg_devs(id, &vs, &legs)?;
-        let steady =
-            RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs.clone(), new_array, &[])?;
+        let name = array_name(id);
+        let live = self.dm.info(&name)?.is_some_and(|i| i.live_table);
+        // Legs on a disk that went away and came back: their linears still
+        // map the vanished device, whatever their table text says.
+        let returned: BTreeSet<u32> = {
+            let back = lock(&self.returned);
+            legs.iter()
+                .filter(|(_, (disk, _, _))| {
+                    self.uuid_of(&disk.path).is_ok_and(|u| back.contains(&u))
+                })
+                .map(|(leg, _)| *leg)
+                .collect()
+        };
+        let current = if live {
+            self.dm
+                .table(&name)?
+                .first()
+                .and_then(|t| RaidTable::parse(&t.line()).ok())
+        } else {
+            None
+        };
+        // A live array keeps the recovery ceiling the rebuild policy gave it.
+        if let Some(rate) = current.as_ref().and_then(|t| t.max_recovery_rate) {
+            if vs.spec.max_recovery_rate.is_none() {
+                lock(&self.rates).entry(id.to_string()).or_insert(rate);
+            }
+        }
+        let devs = self.leg_devs(id, &vs, &legs, &returned)?;
+        let steady = self.with_rate(
+            id,
+            &vs,
+            RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs.clone(), new_array, &[])?,
+        );
         // A replacement leg whose metadata the kernel never wrote (the driver
         // died between recording it and loading `rebuild`) still needs
         // `rebuild`: without it the kernel refuses the array.
@@ -986,22 +1059,51 @@ impl Engine {
         } else {
             self.blank_meta_legs(&legs)
         };
-        let name = array_name(id);
-        let live = self.dm.info(&name)?.is_some_and(|i| i.live_table);
         if !blank.is_empty() {
             tracing::warn!(volume = %id, legs = ?blank, "legs without dm-raid metadata: rebuilding them");
-            let rebuilding = RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs, false, &blank)?;
+            let rebuilding = self.with_rate(
+                id,
+                &vs,
+                RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs, false, &blank)?,
+            );
             return self.load_rebuild(id, &blank, &rebuilding, &steady, live);
         }
         let target = [Target::new(0, steady.length.0, "raid", steady.params())];
         if live {
-            let current = self.dm.table(&name)?;
-            let same = current.len() == 1
-                && RaidTable::parse(&current[0].line())
-                    .map(|t| t == steady)
-                    .unwrap_or(false);
+            let dirty = if returned.is_empty() {
+                None
+            } else {
+                self.bitmap_dirty(&legs, &returned)
+            };
+            // `nosync` only matters to a new array: a live one made with it
+            // is the same array without it.
+            let same = current.as_ref().is_some_and(|c| {
+                let mut c = c.clone();
+                c.sync = steady.sync;
+                c == steady
+            });
             if !same {
                 dm::reload(self.dm.as_ref(), &name, &target)?;
+            } else if !returned.is_empty() {
+                // The same table, suspended and resumed: dm-raid's second
+                // resume revives each failed leg whose superblock reads
+                // again, and md recovers only the regions the write-intent
+                // bitmap kept dirty while it was away. A new table would
+                // not: a degraded array's bitmap loads as out of date and
+                // the leg is recovered in full (README, "What the kernel really does").
+                self.dm.suspend(&name)?;
+                self.dm.resume(&name)?;
+            }
+            if !returned.is_empty() {
+                tracing::info!(volume = %id, legs = ?returned, dirty = ?dirty, "legs back with their disk: they catch up from the write-intent bitmap");
+                lock(&self.readded).push(ReAdded {
+                    id: id.to_string(),
+                    legs: returned
+                        .iter()
+                        .filter_map(|l| legs.get(l).map(|(d, _, _)| (*l, d.path.clone())))
+                        .collect(),
+                    dirty,
+                });
             }
             return Ok(());
         }
@@ -1014,13 +1116,122 @@ impl Engine {
         Ok(())
     }
 
+    /// `table` with the rebuild policy's recovery ceiling, where the
+    /// volume's class sets none.
+    fn with_rate(&self, id: &str, vs: &VolumeSpec, mut table: RaidTable) -> RaidTable {
+        if vs.spec.max_recovery_rate.is_none() {
+            if let Some(rate) = lock(&self.rates).get(id) {
+                table.max_recovery_rate = Some((*rate).max(table.min_recovery_rate.unwrap_or(0)));
+            }
+        }
+        table
+    }
+
+    /// A sync about to start runs unhindered (where the class sets no ceiling).
+    fn full_speed(&self, id: &str, spec: &RaidSpec) {
+        if spec.max_recovery_rate.is_none() {
+            lock(&self.rates).insert(id.to_string(), UNLIMITED_RATE);
+        }
+    }
+
+    /// The recovery ceiling (KiB/s) the policy set for a volume, if any.
+    pub fn recovery_rate(&self, id: &str) -> Option<u64> {
+        lock(&self.rates).get(id).copied()
+    }
+
+    /// Set the recovery ceiling (KiB/s; None: the kernel's default) of a
+    /// volume whose class sets none, and reload its live table with it: md
+    /// goes on from its resync or recovery checkpoint. Returns whether the
+    /// table changed. A class's `maxRecoveryRate` is never overridden.
+    pub fn set_recovery_rate(&self, id: &str, kib: Option<u64>) -> Result<bool, Error> {
+        let _guard = self.lock_volume(id)?;
+        let (record, _) = self
+            .find(id)
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let vs = Self::spec_of(&record)?;
+        if vs.spec.max_recovery_rate.is_some() {
+            return Ok(false);
+        }
+        match kib {
+            Some(k) => lock(&self.rates).insert(id.to_string(), k),
+            None => lock(&self.rates).remove(id),
+        };
+        let name = array_name(id);
+        if !self.dm.info(&name)?.is_some_and(|i| i.live_table) {
+            return Ok(false);
+        }
+        let Some(mut table) = self
+            .dm
+            .table(&name)?
+            .first()
+            .and_then(|t| RaidTable::parse(&t.line()).ok())
+        else {
+            return Ok(false);
+        };
+        let want = kib.map(|k| k.max(table.min_recovery_rate.unwrap_or(0)));
+        if table.max_recovery_rate == want {
+            return Ok(false);
+        }
+        table.max_recovery_rate = want;
+        dm::reload(
+            self.dm.as_ref(),
+            &name,
+            &[Target::new(0, table.length.0, "raid", table.params())],
+        )?;
+        Ok(true)
+    }
+
+    /// Application I/Os completed on the volume's array device (the
+    /// kernel's own resync and rebuild I/O runs below it and is not
+    /// counted). None where the system does not say.
+    pub fn array_io(&self, id: &str) -> Option<u64> {
+        self.dm
+            .io_stats(&array_name(id))
+            .ok()
+            .flatten()
+            .map(|(ios, _)| ios)
+    }
+
+    /// The legs given back to running arrays since the last call.
+    pub fn take_readded(&self) -> Vec<ReAdded> {
+        std::mem::take(&mut *lock(&self.readded))
+    }
+
+    /// (dirty, regions) of the on-disk write-intent bitmap of the first
+    /// leg not in `skip` that has one: md sets a bit before it writes a
+    /// region and, while a leg is missing, keeps it set.
+    fn bitmap_dirty(
+        &self,
+        legs: &BTreeMap<u32, (DiskInfo, u64, u64)>,
+        skip: &BTreeSet<u32>,
+    ) -> Option<(u64, u64)> {
+        legs.iter()
+            .filter(|(l, _)| !skip.contains(l))
+            .find_map(|(_, (disk, meta, _))| {
+                let mut head =
+                    vec![0u8; superblock::BITMAP_OFFSET + superblock::BITMAP_HEADER + 256 * 1024];
+                let mut dev = self.disks.open(&disk.path).ok()?;
+                dev.seek(SeekFrom::Start(meta * 512)).ok()?;
+                dev.read_exact(&mut head).ok()?;
+                superblock::dirty_regions(&head).ok()
+            })
+    }
+
+    /// Forget the disks that came back once every volume saw them.
+    fn settle_returned(&self) {
+        lock(&self.returned).clear();
+    }
+
     /// The meta/data linears of every leg whose disk is here (made or
-    /// reloaded to the labels' extents), `None` for the others.
+    /// reloaded to the labels' extents), `None` for the others. Legs in
+    /// `fresh` are reloaded even when their table reads the same (their
+    /// disk vanished and came back: the old mapping holds a dead device).
     fn leg_devs(
         &self,
         id: &str,
         vs: &VolumeSpec,
         legs: &BTreeMap<u32, (DiskInfo, u64, u64)>,
+        fresh: &BTreeSet<u32>,
     ) -> Result<Vec<Option<LegDevs>>, Error> {
         let mut devs = Vec::new();
         for leg in 0..vs.spec.legs {
@@ -1029,17 +1240,18 @@ impl Engine {
                 continue;
             };
             let linear = |role: Role, len: u64, start: u64| {
-                dm::activate(
-                    self.dm.as_ref(),
-                    &leg_name(id, leg, role),
-                    None,
-                    &[Target::new(
-                        0,
-                        len,
-                        "linear",
-                        format!("{} {start}", disk.devno),
-                    )],
-                )
+                let name = leg_name(id, leg, role);
+                let table = [Target::new(
+                    0,
+                    len,
+                    "linear",
+                    format!("{} {start}", disk.devno),
+                )];
+                if fresh.contains(&leg) && self.dm.info(&name)?.is_some() {
+                    dm::reload(self.dm.as_ref(), &name, &table)
+                } else {
+                    dm::activate(self.dm.as_ref(), &name, None, &table)
+                }
             };
             let m = linear(Role::Meta, META_EXTENT.0, *meta)?;
             let d = linear(Role::Data, vs.leg_data, *data)?;
@@ -1351,14 +1563,24 @@ impl Engine {
         })?;
         drop(alloc);
         crash_point("leg-recorded");
+        // The rebuild starts as fast as the disks go; the monitor holds it
+        // back while the volume is busy.
+        self.full_speed(id, &vs.spec);
         let loaded = (|| {
             let (_, legs) = self
                 .find(id)
                 .ok_or_else(|| Error::NotFound(id.to_string()))?;
-            let devs = self.leg_devs(id, &vs, &legs)?;
-            let rebuilding =
-                RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs.clone(), false, &[leg])?;
-            let steady = RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs, false, &[])?;
+            let devs = self.leg_devs(id, &vs, &legs, &BTreeSet::new())?;
+            let rebuilding = self.with_rate(
+                id,
+                &vs,
+                RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs.clone(), false, &[leg])?,
+            );
+            let steady = self.with_rate(
+                id,
+                &vs,
+                RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs, false, &[])?,
+            );
             self.load_rebuild(id, &[leg], &rebuilding, &steady, true)
         })();
         if let Err(e) = loaded {
@@ -1460,6 +1682,7 @@ impl Engine {
             }
             self.dm.remove(&name)?;
         }
+        lock(&self.rates).remove(id);
         let prefix = format!("dmraid-{id}+");
         for dev in self.dm.list()? {
             if dev.name.starts_with(&prefix) {
@@ -1766,6 +1989,7 @@ impl Engine {
                 failures.push((id, e));
             }
         }
+        self.settle_returned();
         failures
     }
 

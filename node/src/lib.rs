@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod mount;
 pub mod paths;
+pub mod rate;
 pub mod requests;
 pub mod signature;
 pub mod state_dir;

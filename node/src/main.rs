@@ -111,6 +111,10 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
             interval: std::time::Duration::from_secs(args.monitor_interval.max(1)),
             scrub_every: args.scrub_interval.0,
             state_dir: Some(args.state_dir.clone()),
+            rebuild_delay: args.rebuild_delay,
+            rate: dmraid_node::rate::RatePolicy {
+                busy_share: args.rebuild_busy_share,
+            },
         };
         let stop = stop.clone();
         let metrics = metrics.clone();

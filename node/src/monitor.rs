@@ -23,6 +23,11 @@ pub struct MonitorConfig {
     pub scrub_every: Option<Duration>,
     /// The driver's state directory, where operator requests arrive (None: none).
     pub state_dir: Option<std::path::PathBuf>,
+    /// How long a lost leg waits for its disk to come back before it is
+    /// rebuilt onto a spare (a volume with no redundancy left never waits).
+    pub rebuild_delay: Duration,
+    /// The rebuild rate policy's knobs.
+    pub rate: crate::rate::RatePolicy,
 }
 
 /// What the monitor tells the cluster side (status writer, event recorder).
@@ -57,6 +62,18 @@ pub struct RoundState {
     /// Volumes with a rebuild this monitor started and has not yet seen end
     /// (a short rebuild can end before any round sees it running).
     pub rebuilding: std::collections::BTreeSet<String>,
+    /// Per volume with a lost leg: when the loss was first seen (the
+    /// rebuild delay runs from there).
+    pub lost_since: BTreeMap<String, std::time::Instant>,
+    /// Per volume: what the rate policy remembers.
+    pub rates: BTreeMap<String, crate::rate::Tracker>,
+    /// Set by a round: wake the next one this soon at the latest (a
+    /// governed sync runs, a rebuild delay ends).
+    pub wake_in: Option<Duration>,
+    /// Volumes whose returned legs are catching up from the bitmap: no
+    /// table is loaded into them until they are in sync (a new table
+    /// would turn the catch-up into a full recovery).
+    pub catching_up: std::collections::BTreeSet<String>,
 }
 
 fn tell(notices: Option<&Notices>, n: Notice) {
@@ -141,6 +158,170 @@ fn operator_rebuilds(
     }
 }
 
+/// Report legs given back to their running arrays (their disk came back).
+fn report_readded(engine: &Engine, state: &mut RoundState, notices: Option<&Notices>) {
+    for r in engine.take_readded() {
+        let legs = r
+            .legs
+            .iter()
+            .map(|(l, d)| format!("leg {l} ({})", d.display()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let what = match r.dirty {
+            Some((dirty, regions)) => {
+                format!("catching up {dirty} of {regions} regions from the write-intent bitmap")
+            }
+            None => "catching up from the write-intent bitmap".to_string(),
+        };
+        state.lost_since.remove(&r.id);
+        state.last.remove(&format!("delay:{}", r.id));
+        state.catching_up.insert(r.id.clone());
+        record(
+            notices,
+            &r.id,
+            health::HealthEvent {
+                warning: false,
+                reason: "LegReturned",
+                message: format!("{legs} back: {what}"),
+            },
+        );
+        tell(notices, Notice::Changed(r.id.clone()));
+    }
+}
+
+/// Whether one more failed leg would lose data: a volume with none left
+/// never waits for a disk to return and rebuilds at full speed. Legs being
+/// rebuilt count as lost (their copy is not complete).
+fn no_redundancy_left(v: &crate::engine::VolumeInfo, st: &dmraid_api::RaidStatus) -> bool {
+    let mut lost = health::lost_legs(v, st);
+    if st.action == Some(dmraid_api::status::SyncAction::Recover) {
+        lost.extend(
+            st.legs
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| **l == dmraid_api::status::LegState::Syncing)
+                .map(|(i, _)| i),
+        );
+    }
+    let s = dmraid_api::redundancy::survival(&v.spec.spec, &lost);
+    !s.lost && s.left == 0
+}
+
+/// The rebuild rate policy for one volume (`crate::rate`): retune the
+/// table's recovery ceiling when the volume turns busy or idle. Returns
+/// whether a sync it governs is running.
+fn govern_rate(
+    engine: &Engine,
+    cfg: &MonitorConfig,
+    state: &mut RoundState,
+    now: f64,
+    v: &crate::engine::VolumeInfo,
+) -> bool {
+    use dmraid_api::status::SyncAction::*;
+    let Some(st) = &v.status else {
+        state.rates.remove(&v.id);
+        return false;
+    };
+    if st.healthy() {
+        state.catching_up.remove(&v.id);
+    }
+    if v.spec.spec.max_recovery_rate.is_some() || state.catching_up.contains(&v.id) {
+        return false;
+    }
+    // Never retune an array with a failed or missing leg: a new table makes
+    // md load the degraded array's bitmap as out of date, and the leg, when
+    // it comes back, is recovered in full instead of caught up (README,
+    // "What the kernel really does").
+    let whole = st.dead_legs().is_empty() && v.legs.iter().all(|l| l.disk.is_some());
+    if !whole {
+        return false;
+    }
+    let tracker = state.rates.entry(v.id.clone()).or_default();
+    // A resync or rebuild the policy reloaded goes on as a "requested"
+    // one, which dm-raid reports as `repair` (legs `A`): still the sync
+    // it governs until the array is seen in sync and idle. A repair it
+    // never saw start is an operator's scrub, left alone.
+    let fresh = matches!(st.action, Some(Resync | Recover))
+        && st.legs.contains(&dmraid_api::status::LegState::Syncing);
+    let resumed = st.action == Some(Repair) && tracker.governing;
+    // After an unclean shutdown md resyncs only the bitmap's dirty regions;
+    // a reload would resume it as a "requested" resync, which md runs over
+    // every region from there on: left at the kernel's default.
+    let dirty_only = v.unclean.is_some() && st.action != Some(Recover);
+    let running = (fresh || resumed) && !dirty_only && st.synced < st.total;
+    let applied = engine.recovery_rate(&v.id);
+    let sample = crate::rate::Sample {
+        now,
+        app_ios: engine.array_io(&v.id),
+        running,
+        over: st.healthy(),
+        synced: st.synced,
+        no_redundancy: no_redundancy_left(v, st),
+        min_rate: v.spec.spec.min_recovery_rate.map(|b| b.0 / 1024),
+        applied,
+    };
+    let want = match tracker.decide(cfg.rate, sample) {
+        crate::rate::Ceiling::Keep => return running,
+        crate::rate::Ceiling::Set(kib) => Some(kib),
+        crate::rate::Ceiling::Clear => None,
+    };
+    let busy = tracker.busy(now);
+    match engine.set_recovery_rate(&v.id, want) {
+        Ok(_) => tracing::info!(
+            volume = %v.id,
+            busy,
+            no_redundancy = sample.no_redundancy,
+            max_recovery_rate_kib = want.map_or("kernel default".to_string(), |k| k.to_string()),
+            "recovery ceiling retuned"
+        ),
+        Err(e) => tracing::debug!(volume = %v.id, error = %e, "recovery ceiling not retuned"),
+    }
+    running
+}
+
+/// Whether a lost leg should wait for its disk before a rebuild onto a
+/// spare starts (`--rebuild-delay`); says so once, and asks the next round
+/// to come when the wait ends.
+fn rebuild_waits(
+    cfg: &MonitorConfig,
+    state: &mut RoundState,
+    notices: Option<&Notices>,
+    v: &crate::engine::VolumeInfo,
+    st: &dmraid_api::RaidStatus,
+) -> bool {
+    let since = *state
+        .lost_since
+        .entry(v.id.clone())
+        .or_insert_with(std::time::Instant::now);
+    let waited = since.elapsed();
+    if waited >= cfg.rebuild_delay || no_redundancy_left(v, st) {
+        return false;
+    }
+    let left = cfg.rebuild_delay - waited;
+    state.wake_in = Some(state.wake_in.map_or(left, |w| w.min(left)));
+    let key = format!("delay:{}", v.id);
+    if state.last.insert(key, String::new()).is_none() {
+        let legs = health::lost_legs(v, st)
+            .iter()
+            .map(|l| format!("leg {l}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        record(
+            notices,
+            &v.id,
+            health::HealthEvent {
+                warning: false,
+                reason: "RebuildDelayed",
+                message: format!(
+                    "{legs} lost; the volume keeps redundancy, so the rebuild onto a spare waits {} s for the disk to come back (--rebuild-delay)",
+                    cfg.rebuild_delay.as_secs()
+                ),
+            },
+        );
+    }
+    true
+}
+
 /// One round over every volume.
 pub fn round(
     engine: &Engine,
@@ -172,9 +353,15 @@ pub fn round(
             }
         }
     }
+    report_readded(engine, state, notices);
     operator_rebuilds(engine, cfg, state, notices);
     let epoch = *state.epoch.get_or_insert_with(std::time::Instant::now);
-    for id in engine.volume_ids() {
+    state.wake_in = None;
+    let ids = engine.volume_ids();
+    state.rates.retain(|id, _| ids.contains(id));
+    state.catching_up.retain(|id| ids.contains(id));
+    state.lost_since.retain(|id, _| ids.contains(id));
+    for id in ids {
         let Ok(mut v) = engine.volume(&id) else {
             continue;
         };
@@ -326,9 +513,19 @@ pub fn round(
             }
             state.last.insert(id.clone(), message);
         }
+        if govern_rate(engine, cfg, state, epoch.elapsed().as_secs_f64(), &v) {
+            let tick = crate::rate::TICK;
+            state.wake_in = Some(state.wake_in.map_or(tick, |w| w.min(tick)));
+        }
         let Some(status) = &v.status else { continue };
         let lost = !status.dead_legs().is_empty() || v.legs.iter().any(|l| l.disk.is_none());
-        if lost && cfg.auto_rebuild {
+        if !lost {
+            state.lost_since.remove(&id);
+            state.last.remove(&format!("delay:{id}"));
+        }
+        if lost && cfg.auto_rebuild && rebuild_waits(cfg, state, notices, &v, status) {
+            // Waiting for the disk to come back.
+        } else if lost && cfg.auto_rebuild {
             match engine.replace_leg(&id, None, None) {
                 Ok(after) => {
                     tracing::info!(volume = %id, legs = ?after.legs, "rebuild started onto a spare");
@@ -407,9 +604,13 @@ pub fn run(
             notices.as_ref(),
         );
         tell(notices.as_ref(), Notice::Round);
-        if let Err(e) = engine.wait_for_event(cfg.interval) {
+        let wait = state
+            .wake_in
+            .map_or(cfg.interval, |w| w.min(cfg.interval))
+            .max(Duration::from_millis(100));
+        if let Err(e) = engine.wait_for_event(wait) {
             tracing::warn!(error = %e, "waiting for device-mapper events failed; polling");
-            std::thread::sleep(cfg.interval);
+            std::thread::sleep(wait);
         }
     }
 }
@@ -441,15 +642,22 @@ mod tests {
         (dm, fake, engine)
     }
 
-    /// Volume `v`: an 8 MiB raid5_ls over three of the disks.
+    /// Volume `v`: an 8 MiB raid5_ls over three of the disks, nosync (no
+    /// initial resync for the rate policy to retune).
     fn raid5_v(engine: &Engine) -> crate::engine::VolumeInfo {
-        let p: BTreeMap<String, String> = [("raidType".to_string(), "raid5_ls".to_string())].into();
+        let p: BTreeMap<String, String> = [
+            ("raidType".to_string(), "raid5_ls".to_string()),
+            ("sync".to_string(), "nosync".to_string()),
+        ]
+        .into();
         let spec = dmraid_api::RaidSpec::from_parameters(&p).unwrap();
         engine.create_volume("v", &spec, 8 << 20).unwrap()
     }
 
     fn config(auto_rebuild: bool, interval: Duration) -> MonitorConfig {
         MonitorConfig {
+            rebuild_delay: Duration::ZERO,
+            rate: crate::rate::RatePolicy::default(),
             auto_rebuild,
             interval,
             scrub_every: None,
@@ -518,7 +726,12 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(started, ["rebuilding raid5_ls leg 1 onto /dev/vde"]);
+        assert_eq!(
+            started,
+            ["rebuilding raid5_ls leg 1 onto /dev/vde"],
+            "{:?}",
+            st.last
+        );
         assert_eq!(
             v.legs[1].disk.as_deref(),
             Some(std::path::Path::new("/dev/vde"))
@@ -538,6 +751,49 @@ mod tests {
             "old leg freed on {}: {free}",
             old.display()
         );
+    }
+
+    #[test]
+    fn a_lost_leg_waits_for_its_disk_while_the_volume_keeps_redundancy_and_not_once_it_has_none() {
+        let (dm, _disks, engine) =
+            engine_on(&["/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde", "/dev/vdf"]);
+        let p: BTreeMap<String, String> = [("raidType".to_string(), "raid6_zr".to_string())].into();
+        let spec = dmraid_api::RaidSpec::from_parameters(&p).unwrap();
+        let before = engine.create_volume("v", &spec, 8 << 20).unwrap().legs;
+        let mut cfg = config(true, Duration::from_secs(10));
+        cfg.rebuild_delay = Duration::from_secs(3600);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut st = RoundState::default();
+        round(&engine, &cfg, &mut st, None, Some(&tx));
+        // One leg lost: raid6 still survives one more, so it waits.
+        dm.set_status("dmraid-v", "raid6_zr 4 ADAA 8192/8192 idle 0");
+        round(&engine, &cfg, &mut st, None, Some(&tx));
+        round(&engine, &cfg, &mut st, None, Some(&tx));
+        let reasons = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<Notice>| {
+            std::iter::from_fn(|| rx.try_recv().ok())
+                .filter_map(|n| match n {
+                    Notice::Event(_, e) => Some(e.reason),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(reasons(&mut rx), ["LegFailed", "RebuildDelayed"]);
+        assert_eq!(
+            engine.volume("v").unwrap().legs,
+            before,
+            "nothing replaced yet"
+        );
+        assert!(
+            st.wake_in.is_some_and(|w| w <= Duration::from_secs(3600)),
+            "the round asks to wake when the delay ends: {:?}",
+            st.wake_in
+        );
+        // A second leg lost: no redundancy left, the spare is taken at once.
+        dm.set_status("dmraid-v", "raid6_zr 4 ADDA 8192/8192 idle 0");
+        round(&engine, &cfg, &mut st, None, Some(&tx));
+        let after = reasons(&mut rx);
+        assert!(after.contains(&"RebuildStarted"), "{after:?}");
+        assert_ne!(engine.volume("v").unwrap().legs, before);
     }
 
     #[test]

@@ -1,0 +1,229 @@
+//! Issue 20, rebuild at the disks' speed, on a real kernel: a disk that
+//! vanishes and comes back within `--rebuild-delay` catches up from the
+//! write-intent bitmap instead of being rebuilt, and a resync runs
+//! unhindered while its volume is idle and is held back while it is busy.
+
+use e2e::driver::{self, CSI};
+use e2e::{raid, Vm, MIB};
+use std::time::{Duration, Instant};
+
+fn table_word(vm: &mut Vm, vol: &str, key: &str) -> Option<u64> {
+    let t = vm.run_ok(&format!("dmsetup table dmraid-{vol}")).ok()?;
+    t.split_whitespace()
+        .skip_while(|w| *w != key)
+        .nth(1)
+        .and_then(|w| w.parse().ok())
+}
+
+/// raid1 with three legs and a spare: one leg's disk is pulled while the
+/// volume is written, and pushed back before the delay ends. The volume
+/// kept redundancy, so the spare is left alone; the returned leg is
+/// re-added and md recovers only the regions written meanwhile.
+#[test]
+fn a_disk_back_within_the_rebuild_delay_catches_up_from_the_bitmap_not_a_full_rebuild() {
+    let mut vm = Vm::builder()
+        .disks(&[160 * MIB; 4])
+        .with_driver()
+        .unwrap()
+        .boot()
+        .unwrap();
+    driver::start(&mut vm, "", "--rebuild-delay 120s").unwrap();
+    vm.run_ok(&format!(
+        "{CSI} create v --param raidType=raid1 --param legs=3 --size 128Mi"
+    ))
+    .unwrap();
+    let healthy = "dmsetup status dmraid-v | grep -q ' AAA .* idle'";
+    vm.wait_until(healthy, Instant::now() + Duration::from_secs(120))
+        .unwrap();
+    raid::write_pattern(&mut vm, "/dev/mapper/dmraid-v", 64).unwrap();
+    let region = table_word(&mut vm, "v", "region_size").expect("region_size in the table");
+    // md clears a bitmap bit only after its region has been clean for a
+    // few daemon_sleep periods: let the pattern's bits go first.
+    std::thread::sleep(Duration::from_secs(20));
+    let legs = raid::leg_disks(&mut vm, "v").unwrap();
+    let pulled = legs[0];
+    vm.hot_remove_disk(pulled).unwrap();
+    // Written while the disk is away: 6 bursts of 1 MiB, 8 MiB apart, into
+    // the array and into the host-side copy of what it should hold.
+    let bursts = 6u64;
+    let mut cmd = String::new();
+    for i in 0..bursts {
+        let seek = 3 + i * 8;
+        cmd.push_str(&format!(
+            "dd if=/dev/urandom of=/tmp/burst bs=1M count=1 2>/dev/null && \
+             dd if=/tmp/burst of=/dev/mapper/dmraid-v bs=1M seek={seek} oflag=direct 2>/dev/null && \
+             dd if=/tmp/burst of=/tmp/pattern bs=1M seek={seek} conv=notrunc 2>/dev/null && "
+        ));
+    }
+    cmd.push_str("md5sum < /tmp/pattern");
+    let want = vm.run_ok(&cmd).unwrap();
+    let written = bursts * (2048u64).div_ceil(region);
+    vm.wait_until(
+        "grep -q RebuildDelayed /tmp/driver.log",
+        Instant::now() + Duration::from_secs(30),
+    )
+    .unwrap();
+    let log = vm.run_ok("cat /tmp/driver.log").unwrap();
+    assert!(
+        !log.contains("rebuild started onto a spare"),
+        "a volume that kept redundancy was rebuilt before the delay:\n{log}"
+    );
+    let away = vm
+        .run_ok("dmsetup status dmraid-v; grep -E 'ceiling|reload|back' /tmp/driver.log; dmesg | tail -20")
+        .unwrap();
+    let recoveries = "dmesg | grep -c 'recovery of RAID array' || true";
+    let before = vm.run_ok(recoveries).unwrap();
+    let t0 = Instant::now();
+    vm.replug_disk(pulled).unwrap();
+    vm.wait_until(
+        "grep -q LegReturned /tmp/driver.log",
+        Instant::now() + Duration::from_secs(60),
+    )
+    .unwrap();
+    vm.wait_until(healthy, Instant::now() + Duration::from_secs(120))
+        .unwrap();
+    let caught_up = t0.elapsed();
+    let line = vm
+        .run_ok("grep LegReturned /tmp/driver.log | tail -1")
+        .unwrap();
+    let dirty: u64 = line
+        .split("catching up ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no region count in {line}"));
+    assert!(
+        dirty >= written && dirty <= 2 * written,
+        "caught up {dirty} regions for {written} written ({line})\nwhile away: {away}"
+    );
+    assert_eq!(
+        raid::leg_disks(&mut vm, "v").unwrap(),
+        legs,
+        "the returned disk holds its leg again and the spare stayed free"
+    );
+    assert_eq!(
+        raid::read_md5(&mut vm, "/dev/mapper/dmraid-v", 64).unwrap(),
+        want
+    );
+    vm.run_ok("dmsetup message dmraid-v 0 check").unwrap();
+    vm.wait_until(
+        "dmsetup status dmraid-v | grep -q ' idle 0 '",
+        Instant::now() + Duration::from_secs(120),
+    )
+    .unwrap();
+    println!(
+        "while away: {}\n{}\ncaught up {dirty} regions of {} sectors for {written} written in {:.1} s (replug to in sync; recoveries before {} after {})",
+        away.trim(),
+        vm.run_ok("dmesg | grep -i -E 'revive|recovery|bitmap' || true").unwrap_or_default(),
+        region,
+        caught_up.as_secs_f64(),
+        before.trim(),
+        vm.run_ok(recoveries).unwrap().trim()
+    );
+}
+
+/// A new raid1's initial resync starts with no ceiling that binds; while a
+/// reader keeps the volume busy the driver lowers the ceiling (to the
+/// policy's floor here: `--rebuild-busy-share 1`); once it is idle again
+/// the ceiling goes back up, and when the resync is over it comes out of
+/// the table. The resync goes on from its checkpoint across every retune.
+#[test]
+fn a_resync_runs_unhindered_while_idle_and_is_held_back_while_the_volume_is_busy() {
+    let mut vm = Vm::builder()
+        .disks(&[2100 * MIB; 2])
+        .memory_mb(768)
+        .with_driver()
+        .unwrap()
+        .boot()
+        .unwrap();
+    driver::start(&mut vm, "", "--rebuild-busy-share 1").unwrap();
+    vm.run_ok(&format!(
+        "{CSI} create v --param raidType=raid1 --param legs=2 --size 2Gi"
+    ))
+    .unwrap();
+    let unlimited = dmraid_api::table::UNLIMITED_RECOVERY_RATE;
+    assert_eq!(
+        table_word(&mut vm, "v", "max_recovery_rate"),
+        Some(unlimited),
+        "the resync starts unhindered"
+    );
+    // A reader at once: the volume is busy.
+    let reader = vm
+        .spawn("while [ ! -e /tmp/stop ]; do dd if=/dev/mapper/dmraid-v of=/dev/null bs=4k count=256 iflag=direct 2>/dev/null; done")
+        .unwrap();
+    let progress = |vm: &mut Vm| -> u64 {
+        let st = vm.run_ok("dmsetup status dmraid-v").unwrap();
+        st.split_whitespace()
+            .nth(6)
+            .and_then(|r| r.split('/').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let done = "dmsetup status dmraid-v | grep -q ' AA .* idle'";
+    let held = format!(
+        "r=$(dmsetup table dmraid-v | sed -n 's/.*max_recovery_rate \\([0-9]*\\).*/\\1/p'); [ -n \"$r\" ] && [ \"$r\" -lt {unlimited} ]"
+    );
+    let diagnose = |vm: &mut Vm| {
+        vm.run_ok(
+            "dmsetup status dmraid-v; dmsetup table dmraid-v; grep ceiling /tmp/driver.log; true",
+        )
+        .unwrap_or_default()
+    };
+    vm.wait_until(&held, Instant::now() + Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", diagnose(&mut vm)));
+    let busy_rate = table_word(&mut vm, "v", "max_recovery_rate").unwrap();
+    assert_eq!(
+        busy_rate, 4096,
+        "1 % of the idle speed is under the floor, 4 MiB/s"
+    );
+    let p_busy = progress(&mut vm);
+    // Held as long as the reader runs and the resync lasts (a retune
+    // reload resumes it as a "requested" resync, still the same one).
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(700));
+        if vm.run(&format!("{held} || {done}")).unwrap().code != 0 {
+            panic!(
+                "the ceiling came off while the volume was busy and the resync ran\n{}",
+                diagnose(&mut vm)
+            );
+        }
+    }
+    let p_held = progress(&mut vm);
+    assert!(
+        vm.run(done).unwrap().code != 0,
+        "the resync ended while held"
+    );
+    // Stopped by a file: busybox runs dd inside the shell (a no-fork
+    // applet), which a signal to the spawned pid did not reach.
+    vm.run_ok("touch /tmp/stop").unwrap();
+    vm.wait_until(
+        &format!("[ ! -e /proc/{reader} ] || grep -q '^State:.*Z' /proc/{reader}/status"),
+        Instant::now() + Duration::from_secs(30),
+    )
+    .unwrap();
+    // Idle again: after the hold, unhindered, the resync still running.
+    let free = format!("dmsetup table dmraid-v | grep -q 'max_recovery_rate {unlimited}'");
+    vm.wait_until(&free, Instant::now() + Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", diagnose(&mut vm)));
+    let p_free = progress(&mut vm);
+    vm.wait_until(done, Instant::now() + Duration::from_secs(600))
+        .unwrap();
+    // Over: the kernel's default again, nothing left in the table.
+    vm.wait_until(
+        "! dmsetup table dmraid-v | grep -q max_recovery_rate",
+        Instant::now() + Duration::from_secs(30),
+    )
+    .unwrap();
+    let log = vm
+        .run_ok("grep 'recovery ceiling retuned' /tmp/driver.log")
+        .unwrap();
+    let dmesg = vm
+        .run_ok("dmesg | grep -E 'resync|RAID array' || true")
+        .unwrap();
+    assert!(
+        p_busy <= p_held && p_held <= p_free,
+        "the resync went back across a retune: {p_busy} -> {p_held} -> {p_free}\n{dmesg}"
+    );
+    println!(
+        "busy ceiling {busy_rate} KiB/s; progress {p_busy} -> {p_held} -> {p_free}\n{log}\n{dmesg}"
+    );
+}
