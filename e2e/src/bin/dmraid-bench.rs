@@ -191,9 +191,9 @@ fn fail_leg_and_wait_rebuilt(vm: &mut Vm, vol: &str, fault: &str) -> Result<(f64
     Ok((recovery, whole))
 }
 
-/// 1. Rebuild of a 1 GiB raid1 and raid5 leg onto a spare vs dd of the
-/// same bytes, with the default rate policy (a two-leg raid1 or a raid5
-/// that lost a leg has no redundancy left: the rebuild runs unhindered).
+/// Rebuild of a 1 GiB raid1 and a raid5 leg onto a spare vs dd of the same
+/// bytes, with the default rate policy (a two-leg raid1 or a raid5 that
+/// lost a leg has no redundancy left: the rebuild runs unhindered).
 fn rebuild(rows: &mut Vec<Row>) -> Result<(), String> {
     let mut vm = Vm::builder()
         .disks(&[GIB + 64 * MIB; 4])
