@@ -626,6 +626,29 @@ fn provisioning(rows: &mut Vec<Row>) -> Result<(), String> {
         // The array first, then its legs (a leg in use cannot be removed).
         vm.run_ok(&format!("dmsetup remove bare-{v} && for d in $(dmsetup ls | awk '{{print $1}}' | grep '^bare-'); do dmsetup remove $d || exit 1; done"))?;
         pid = start_driver(&mut vm, "--auto-rebuild false")?;
+        // The same create timed inside the driver (its log), by phase.
+        let inside = vm
+            .run_ok(&format!(
+                "tr -d '\\033' < /tmp/driver.log | sed 's/\\[[0-9;]*m//g' | grep 'volume created' | grep 'volume=\"\\?{v}\"\\? ' | tail -1; true"
+            ))
+            .unwrap_or_default();
+        let field = |key: &str| {
+            inside
+                .split(&format!("{key}="))
+                .nth(1)
+                .map(|r| r.trim_start_matches('"'))
+                .map(|r| r.split('"').next().unwrap_or("").trim().to_string())
+                .unwrap_or_default()
+        };
+        let inside_ms: f64 = field("ms").parse().unwrap_or(f64::NAN);
+        rows.push(row(
+            &format!("CreateVolume {t} × {legs} inside the driver (engine create, from its log)"),
+            inside_ms / 1000.0,
+            Some(driver),
+            "s",
+            "(where the CLI's time goes)",
+            &format!("phases: {}; reference: the whole CLI call above (process start, gRPC, device node)", field("phases")),
+        ));
         rows.push(row(
             &format!("CreateVolume {t} × {legs}, 1 GiB, sync={sync}"),
             driver,
