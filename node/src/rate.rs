@@ -33,6 +33,10 @@ pub const FLOOR: u64 = 4 * 1024;
 pub const BUSY_IOPS: f64 = 2.0;
 /// How long a volume stays busy after its last busy sample, seconds.
 pub const HOLD: f64 = 5.0;
+/// How long the array must read in sync and idle before the ceiling comes
+/// out, seconds: a status read just after a table load can say so before
+/// md has started the recovery the load asked for.
+pub const SETTLE: f64 = 3.0;
 /// How often the monitor samples while a governed sync runs.
 pub const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -94,8 +98,10 @@ pub struct Tracker {
     /// The fastest the sync went while idle and unhindered, KiB/s.
     pub idle_speed: Option<u64>,
     /// A sync this policy governs was seen and has not ended (the array
-    /// was not yet seen in sync and idle).
+    /// was not yet seen in sync and idle for [`SETTLE`]).
     pub governing: bool,
+    /// Since when the array reads in sync and idle.
+    over_since: Option<f64>,
 }
 
 impl Tracker {
@@ -106,10 +112,19 @@ impl Tracker {
 
     /// The ceiling the table should carry.
     pub fn decide(&mut self, policy: RatePolicy, s: Sample) -> Ceiling {
+        let settled = if s.over {
+            s.now - *self.over_since.get_or_insert(s.now) >= SETTLE
+        } else {
+            self.over_since = None;
+            false
+        };
+        if settled {
+            self.governing = false;
+        }
         match self.want(policy, s) {
             Some(kib) if s.applied == Some(kib) => Ceiling::Keep,
             Some(kib) => Ceiling::Set(kib),
-            None if s.over && s.applied.is_some() => Ceiling::Clear,
+            None if settled && s.applied.is_some() => Ceiling::Clear,
             None => Ceiling::Keep,
         }
     }
@@ -123,9 +138,6 @@ impl Tracker {
             }
         }
         self.io = s.app_ios.map(|n| (s.now, n));
-        if s.over {
-            self.governing = false;
-        }
         if !s.running {
             self.progress = None;
             return None;
@@ -263,12 +275,15 @@ mod tests {
             ceiling(&mut t, p, sample(5.0, 1, 100, UNLIMITED_RATE)),
             Some(UNLIMITED_RATE)
         );
-        // The sync ended: the ceiling comes out of the table, once.
+        // The sync ended: the ceiling comes out of the table, once, after
+        // the array has read in sync and idle for SETTLE seconds.
         let mut done = sample(6.0, 1, 100, UNLIMITED_RATE);
         done.running = false;
         // A status between two states (read just after a reload) is no end.
         assert_eq!(t.decide(p, done), Ceiling::Keep);
         done.over = true;
+        assert_eq!(t.decide(p, done), Ceiling::Keep);
+        done.now = 6.0 + SETTLE;
         assert_eq!(t.decide(p, done), Ceiling::Clear);
         done.applied = None;
         assert_eq!(t.decide(p, done), Ceiling::Keep);
