@@ -15,8 +15,9 @@ packages=(
   e2fsprogs xfsprogs socat
   # disks shaped like a real node's: partition tables, a FAT ESP, md superblocks
   fdisk dosfstools mdadm
-  # the bench's lvcreate comparison (lvm copied into the VM)
-  lvm2
+  # the bench's lvcreate comparison (lvm copied into the VM) and its data
+  # path figures (fio, added to the bench's VMs with its libraries)
+  lvm2 fio
   # real API server tests: certificates and readiness probes
   openssl curl
   # lint of the shell scripts

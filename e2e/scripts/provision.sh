@@ -6,7 +6,10 @@
 #               comparison) with their libraries, the kernel modules
 #               dm-raid needs, and /init
 # The test harness (e2e/src/initramfs.rs) adds the agent and the driver
-# binaries per run. Idempotent: a warm cache returns at once.
+# binaries per run, and fio for the VMs that ask (VmBuilder::with_fio: its
+# rbd, gluster and rdma engines bring ~75 MB of libraries, three times this
+# base, that no other VM should unpack into its memory). Idempotent: a
+# warm cache returns at once.
 #
 # DMRAID_KERNEL picks the kernel: 6.1 (default: Debian 12's) or 6.12
 # (Debian 12's newer kernel line), each pinned to one cloud kernel package so
