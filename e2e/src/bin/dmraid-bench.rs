@@ -1053,7 +1053,7 @@ fn datapath(rows: &mut Vec<Row>) -> Result<(), String> {
         for (i, w) in WORKLOADS.iter().enumerate() {
             let driver = [d1.figures[i].clone(), d2.figures[i].clone()].concat();
             let mut note = format!(
-                "median of {n}; fio libaio, direct, iodepth 16, {FIO_RUNTIME} s over {FIO_SPAN} of a {DP_SIZE_MIB} MiB array; driver runs 1 | 2: {} | {}",
+                "median of {n}; fio libaio, direct, iodepth 16, {FIO_RUNTIME} s over {FIO_SPAN} of a {DP_SIZE_MIB} MiB array; driver runs 1 / 2: {} / {}",
                 listed(&d1.figures[i]),
                 listed(&d2.figures[i]),
                 n = driver.len(),
@@ -1061,7 +1061,7 @@ fn datapath(rows: &mut Vec<Row>) -> Result<(), String> {
             let reference = match (&lvm1[s], &lvm2[s]) {
                 (Ok(l1), Ok(l2)) => {
                     note.push_str(&format!(
-                        "; LVM runs 1 | 2: {} | {}",
+                        "; LVM runs 1 / 2: {} / {}",
                         listed(&l1.figures[i]),
                         listed(&l2.figures[i])
                     ));
