@@ -947,10 +947,401 @@ fn controller_memory(rows: &mut Vec<Row>) -> Result<(), String> {
     Ok(())
 }
 
+/// The data path bench's array size.
+const DP_SIZE_MIB: u64 = 512;
+/// The span fio works over: the same first 384 MiB of every device, the
+/// raw disk's included.
+const FIO_SPAN: &str = "384M";
+/// Seconds fio measures each workload for, after 1 s of ramp.
+const FIO_RUNTIME: u32 = 3;
+/// Times each workload is run on one array, the rounds spread over the
+/// array's turn: short samples, many of them, against a host whose speed
+/// varies (another VM may share its two cores).
+const SAMPLES: usize = 2;
+
+/// A fio workload: label, fio's `rw`, block size, and the figure reported.
+struct Workload {
+    label: &'static str,
+    rw: &'static str,
+    bs: &'static str,
+    unit: &'static str,
+}
+
+const WORKLOADS: [Workload; 4] = [
+    Workload {
+        label: "seq read 1M",
+        rw: "read",
+        bs: "1M",
+        unit: "MiB/s",
+    },
+    Workload {
+        label: "seq write 1M",
+        rw: "write",
+        bs: "1M",
+        unit: "MiB/s",
+    },
+    Workload {
+        label: "rand read 4k",
+        rw: "randread",
+        bs: "4k",
+        unit: "IOPS",
+    },
+    Workload {
+        label: "rand write 4k",
+        rw: "randwrite",
+        bs: "4k",
+        unit: "IOPS",
+    },
+];
+
+/// The shapes compared: the driver's RAID type and legs, and `lvcreate`'s
+/// options for the same array. LVM refuses raid6 under 3 stripes, so raid6
+/// is compared with 5 legs on both sides.
+const SHAPES: [(&str, u32, &str); 3] = [
+    ("raid1", 2, "--type raid1 -m 1"),
+    ("raid5_ls", 3, "--type raid5 -i 2"),
+    ("raid6_zr", 5, "--type raid6 -i 3"),
+];
+
+/// One fio job on `dev` (direct I/O, libaio, iodepth 16, 1 s ramp, then
+/// `FIO_RUNTIME` s measured over the first `FIO_SPAN`): MiB/s or IOPS as
+/// `w.unit` says. fio runs in the background with a deadline, so an I/O
+/// that never completes is reported with the blocked tasks' stacks and the
+/// arrays' status instead of stalling the guest agent.
+fn fio(vm: &mut Vm, dev: &str, w: &Workload) -> Result<f64, String> {
+    let limit = FIO_RUNTIME + 60;
+    let out = vm.run_ok(&format!(
+        "fio --name=bench --filename={dev} --direct=1 --ioengine=libaio --iodepth=16 \
+         --rw={} --bs={} --size={FIO_SPAN} --time_based --runtime={FIO_RUNTIME} --ramp_time=1 \
+         --randrepeat=0 --output-format=json > /tmp/fio.out 2>&1 & p=$!; n=0; \
+         while [ -e /proc/$p ] && ! grep -q '^State:.*Z' /proc/$p/status; do \
+           sleep 0.5; n=$((n+1)); [ $n -gt {} ] || continue; \
+           echo w > /proc/sysrq-trigger; echo \"fio did not finish in {limit} s\" >&2; \
+           dmsetup status >&2; dmesg | tail -100 >&2; exit 1; \
+         done; cat /tmp/fio.out",
+        w.rw,
+        w.bs,
+        limit * 2
+    ))?;
+    parse_fio(&out, w).map_err(|e| format!("fio {} on {dev}: {e}", w.label))
+}
+
+/// The figure `w` asks for from fio's JSON report of one job.
+fn parse_fio(out: &str, w: &Workload) -> Result<f64, String> {
+    // fio may print a warning line before the report.
+    let json = &out[out.find('{').ok_or("no JSON report")?..];
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let job = &v["jobs"][0];
+    if job["error"].as_i64().unwrap_or(0) != 0 {
+        return Err(format!("error {}", job["error"]));
+    }
+    let side = if w.rw.contains("read") {
+        &job["read"]
+    } else {
+        &job["write"]
+    };
+    let figure = match w.unit {
+        "IOPS" => side["iops"].as_f64(),
+        _ => side["bw_bytes"].as_f64().map(|b| b / MIB as f64),
+    };
+    figure.ok_or_else(|| format!("no {} figure in the report", w.unit))
+}
+
+/// `SAMPLES` rounds of every workload on `dev`: the samples of each
+/// workload, in `WORKLOADS` order.
+fn fio_all(vm: &mut Vm, dev: &str) -> Result<Vec<Vec<f64>>, String> {
+    let mut samples = vec![Vec::new(); WORKLOADS.len()];
+    for _ in 0..SAMPLES {
+        for (i, w) in WORKLOADS.iter().enumerate() {
+            samples[i].push(fio(vm, dev, w)?);
+        }
+    }
+    Ok(samples)
+}
+
+/// The median of `v` (the mean of the middle two for an even count).
+fn middle(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Samples for a note, rounded: "2096 2051".
+fn listed(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| format!("{x:.0}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// An array's settings as the kernel has them: the raid target's type and
+/// parameters from `dmsetup table` (the device list left out), and what
+/// the kernel log says since it was cleared: md's layout (`algorithm N`)
+/// and the stripe cache dm-raid sets for raid4/5/6 when the table asks
+/// for another size than md's (`N stripe cache entries`; without
+/// `stripe_cache` both are 256 and nothing is printed).
+fn array_settings(vm: &mut Vm, dev: &str) -> Result<String, String> {
+    let table = vm.run_ok(&format!("dmsetup table {dev}"))?;
+    let md = vm.run_ok(
+        "dmesg | grep -o -e '[0-9]* stripe cache entries$' -e 'algorithm [0-9]*' | sort -u | tr '\\n' ' '; true",
+    )?;
+    Ok(format!("`{}` {}", raid_params(&table), md.trim())
+        .trim()
+        .to_string())
+}
+
+/// `<type> <#params> <params...>` and the leg count of a raid table line
+/// (`start length raid <type> <#params> <params...> <#legs> <devs...>`).
+fn raid_params(line: &str) -> String {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let n: usize = w.get(4).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let end = (5 + n).min(w.len());
+    let params = w.get(3..end).map(|p| p.join(" ")).unwrap_or_default();
+    format!("{params}, {} legs", w.get(end).unwrap_or(&"?"))
+}
+
+/// The figures of one array: its settings and the samples of each workload.
+struct Measured {
+    settings: String,
+    figures: Vec<Vec<f64>>,
+}
+
+/// The write-intent bitmap's cost: per region size, the table's settings
+/// and 4k random write IOPS samples.
+type BitmapFigures = Vec<(&'static str, String, Vec<f64>)>;
+
+/// raid1 region sizes whose write cost is measured.
+const REGIONS: [&str; 3] = ["512Ki", "2Mi", "64Mi"];
+/// Rounds of the region sizes' 4k random writes.
+const BITMAP_ROUNDS: usize = 3;
+
+/// The driver's side: start it on every disk, make each shape with its
+/// defaults, measure, delete; with `bitmap`, then raid1 by regionSize too.
+/// Stops the driver at the end: it holds its claimed disks open
+/// exclusively, and LVM takes the same disks next.
+fn driver_phase(vm: &mut Vm, bitmap: bool) -> Result<(Vec<Measured>, BitmapFigures), String> {
+    // The chart's health round (10 s), not the tests' 1 s.
+    let pid = start_driver(vm, "--monitor-interval 10 --auto-rebuild false")?;
+    let mut shapes = Vec::new();
+    for (t, legs, _) in SHAPES {
+        let v = format!("dp-{}", t.replace('_', ""));
+        let dev = format!("dmraid-{v}");
+        clear_log(vm)?;
+        // The driver's defaults: the initial resync runs (raid6 refuses
+        // nosync anyway); measured once it is done.
+        vm.run_ok(&format!(
+            "{CSI} create {v} --param raidType={t} --param legs={legs} --size {DP_SIZE_MIB}Mi"
+        ))?;
+        wait_every(vm, &in_sync(&dev), 280, 1000)?;
+        let settings = array_settings(vm, &dev)?;
+        eprintln!("bench: datapath: driver {t} × {legs}: {settings}");
+        let figures = fio_all(vm, &format!("/dev/mapper/{dev}"))?;
+        vm.run_ok(&format!("{CSI} delete {v}"))?;
+        shapes.push(Measured { settings, figures });
+    }
+    let mut regions = Vec::new();
+    if bitmap {
+        // All three at once, measured in turns (the order rotating each
+        // round), so the host's drift weighs on each alike.
+        let mut devs = Vec::new();
+        for region in REGIONS {
+            let v = format!("dp-region{}", region.to_lowercase());
+            let dev = format!("dmraid-{v}");
+            clear_log(vm)?;
+            vm.run_ok(&format!(
+                "{CSI} create {v} --param raidType=raid1 --param legs=2 --param sync=nosync --param regionSize={region} --size {DP_SIZE_MIB}Mi"
+            ))?;
+            wait_every(vm, &in_sync(&dev), 280, 1000)?;
+            regions.push((region, array_settings(vm, &dev)?, Vec::new()));
+            devs.push((v, dev));
+        }
+        for round in 0..BITMAP_ROUNDS {
+            for k in 0..devs.len() {
+                let j = (k + round) % devs.len();
+                let iops = fio(vm, &format!("/dev/mapper/{}", devs[j].1), &WORKLOADS[3])?;
+                regions[j].2.push(iops);
+            }
+        }
+        for (v, _) in devs {
+            vm.run_ok(&format!("{CSI} delete {v}"))?;
+        }
+    }
+    stop_driver(vm, pid)?;
+    Ok((shapes, regions))
+}
+
+/// LVM's side on the same disks: one volume group over all of them, each
+/// shape by `lvcreate` with LVM's defaults, measured, removed; a shape LVM
+/// refuses is what it said. Leaves the disks blank for the driver (LVM's
+/// label and metadata, like the driver's labels, live in the first MiB).
+fn lvm_phase(vm: &mut Vm, disks: &[String]) -> Result<Vec<Result<Measured, String>>, String> {
+    let all = disks.join(" ");
+    vm.run_ok(&format!(
+        "pvcreate -ff -y {all} >/dev/null && vgcreate bench {all} >/dev/null"
+    ))?;
+    let mut shapes = Vec::new();
+    for (t, legs, lv) in SHAPES {
+        clear_log(vm)?;
+        // LVM's defaults: no --nosync, so its initial sync runs too.
+        let made = vm.run(&format!(
+            "lvcreate {lv} -L {DP_SIZE_MIB}M -n lv -y bench >/dev/null && test -b /dev/mapper/bench-lv"
+        ))?;
+        if made.code != 0 {
+            let said = String::from_utf8_lossy(&made.stderr);
+            let said = said.split_whitespace().collect::<Vec<_>>().join(" ");
+            eprintln!("bench: datapath: lvcreate {lv} refused: {said}");
+            shapes.push(Err(format!("`lvcreate {lv}` refused: {said}")));
+            continue;
+        }
+        wait_every(vm, &in_sync("bench-lv"), 280, 1000)?;
+        let settings = array_settings(vm, "bench-lv")?;
+        eprintln!("bench: datapath: LVM {t} × {legs}: {settings}");
+        let figures = fio_all(vm, "/dev/mapper/bench-lv")?;
+        vm.run_ok("lvremove -f bench/lv >/dev/null")?;
+        shapes.push(Ok(Measured { settings, figures }));
+    }
+    vm.run_ok(&format!(
+        "vgremove -f bench >/dev/null && pvremove -ff -y {all} >/dev/null && \
+         for d in {all}; do dd if=/dev/zero of=$d bs=1M count=1 oflag=direct 2>/dev/null || exit 1; done"
+    ))?;
+    Ok(shapes)
+}
+
+/// 7. The data path, the driver's arrays vs LVM RAID.
+///
+/// fio on the driver's arrays (its defaults) and on LVM RAID of the same
+/// shapes (LVM's defaults) on the same preallocated disks in one VM, in the
+/// order driver, LVM, LVM, driver so that a drift of the host's speed
+/// (another VM on it) weighs on both sides alike; each side's figure is the
+/// median of its samples. One raw disk is the floor. Then the write-intent
+/// bitmap's cost on raid1 4k random writes by regionSize.
+fn datapath(rows: &mut Vec<Row>) -> Result<(), String> {
+    let mut vm = Vm::builder()
+        // Room for the bitmap bench's three 512 MiB raid1 at once.
+        .disks(&[1152 * MIB; 5])
+        .preallocated()
+        .without_event_idx()
+        .memory_mb(1024)
+        .with_fio()?
+        .with_driver()?
+        .boot()?;
+    let disks = (0..5)
+        .map(|i| vm.disk_dev(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (driver1, bitmap) = driver_phase(&mut vm, true)?;
+    let lvm1 = lvm_phase(&mut vm, &disks)?;
+    let lvm2 = lvm_phase(&mut vm, &disks)?;
+    let (driver2, _) = driver_phase(&mut vm, false)?;
+    // The floor: one disk alone, then a raid1 with no metadata devices (no
+    // bitmap, nothing resynced) on two of the disks, by hand.
+    let raw = fio_all(&mut vm, &disks[0])?;
+    vm.run_ok(&format!(
+        "dmsetup create nobitmap --table '0 {} raid raid1 1 0 2 - {} - {}' && dmsetup mknodes",
+        DP_SIZE_MIB * 2048,
+        disks[0],
+        disks[1]
+    ))?;
+    let no_bitmap = (0..BITMAP_ROUNDS)
+        .map(|_| fio(&mut vm, "/dev/mapper/nobitmap", &WORKLOADS[3]))
+        .collect::<Result<Vec<_>, _>>()?;
+    vm.run_ok("dmsetup remove nobitmap")?;
+
+    for (s, (t, legs, lv)) in SHAPES.into_iter().enumerate() {
+        let (d1, d2) = (&driver1[s], &driver2[s]);
+        for (i, w) in WORKLOADS.iter().enumerate() {
+            let driver = [d1.figures[i].clone(), d2.figures[i].clone()].concat();
+            let mut note = format!(
+                "median of {n}; fio libaio, direct, iodepth 16, {FIO_RUNTIME} s over {FIO_SPAN} of a {DP_SIZE_MIB} MiB array; driver runs 1 / 2: {} / {}",
+                listed(&d1.figures[i]),
+                listed(&d2.figures[i]),
+                n = driver.len(),
+            );
+            let reference = match (&lvm1[s], &lvm2[s]) {
+                (Ok(l1), Ok(l2)) => {
+                    note.push_str(&format!(
+                        "; LVM runs 1 / 2: {} / {}",
+                        listed(&l1.figures[i]),
+                        listed(&l2.figures[i])
+                    ));
+                    if i == 0 {
+                        note.push_str(&format!(
+                            "; driver: {}; LVM (`lvcreate {lv}`): {}",
+                            d1.settings, l1.settings
+                        ));
+                    }
+                    Some(middle(
+                        &[l1.figures[i].clone(), l2.figures[i].clone()].concat(),
+                    ))
+                }
+                (Err(refused), _) | (_, Err(refused)) => {
+                    note.push_str(&format!("; {refused}"));
+                    None
+                }
+            };
+            note.push_str(&format!(
+                "; raw disk alone: {:.0} {}",
+                middle(&raw[i]),
+                w.unit
+            ));
+            rows.push(row(
+                &format!("{t} × {legs}, {}: driver vs LVM", w.label),
+                middle(&driver),
+                reference,
+                w.unit,
+                "≥ 1.0",
+                &note,
+            ));
+        }
+    }
+    for (i, w) in WORKLOADS.iter().enumerate() {
+        rows.push(row(
+            &format!("raw disk alone, {}", w.label),
+            middle(&raw[i]),
+            None,
+            w.unit,
+            "(the floor)",
+            &format!(
+                "one preallocated virtio disk, cache=none, the same fio job; samples {}",
+                listed(&raw[i])
+            ),
+        ));
+    }
+    for (region, settings, iops) in bitmap {
+        rows.push(row(
+            &format!("raid1 × 2, rand write 4k, regionSize={region} vs no bitmap"),
+            middle(&iops),
+            Some(middle(&no_bitmap)),
+            "IOPS",
+            "(context)",
+            &format!(
+                "median of {}: {}; the driver's raid1, sync=nosync, the three region sizes in turns: {settings}; reference: a raid1 table with no metadata devices on the same disks, later",
+                iops.len(),
+                listed(&iops)
+            ),
+        ));
+    }
+    rows.push(row(
+        "raid1 × 2, rand write 4k, no bitmap (dmsetup by hand)",
+        middle(&no_bitmap),
+        None,
+        "IOPS",
+        "(context)",
+        &format!(
+            "`raid1 1 0` with `- <disk>` legs: no superblock, no bitmap (the driver always has both); samples {}",
+            listed(&no_bitmap)
+        ),
+    ));
+    vm.shutdown()
+}
+
 fn main() {
     let mut rows = Vec::new();
     let started = Instant::now();
-    let benches: [(&str, Bench); 9] = [
+    let benches: [(&str, Bench); 10] = [
         ("provisioning", provisioning),
         ("health latency", health_latency),
         ("event latency", event_latency),
@@ -960,6 +1351,7 @@ fn main() {
         ("rebuild", rebuild),
         ("rebuild rates", rebuild_rates),
         ("catch up", catch_up),
+        ("datapath", datapath),
     ];
     let only: Vec<String> = std::env::args().skip(1).collect();
     for (name, f) in benches {
@@ -1005,5 +1397,35 @@ fn main() {
     ) {
         Ok(()) => eprintln!("bench: results in {}", path.display()),
         Err(e) => eprintln!("bench: cannot write {}: {e}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_fios_json_report() {
+        let out = r#"note: a warning first
+{"fio version": "fio-3.33", "jobs": [{"jobname": "bench", "error": 0,
+ "read": {"bw_bytes": 104857600, "iops": 100.0},
+ "write": {"bw_bytes": 4096000, "iops": 1000.0}}]}"#;
+        assert_eq!(parse_fio(out, &WORKLOADS[0]).unwrap(), 100.0);
+        assert_eq!(parse_fio(out, &WORKLOADS[3]).unwrap(), 1000.0);
+        assert!(parse_fio("fio: no such file", &WORKLOADS[0]).is_err());
+    }
+
+    #[test]
+    fn middle_is_the_median() {
+        assert_eq!(middle(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(middle(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(middle(&[]).is_nan());
+    }
+
+    #[test]
+    fn raid_params_leave_out_the_devices() {
+        let line =
+            "0 1048576 raid raid5_ls 3 128 region_size 4096 3 254:0 254:1 254:2 254:3 254:4 254:5";
+        assert_eq!(raid_params(line), "raid5_ls 3 128 region_size 4096, 3 legs");
     }
 }
