@@ -100,6 +100,22 @@ pub fn write_pattern(vm: &mut Vm, dev: &str, mib: u32) -> Result<String, String>
     ))
 }
 
+/// Run a `check` of the driver's volume `vol` and wait until it ends with
+/// 0 mismatched sectors (an error names what the status said otherwise).
+pub fn check_finds_no_mismatch(vm: &mut Vm, vol: &str) -> Result<(), String> {
+    vm.run_ok(&format!("dmsetup message dmraid-{vol} 0 check"))?;
+    vm.wait_until(
+        &format!("dmsetup status dmraid-{vol} | grep -q ' idle 0 '"),
+        Instant::now() + Duration::from_secs(120),
+    )
+    .map_err(|e| {
+        let st = vm
+            .run_ok(&format!("dmsetup status dmraid-{vol}"))
+            .unwrap_or_default();
+        format!("{e}; status: {}", st.trim())
+    })
+}
+
 /// md5 of the first `mib` MiB of `dev`.
 pub fn read_md5(vm: &mut Vm, dev: &str, mib: u32) -> Result<String, String> {
     vm.run_ok(&format!(

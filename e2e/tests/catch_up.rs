@@ -105,12 +105,7 @@ fn a_disk_back_within_the_rebuild_delay_catches_up_from_the_bitmap_not_a_full_re
         raid::read_md5(&mut vm, "/dev/mapper/dmraid-v", 64).unwrap(),
         want
     );
-    vm.run_ok("dmsetup message dmraid-v 0 check").unwrap();
-    vm.wait_until(
-        "dmsetup status dmraid-v | grep -q ' idle 0 '",
-        Instant::now() + Duration::from_secs(120),
-    )
-    .unwrap();
+    raid::check_finds_no_mismatch(&mut vm, "v").unwrap();
     println!(
         "while away: {}\n{}\ncaught up {dirty} regions of {} sectors for {written} written in {:.1} s (replug to in sync; recoveries before {} after {})",
         away.trim(),

@@ -186,12 +186,7 @@ fn raid6_heals_two_losses_one_on_a_spare_one_on_a_disk_added_later_and_a_killed_
             .unwrap(),
         want
     );
-    vm.run_ok("dmsetup message dmraid-v 0 check").unwrap();
-    vm.wait_until(
-        "dmsetup status dmraid-v | grep -q ' idle 0 '",
-        Instant::now() + Duration::from_secs(120),
-    )
-    .unwrap();
+    e2e::raid::check_finds_no_mismatch(&mut vm, "v").unwrap();
 }
 
 /// Free bytes of each present disk, as `dmraid-csi disks` reports them.
