@@ -461,10 +461,21 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
     ));
     println!("hand edit refused: {refused:?}");
     assert_eq!(refused.1, "SpecChanged");
-    vm.run_ok(&format!(
-        "test -b {dev} && dmsetup status dmraid-{id} | grep -q ' 3 AAA '"
-    ))
-    .unwrap();
+    // Still the array of three legs, in sync once the resync of the grown
+    // part is over (the rate policy may retune it meanwhile).
+    vm.wait_until(
+        &format!("test -b {dev} && dmsetup status dmraid-{id} | grep -q ' 3 AAA .* idle '"),
+        Instant::now() + Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}",
+            vm.run_ok(&format!(
+                "dmsetup status dmraid-{id}; dmsetup table dmraid-{id}; tail -40 /tmp/node.log; true"
+            ))
+            .unwrap_or_default()
+        )
+    });
     rt.block_on(volumes.patch(
         id,
         &PatchParams::default(),
