@@ -1232,13 +1232,25 @@ impl Engine {
         legs.iter()
             .filter(|(l, _)| !skip.contains(l))
             .find_map(|(_, (disk, meta, _))| {
-                let mut head =
-                    vec![0u8; superblock::BITMAP_OFFSET + superblock::BITMAP_HEADER + 256 * 1024];
-                let mut dev = self.disks.open(&disk.path).ok()?;
-                dev.seek(SeekFrom::Start(meta * 512)).ok()?;
-                dev.read_exact(&mut head).ok()?;
+                let (_, head) = self.meta_head(&disk.path, *meta).ok()?;
                 superblock::dirty_regions(&head).ok()
             })
+    }
+
+    /// The head of a leg's metadata extent (superblock, bitmap header and
+    /// bits) and the open disk it was read from.
+    fn meta_head(
+        &self,
+        path: &std::path::Path,
+        meta: u64,
+    ) -> Result<(Box<dyn crate::disks::BlockIo>, Vec<u8>), Error> {
+        let mut dev = self.disks.open(path).map_err(Self::io_err(path))?;
+        let mut head =
+            vec![0u8; superblock::BITMAP_OFFSET + superblock::BITMAP_HEADER + 256 * 1024];
+        dev.seek(SeekFrom::Start(meta * 512))
+            .map_err(Self::io_err(path))?;
+        dev.read_exact(&mut head).map_err(Self::io_err(path))?;
+        Ok((dev, head))
     }
 
     /// Forget the disks that came back once every volume saw them.
@@ -2073,12 +2085,7 @@ impl Engine {
         let mut patched = Vec::new();
         for (disk, meta, _) in legs.values() {
             let path = &disk.path;
-            let mut dev = self.disks.open(path).map_err(Self::io_err(path))?;
-            let mut head =
-                vec![0u8; superblock::BITMAP_OFFSET + superblock::BITMAP_HEADER + 256 * 1024];
-            dev.seek(SeekFrom::Start(meta * 512))
-                .map_err(Self::io_err(path))?;
-            dev.read_exact(&mut head).map_err(Self::io_err(path))?;
+            let (dev, mut head) = self.meta_head(path, *meta)?;
             if superblock::parse_superblock(&head).is_err() {
                 // Never written (the array never came up): nothing to repair.
                 continue;

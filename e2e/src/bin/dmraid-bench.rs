@@ -270,12 +270,21 @@ fn rebuild(rows: &mut Vec<Row>) -> Result<(), String> {
     vm.shutdown()
 }
 
+/// A guest shell pipeline printing the driver's log lines about `vol`
+/// that contain `what`, colours stripped.
+fn driver_log(vol: &str, what: &str) -> String {
+    format!(
+        "tr -d '\\033' < /tmp/driver.log | sed 's/\\[[0-9;]*m//g' | grep '{what}' | grep 'volume=\"\\?{vol}\"\\? '"
+    )
+}
+
 /// The recovery ceilings (KiB/s) the rate policy gave `vol`, in order, from
 /// the driver's log.
 fn ceilings(vm: &mut Vm, vol: &str) -> String {
     let out = vm
         .run_ok(&format!(
-            "tr -d '\\033' < /tmp/driver.log | sed 's/\\[[0-9;]*m//g' | grep 'ceiling retuned' | grep 'volume=\"\\?{vol}\"\\? ' | grep -o 'max_recovery_rate_kib=[^ ]*' | cut -d= -f2 | tr -d '\"' | tr '\\n' ' '; true"
+            "{} | grep -o 'max_recovery_rate_kib=[^ ]*' | cut -d= -f2 | tr -d '\"' | tr '\\n' ' '; true",
+            driver_log(vol, "ceiling retuned")
         ))
         .unwrap_or_default();
     if out.trim().is_empty() {
@@ -647,7 +656,8 @@ fn provisioning(rows: &mut Vec<Row>) -> Result<(), String> {
         // The same create timed inside the driver (its log), by phase.
         let inside = vm
             .run_ok(&format!(
-                "tr -d '\\033' < /tmp/driver.log | sed 's/\\[[0-9;]*m//g' | grep 'volume created' | grep 'volume=\"\\?{v}\"\\? ' | tail -1; true"
+                "{} | tail -1; true",
+                driver_log(&v, "volume created")
             ))
             .unwrap_or_default();
         let field = |key: &str| {
