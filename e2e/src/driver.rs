@@ -13,17 +13,23 @@ pub const CSI: &str = "dmraid-csi csi --endpoint /run/csi.sock";
 /// (`VAR=value ...`, or empty) set; stderr goes to /tmp/driver.log. Waits
 /// until the driver says it is ready and returns its pid.
 pub fn start(vm: &mut Vm, env: &str, extra: &str) -> Result<u32, String> {
+    start_on(vm, "'/dev/vd*'", env, extra)
+}
+
+/// [`start`] over the disks `globs` match (shell words, e.g.
+/// `/dev/vda --disks /dev/vdb`) instead of every virtio disk.
+pub fn start_on(vm: &mut Vm, globs: &str, env: &str, extra: &str) -> Result<u32, String> {
     let interval = if extra.contains("--monitor-interval") {
         ""
     } else {
         "--monitor-interval 1"
     };
     let pid = vm.spawn(&format!(
-        "exec env {env} dmraid-csi standalone --endpoint /run/csi.sock --disks '/dev/vd*' --node-id vm {interval} {extra} 2>>/tmp/driver.log"
+        "exec env {env} dmraid-csi standalone --endpoint /run/csi.sock --disks {globs} --node-id vm {interval} {extra} 2>>/tmp/driver.log"
     ))?;
     vm.wait_until(
         "dmraid-csi identity --endpoint /run/csi.sock | grep -q 'ready: *true'",
-        Instant::now() + Duration::from_secs(120),
+        Instant::now() + Duration::from_secs(600),
     )?;
     Ok(pid)
 }

@@ -75,11 +75,15 @@ fn a_disk_back_within_the_rebuild_delay_catches_up_from_the_bitmap_not_a_full_re
     let before = vm.run_ok(recoveries).unwrap();
     let t0 = Instant::now();
     vm.replug_disk(pulled).unwrap();
-    vm.wait_until(
+    if let Err(e) = vm.wait_until(
         "grep -q LegReturned /tmp/driver.log",
         Instant::now() + Duration::from_secs(60),
-    )
-    .unwrap();
+    ) {
+        let log = vm
+            .run_ok("tail -40 /tmp/driver.log; dmsetup status; dmesg | tail -20")
+            .unwrap_or_default();
+        panic!("{e}\n{log}");
+    }
     vm.wait_until(healthy, Instant::now() + Duration::from_secs(120))
         .unwrap();
     let caught_up = t0.elapsed();

@@ -23,7 +23,12 @@ pub trait BlockIo: Read + Write + Seek + SyncIo + Send {
     /// them (like `wipefs -a`) and return what was erased.
     fn signatures(&mut self, wipe: bool) -> std::io::Result<Vec<Found>>;
     /// Make `len` bytes at `offset` read as zeroes, durably.
-    fn zero_range(&mut self, offset: u64, len: u64) -> std::io::Result<()>;
+    fn zero_range(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.write_zeroes(offset, len)?;
+        self.sync_data()
+    }
+    /// Make `len` bytes at `offset` read as zeroes; durable at the next sync.
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> std::io::Result<()>;
 }
 
 impl BlockIo for std::fs::File {
@@ -42,7 +47,7 @@ impl BlockIo for std::fs::File {
     /// 4.12 no device reports `discard_zeroes_data`, so BLKZEROOUT is the
     /// one call that is both fast where it can be and always correct.) On
     /// an image file, a punched hole.
-    fn zero_range(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::FileTypeExt;
         if len == 0 {
@@ -72,7 +77,7 @@ impl BlockIo for std::fs::File {
                 return Err(std::io::Error::last_os_error());
             }
         }
-        self.sync_all()
+        Ok(())
     }
 }
 
@@ -588,7 +593,7 @@ mod fake {
             Ok(found)
         }
 
-        fn zero_range(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
+        fn write_zeroes(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
             let mut d = self.data.lock().unwrap_or_else(|e| e.into_inner());
             let end = offset
                 .checked_add(len)

@@ -134,8 +134,9 @@ pub trait DeviceMapper: Send + Sync {
     /// is read is lost.
     fn arm_events(&self) -> Result<(), DmError>;
     /// Block until an event was raised since the last
-    /// [`DeviceMapper::arm_events`] or the timeout passes; true when woken
-    /// by an event.
+    /// [`DeviceMapper::arm_events`], a disk was added or removed (the
+    /// kernel's block uevents, where it can listen), or the timeout
+    /// passes; true when woken by an event.
     fn wait_for_event(&self, timeout: Duration) -> Result<bool, DmError>;
     /// The path of the device's block node, created if the system has no udev to do it.
     fn device_path(&self, name: &str) -> Result<PathBuf, DmError>;
@@ -198,6 +199,9 @@ mod kernel {
     /// Device-mapper through the kernel's ioctl interface.
     pub struct KernelDm {
         dm: DM,
+        /// The kernel's block device uevents (a disk pulled or plugged in),
+        /// where the system lets this process listen.
+        uevents: Option<std::os::fd::OwnedFd>,
     }
 
     impl KernelDm {
@@ -208,8 +212,81 @@ mod kernel {
                 name: String::new(),
                 reason: e.to_string(),
             })?;
-            Ok(KernelDm { dm })
+            let uevents = uevent_socket()
+                .map_err(|e| tracing::warn!(error = %e, "cannot listen for disks added or removed (netlink uevents); they are seen at the next health round"))
+                .ok();
+            Ok(KernelDm { dm, uevents })
         }
+    }
+
+    /// A netlink socket on the kernel's uevent multicast group: the kernel
+    /// sends there whether or not udev runs.
+    fn uevent_socket() -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain syscalls; the fd is owned from here on.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                libc::NETLINK_KOBJECT_UEVENT,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a socket this function just opened.
+        let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: zeroed sockaddr_nl is valid; the fields set are plain integers.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        addr.nl_groups = 1;
+        // SAFETY: addr is a sockaddr_nl of the size passed.
+        let rc = unsafe {
+            libc::bind(
+                fd,
+                &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(owned)
+    }
+
+    /// Read every queued uevent; whether one was a block device added or
+    /// removed.
+    fn drain_block_uevents(fd: &std::os::fd::OwnedFd) -> bool {
+        let mut buf = vec![0u8; 8192];
+        let mut block = false;
+        loop {
+            // SAFETY: buf is valid for its length; the socket is non-blocking.
+            let n = unsafe {
+                libc::recv(
+                    fd.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                    0,
+                )
+            };
+            if n <= 0 {
+                return block;
+            }
+            block |= is_block_add_or_remove(&buf[..n as usize]);
+        }
+    }
+
+    /// A kernel uevent (`ACTION@DEVPATH\0KEY=VALUE\0...`) for a disk or
+    /// partition added or removed; device-mapper's own devices (which the
+    /// driver makes and removes itself) do not count.
+    pub(super) fn is_block_add_or_remove(msg: &[u8]) -> bool {
+        let mut fields = msg.split(|b| *b == 0);
+        let head = fields.next().unwrap_or_default();
+        let action_ok = head.starts_with(b"add@") || head.starts_with(b"remove@");
+        let fields: Vec<&[u8]> = fields.collect();
+        action_ok
+            && fields.contains(&&b"SUBSYSTEM=block"[..])
+            && !fields.iter().any(|f| f.starts_with(b"DEVNAME=dm-"))
     }
 
     fn dm_name(name: &str) -> Result<&DmName, DmError> {
@@ -376,14 +453,21 @@ mod kernel {
         }
 
         fn wait_for_event(&self, timeout: Duration) -> Result<bool, DmError> {
-            let mut fds = [libc::pollfd {
+            let mut fds = vec![libc::pollfd {
                 fd: self.dm.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             }];
+            if let Some(u) = &self.uevents {
+                fds.push(libc::pollfd {
+                    fd: u.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
             let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-            // SAFETY: fds is a valid array of one pollfd for the duration of the call.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
+            // SAFETY: fds is a valid array of pollfds for the duration of the call.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
             if n < 0 {
                 let err = std::io::Error::last_os_error();
                 if err.kind() == std::io::ErrorKind::Interrupted {
@@ -395,7 +479,23 @@ mod kernel {
                     reason: err.to_string(),
                 });
             }
-            Ok(n > 0 && fds[0].revents & libc::POLLIN != 0)
+            let dm_event = n > 0 && fds[0].revents & libc::POLLIN != 0;
+            let disk_event = match (&self.uevents, fds.get(1)) {
+                (Some(u), Some(p)) if n > 0 && p.revents & libc::POLLIN != 0 => {
+                    let block = drain_block_uevents(u);
+                    if block {
+                        // A pulled disk sends its uevent while the kernel
+                        // still takes it apart (its sysfs entry, which says
+                        // whether it is present, goes after); and one pull
+                        // is several uevents. Let both settle.
+                        std::thread::sleep(Duration::from_millis(200));
+                        drain_block_uevents(u);
+                    }
+                    block
+                }
+                _ => false,
+            };
+            Ok(dm_event || disk_event)
         }
 
         fn device_path(&self, name: &str) -> Result<PathBuf, DmError> {
@@ -795,6 +895,21 @@ impl DeviceMapper for FakeDm {
 
 #[cfg(test)]
 mod words_tests {
+    #[test]
+    fn block_uevents_are_told_from_others() {
+        let pulled = b"remove@/devices/pci0000:00/0000:00:05.0/virtio3/block/vdc\0ACTION=remove\0DEVPATH=/devices/pci0000:00/0000:00:05.0/virtio3/block/vdc\0SUBSYSTEM=block\0DEVNAME=vdc\0DEVTYPE=disk\0DISKSEQ=9\0";
+        assert!(super::kernel::is_block_add_or_remove(pulled));
+        let plugged = b"add@/devices/pci0000:00/0000:00:06.0/virtio4/block/vdd\0ACTION=add\0SUBSYSTEM=block\0DEVNAME=vdd\0";
+        assert!(super::kernel::is_block_add_or_remove(plugged));
+        let ours = b"add@/devices/virtual/block/dm-3\0ACTION=add\0SUBSYSTEM=block\0DEVNAME=dm-3\0";
+        assert!(!super::kernel::is_block_add_or_remove(ours));
+        let changed = b"change@/devices/virtual/block/dm-3\0ACTION=change\0SUBSYSTEM=block\0";
+        assert!(!super::kernel::is_block_add_or_remove(changed));
+        let other =
+            b"remove@/devices/pci0000:00/0000:00:05.0/virtio3\0ACTION=remove\0SUBSYSTEM=virtio\0";
+        assert!(!super::kernel::is_block_add_or_remove(other));
+    }
+
     #[test]
     fn an_ioctl_dump_becomes_words() {
         let raw = "DM Core error: low-level ioctl error due to nix error; header result: Some(DeviceInfo { version: Version { major: 4, minor: 47, patch: 0 }, data_size: 16384, flags: DmFlags(0x0) }), error: EINVAL: Invalid argument";

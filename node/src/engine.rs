@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// Bytes zeroed at the start of a new metadata extent: the dm-raid
 /// superblock (4 KiB) and the whole bitmap (≤ 4 KiB + 256 KiB), so a reused
 /// extent never looks like an old array.
-const META_WIPE: usize = 512 * 1024;
+const META_WIPE: u64 = 512 * 1024;
 
 /// Bytes zeroed at the start of each new data extent (at least one chunk):
 /// the array's head, where filesystem signatures live, so a new volume on
@@ -181,6 +181,9 @@ pub struct Engine {
     /// legs' linears still map the device that vanished, so the next
     /// activation reloads them and the array (which re-adds the legs).
     returned: Mutex<BTreeSet<String>>,
+    /// Uuids of every disk this process has claimed: one found again is a
+    /// disk that was away (even if another disk took its name meanwhile).
+    seen: Mutex<BTreeSet<String>>,
     /// Legs given back to a running array since the monitor last asked:
     /// (volume, legs, the write-intent bitmap's (dirty, regions) then).
     readded: Mutex<Vec<ReAdded>>,
@@ -339,6 +342,7 @@ impl Engine {
             wipe_wake: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
             rates: Mutex::new(BTreeMap::new()),
             returned: Mutex::new(BTreeSet::new()),
+            seen: Mutex::new(BTreeSet::new()),
             readded: Mutex::new(Vec::new()),
         }
     }
@@ -372,12 +376,19 @@ impl Engine {
         let mut claimed = lock(&self.claimed);
         // Disks claimed before this pass: one of them claimed again is a
         // disk that went away and came back.
-        let known: BTreeSet<String> = claimed
-            .iter()
-            .map(|c| c.label().disk_uuid.clone())
-            .collect();
+        let known: BTreeSet<String> = {
+            let mut seen = lock(&self.seen);
+            seen.extend(claimed.iter().map(|c| c.label().disk_uuid.clone()));
+            seen.clone()
+        };
         for info in found.disks {
             if claimed.iter().any(|c| c.info == info) {
+                continue;
+            }
+            // No capacity: a disk the kernel is taking apart (pulled, its
+            // node not yet gone) or a reader without media. Neither is a
+            // disk to claim, nor a new disk in the old one's place.
+            if info.size == 0 {
                 continue;
             }
             // The path or number now names another disk (a new one took a
@@ -541,9 +552,39 @@ impl Engine {
 
     /// The allocator's view of every claimed disk that is present.
     fn spaces(&self) -> Vec<DiskSpace> {
+        self.spaces_where(|_| true)
+    }
+
+    /// The space new legs may take: on disks whose label can record
+    /// another leg (a full label's disk is skipped, and its free space is
+    /// not offered as capacity).
+    fn spaces_for_legs(&self) -> Vec<DiskSpace> {
+        self.spaces_where(|c| c.loaded.has_room_for_a_leg())
+    }
+
+    /// `place`'s refusal, naming the disks skipped because their label
+    /// cannot record another leg.
+    fn no_room(&self, e: allocator::NoRoom) -> Error {
+        let full: Vec<String> = lock(&self.claimed)
+            .iter()
+            .filter(|c| self.disks.present(&c.info) && !c.loaded.has_room_for_a_leg())
+            .map(|c| c.info.path.display().to_string())
+            .collect();
+        if full.is_empty() {
+            return e.into();
+        }
+        Error::NoRoom(allocator::NoRoom(format!(
+            "{}; not counted: {} (its label records as many volumes as its {} KiB slot holds)",
+            e.0,
+            full.join(", "),
+            labels::SLOT_BYTES / 1024
+        )))
+    }
+
+    fn spaces_where(&self, keep: impl Fn(&Claimed) -> bool) -> Vec<DiskSpace> {
         lock(&self.claimed)
             .iter()
-            .filter(|c| self.disks.present(&c.info))
+            .filter(|c| self.disks.present(&c.info) && keep(c))
             .map(|c| {
                 DiskSpace::new(
                     &c.label().disk_uuid,
@@ -655,7 +696,7 @@ impl Engine {
 
     /// Free gaps per claimed, present disk, for capacity answers.
     pub fn free_gaps(&self) -> Vec<Vec<Sectors>> {
-        self.spaces()
+        self.spaces_for_legs()
             .iter()
             .map(|d| d.gaps().into_iter().map(|(_, len)| Sectors(len)).collect())
             .collect()
@@ -673,9 +714,24 @@ impl Engine {
     }
 
     /// Rewrite the label of every claimed disk for which `f` changes it.
-    fn edit_labels(&self, mut f: impl FnMut(&mut DiskLabel)) -> Result<(), Error> {
+    fn edit_labels(&self, f: impl FnMut(&mut DiskLabel)) -> Result<(), Error> {
+        self.edit_labels_with(f, |_, _| Ok(()))
+    }
+
+    /// [`Self::edit_labels`], and on each disk whose label changes,
+    /// `before(disk uuid, disk)` writes there once the label on it is known
+    /// to be the one this process read (the space the new label hands out
+    /// is ours), before the new label goes down; the label's sync makes
+    /// those writes durable too. Every new label is checked against its
+    /// slot before any is written, and the disks are written in parallel.
+    fn edit_labels_with(
+        &self,
+        mut f: impl FnMut(&mut DiskLabel),
+        before: impl Fn(&str, &mut Box<dyn crate::disks::BlockIo>) -> std::io::Result<()> + Sync,
+    ) -> Result<(), Error> {
         let mut claimed = lock(&self.claimed);
-        for c in claimed.iter_mut() {
+        let mut edits = BTreeMap::new();
+        for (i, c) in claimed.iter().enumerate() {
             if !self.disks.present(&c.info) {
                 continue;
             }
@@ -684,19 +740,51 @@ impl Engine {
             if &label == c.label() {
                 continue;
             }
+            labels::check(&label, c.loaded.disk()).map_err(|source| Error::Label {
+                path: c.info.path.display().to_string(),
+                source,
+            })?;
+            edits.insert(i, label);
+        }
+        let write = |c: &mut Claimed, label: DiskLabel| -> Result<(), Error> {
             let path = c.info.path.clone();
             let _disk_lock = self.disks.lock_label(&path).map_err(Self::io_err(&path))?;
             let mut dev = self.disks.open(&path).map_err(Self::io_err(&path))?;
-            let written = labels::write(&mut dev, &mut c.loaded, &label);
+            let uuid = label.disk_uuid.clone();
+            let written = labels::write_with(&mut dev, &mut c.loaded, &label, |d| before(&uuid, d));
             if let Err(labels::LabelError::Stale { .. }) = &written {
                 Self::reload_label(&mut dev, c);
             }
             written.map_err(|source| Error::Label {
                 path: path.display().to_string(),
                 source,
-            })?;
+            })
+        };
+        let mut work: Vec<(&mut Claimed, DiskLabel)> = claimed
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, c)| edits.remove(&i).map(|l| (c, l)))
+            .collect();
+        if work.len() <= 1 {
+            return work.pop().map_or(Ok(()), |(c, l)| write(c, l));
         }
-        Ok(())
+        // One disk's sync need not wait for another's.
+        std::thread::scope(|s| {
+            let handles: Vec<_> = work
+                .into_iter()
+                .map(|(c, l)| s.spawn(|| write(c, l)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::Precondition("a label writer panicked".into()))
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .collect::<Result<(), Error>>()
+        })
     }
 
     /// After another process wrote `c`'s label: cache what is on the disk
@@ -887,8 +975,9 @@ impl Engine {
         };
         let uid = new_uuid();
         let alloc = lock(&self.alloc);
-        let spaces = self.spaces();
-        let placements = allocator::place(&spaces, spec.legs, 0, META_EXTENT, leg, &[])?;
+        let spaces = self.spaces_for_legs();
+        let placements = allocator::place(&spaces, spec.legs, 0, META_EXTENT, leg, &[])
+            .map_err(|e| self.no_room(e))?;
         // Data extents not known to read as zeroes (never wiped since the
         // disk was claimed): a `nosync` array must not start over them.
         let unzeroed: Vec<&allocator::Placement> = {
@@ -904,70 +993,67 @@ impl Engine {
                 .collect()
         };
         let blob = serde_json::to_value(&wanted).map_err(|e| Error::Precondition(e.to_string()))?;
-        self.edit_labels(|label| {
-            for p in placements.iter().filter(|p| p.disk == label.disk_uuid) {
-                allocator::ranges_remove(&mut label.zeroed, (p.meta_start, META_EXTENT.0 + leg.0));
-                label.extents.push(Extent {
-                    volume: id.into(),
-                    leg: p.leg,
-                    role: Role::Meta,
-                    start: p.meta_start,
-                    len: META_EXTENT.0,
-                    state: ExtentState::Active,
-                });
-                label.extents.push(Extent {
-                    volume: id.into(),
-                    leg: p.leg,
-                    role: Role::Data,
-                    start: p.data_start,
-                    len: leg.0,
-                    state: ExtentState::Active,
-                });
-                label.volumes.insert(
-                    id.into(),
-                    VolumeRecord {
-                        spec: blob.clone(),
-                        clean_shutdown: false,
-                        complete: false,
-                        generation: 0,
-                        uid: uid.clone(),
-                        created: now(),
-                        last_check: 0,
-                    },
-                );
-            }
-        })?;
-        drop(alloc);
-        lap(&mut phases, "place and record");
         // Blank metadata: the kernel must see a new array, never an old superblock.
         // Blank data head: a new volume has no filesystem, whatever was there before.
-        let data_wipe = DATA_WIPE.max(spec.chunk_size.0).min(leg.0 * 512) as usize;
-        if spec.sync == dmraid_api::params::SyncPolicy::Nosync {
-            // `nosync` skips the initial resync: it is safe only when every
-            // leg reads the same (zeroes) from the start, else parity and
-            // mirrors disagree and a rebuild writes garbage.
-            for p in &unzeroed {
-                let path = self.path_of(&p.disk)?;
-                tracing::info!(volume = %id, disk = %path.display(), "nosync on space not known to be zeroed: zeroing the data extent first");
-                let mut dev = self.disks.open(&path).map_err(Self::io_err(&path))?;
-                dev.zero_range(p.data_start * 512, leg.0 * 512)
-                    .map_err(Self::io_err(&path))?;
+        // `nosync` skips the initial resync: it is safe only when every
+        // leg reads the same (zeroes) from the start, else parity and
+        // mirrors disagree and a rebuild writes garbage; data extents not
+        // known to read as zeroes are zeroed whole.
+        let data_wipe = DATA_WIPE.max(spec.chunk_size.0).min(leg.0 * 512);
+        let nosync = spec.sync == dmraid_api::params::SyncPolicy::Nosync;
+        let blank = |disk: &str, dev: &mut Box<dyn crate::disks::BlockIo>| {
+            for p in placements.iter().filter(|p| p.disk == disk) {
+                dev.write_zeroes(p.meta_start * 512, META_WIPE)?;
+                let whole = nosync && unzeroed.iter().any(|u| std::ptr::eq(*u, p));
+                if whole {
+                    tracing::info!(volume = %id, disk = %disk, "nosync on space not known to be zeroed: zeroing the data extent first");
+                }
+                let len = if whole { leg.0 * 512 } else { data_wipe };
+                dev.write_zeroes(p.data_start * 512, len)?;
             }
-        }
-        for p in &placements {
-            let path = self.path_of(&p.disk)?;
-            let mut dev = self.disks.open(&path).map_err(Self::io_err(&path))?;
-            dev.seek(SeekFrom::Start(p.meta_start * 512))
-                .map_err(Self::io_err(&path))?;
-            dev.write_all(&vec![0u8; META_WIPE])
-                .map_err(Self::io_err(&path))?;
-            dev.seek(SeekFrom::Start(p.data_start * 512))
-                .map_err(Self::io_err(&path))?;
-            dev.write_all(&vec![0u8; data_wipe])
-                .map_err(Self::io_err(&path))?;
-            dev.sync_data().map_err(Self::io_err(&path))?;
-        }
-        lap(&mut phases, "blank metadata and data head");
+            Ok(())
+        };
+        self.edit_labels_with(
+            |label| {
+                for p in placements.iter().filter(|p| p.disk == label.disk_uuid) {
+                    allocator::ranges_remove(
+                        &mut label.zeroed,
+                        (p.meta_start, META_EXTENT.0 + leg.0),
+                    );
+                    label.extents.push(Extent {
+                        volume: id.into(),
+                        leg: p.leg,
+                        role: Role::Meta,
+                        start: p.meta_start,
+                        len: META_EXTENT.0,
+                        state: ExtentState::Active,
+                    });
+                    label.extents.push(Extent {
+                        volume: id.into(),
+                        leg: p.leg,
+                        role: Role::Data,
+                        start: p.data_start,
+                        len: leg.0,
+                        state: ExtentState::Active,
+                    });
+                    label.volumes.insert(
+                        id.into(),
+                        VolumeRecord {
+                            spec: blob.clone(),
+                            clean_shutdown: false,
+                            complete: false,
+                            generation: 0,
+                            uid: uid.clone(),
+                            created: now(),
+                            last_check: 0,
+                        },
+                    );
+                }
+            },
+            blank,
+        )?;
+        drop(alloc);
+        lap(&mut phases, "place, blank and record");
         if spec.sync != dmraid_api::params::SyncPolicy::Nosync {
             // The initial resync starts as fast as the disks go; the
             // monitor holds it back while the volume is busy.
@@ -1026,14 +1112,6 @@ impl Engine {
                 array_name(id)
             )
         })
-    }
-
-    fn path_of(&self, disk_uuid: &str) -> Result<PathBuf, Error> {
-        lock(&self.claimed)
-            .iter()
-            .find(|c| c.label().disk_uuid == disk_uuid)
-            .map(|c| c.info.path.clone())
-            .ok_or_else(|| Error::Precondition(format!("disk {disk_uuid} is not claimed")))
     }
 
     /// Make the volume's devices live from its labels; `new_array`: first activation.
@@ -1541,62 +1619,65 @@ impl Engine {
             avoid.push(self.uuid_of(&disk_info.path)?);
         }
         let alloc = lock(&self.alloc);
-        let mut spaces = self.spaces();
+        let mut spaces = self.spaces_for_legs();
         if let Some(want) = &disk {
             let uuid = self.uuid_of(want)?;
             spaces.retain(|s| s.id == uuid);
         }
         let placement =
-            allocator::place(&spaces, 1, leg, META_EXTENT, Sectors(vs.leg_data), &avoid)?.remove(0);
+            allocator::place(&spaces, 1, leg, META_EXTENT, Sectors(vs.leg_data), &avoid)
+                .map_err(|e| self.no_room(e))?
+                .remove(0);
         let generation = record.generation + 1;
-        // Blank the metadata before the labels name it: a crash in between
-        // leaves free sectors zeroed, and once named, a blank extent tells
-        // activation that this leg still needs `rebuild`.
-        let path = self.path_of(&placement.disk)?;
-        {
-            let mut dev = self.disks.open(&path).map_err(Self::io_err(&path))?;
-            dev.seek(SeekFrom::Start(placement.meta_start * 512))
-                .map_err(Self::io_err(&path))?;
-            dev.write_all(&vec![0u8; META_WIPE])
-                .map_err(Self::io_err(&path))?;
-            dev.sync_data().map_err(Self::io_err(&path))?;
-        }
-        self.edit_labels(|label| {
-            for e in label
-                .extents
-                .iter_mut()
-                .filter(|e| e.volume == id && e.leg == leg && e.state == ExtentState::Active)
-            {
-                e.state = ExtentState::Retiring;
+        // The metadata is blanked before the label that names it goes down
+        // (and only once the label shows the space is ours): a crash in
+        // between leaves free sectors zeroed, and once named, a blank
+        // extent tells activation that this leg still needs `rebuild`.
+        let blank = |disk: &str, dev: &mut Box<dyn crate::disks::BlockIo>| {
+            if disk == placement.disk {
+                dev.write_zeroes(placement.meta_start * 512, META_WIPE)?;
             }
-            if label.disk_uuid == placement.disk {
-                label.extents.push(Extent {
-                    volume: id.into(),
-                    leg,
-                    role: Role::Meta,
-                    start: placement.meta_start,
-                    len: META_EXTENT.0,
-                    state: ExtentState::Active,
-                });
-                label.extents.push(Extent {
-                    volume: id.into(),
-                    leg,
-                    role: Role::Data,
-                    start: placement.data_start,
-                    len: vs.leg_data,
-                    state: ExtentState::Active,
-                });
-                label
-                    .volumes
-                    .entry(id.to_string())
-                    .or_insert_with(|| record.clone());
-            }
-            // Every present disk moves on; one that is away keeps the old
-            // number, so if it comes back its copy of the leg loses.
-            if let Some(r) = label.volumes.get_mut(id) {
-                r.generation = generation;
-            }
-        })?;
+            Ok(())
+        };
+        self.edit_labels_with(
+            |label| {
+                for e in label
+                    .extents
+                    .iter_mut()
+                    .filter(|e| e.volume == id && e.leg == leg && e.state == ExtentState::Active)
+                {
+                    e.state = ExtentState::Retiring;
+                }
+                if label.disk_uuid == placement.disk {
+                    label.extents.push(Extent {
+                        volume: id.into(),
+                        leg,
+                        role: Role::Meta,
+                        start: placement.meta_start,
+                        len: META_EXTENT.0,
+                        state: ExtentState::Active,
+                    });
+                    label.extents.push(Extent {
+                        volume: id.into(),
+                        leg,
+                        role: Role::Data,
+                        start: placement.data_start,
+                        len: vs.leg_data,
+                        state: ExtentState::Active,
+                    });
+                    label
+                        .volumes
+                        .entry(id.to_string())
+                        .or_insert_with(|| record.clone());
+                }
+                // Every present disk moves on; one that is away keeps the old
+                // number, so if it comes back its copy of the leg loses.
+                if let Some(r) = label.volumes.get_mut(id) {
+                    r.generation = generation;
+                }
+            },
+            blank,
+        )?;
         drop(alloc);
         crash_point("leg-recorded");
         // The rebuild starts as fast as the disks go; the monitor holds it

@@ -23,7 +23,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 
 /// Sectors reserved for the label at the start of each disk (1 MiB).
 pub const LABEL_AREA: Sectors = Sectors(2048);
-const SLOT_BYTES: u64 = LABEL_AREA.0 * 512 / 2;
+/// Bytes of one of the two label copies.
+pub const SLOT_BYTES: u64 = LABEL_AREA.0 * 512 / 2;
 const HEADER: usize = 64;
 /// Identifies our label slots.
 pub const MAGIC: &[u8; 8] = b"DMRCSI\x00L";
@@ -199,9 +200,15 @@ pub enum LabelError {
     Corrupt(String),
     /// The label does not fit its slot.
     #[error(
-        "label of {0} bytes does not fit its {SLOT_BYTES}-byte slot: too many extents on one disk"
+        "its label would grow to {bytes} bytes ({volumes} volumes, {extents} extents), over its {SLOT_BYTES}-byte slot: this disk holds as many volumes as its label can record; put new volumes on other disks (add disks to node.disks) or delete volumes on this one"
     )]
-    TooBig(usize),
+    TooBig {
+        /// The encoded label's size.
+        bytes: usize,
+        /// Volumes and extents it would record.
+        volumes: usize,
+        extents: usize,
+    },
     /// The body does not serialise.
     #[error("label body: {0}")]
     Body(String),
@@ -268,6 +275,7 @@ pub fn validate(label: &DiskLabel, disk: Sectors) -> Result<(), String> {
 struct Slot {
     seq: u64,
     label: DiskLabel,
+    len: usize,
 }
 
 enum SlotRead {
@@ -326,7 +334,7 @@ fn read_slot<D: Read + Seek>(
         Err(e) => return Ok(SlotRead::Invalid(format!("body does not parse: {e}"))),
     };
     match validate(&label, disk) {
-        Ok(()) => Ok(SlotRead::Valid(Slot { seq, label })),
+        Ok(()) => Ok(SlotRead::Valid(Slot { seq, label, len })),
         Err(why) => Ok(SlotRead::Invalid(why)),
     }
 }
@@ -342,6 +350,25 @@ pub struct Loaded {
     next_slot: u64,
     /// The disk's size, which the label's extents were checked against.
     disk: Sectors,
+    /// The encoded label's length.
+    len: usize,
+}
+
+/// Room a label must have left for a disk to take another leg: a volume's
+/// record and two extents take about 1 KiB (`dmraid-bench scale` measures it).
+pub const ROOM_FOR_A_LEG: usize = 4096;
+
+impl Loaded {
+    /// Whether the label can record another leg on this disk; a disk whose
+    /// label cannot is skipped for new legs, and says so in `disks`.
+    pub fn has_room_for_a_leg(&self) -> bool {
+        self.len + ROOM_FOR_A_LEG <= SLOT_BYTES as usize - HEADER
+    }
+
+    /// The disk's size the label was read against.
+    pub fn disk(&self) -> Sectors {
+        self.disk
+    }
 }
 
 /// Read the newest valid label, checking its extents against the disk's
@@ -384,6 +411,7 @@ pub fn read_within<D: Read + Seek>(dev: &mut D, disk: Sectors) -> Result<Loaded,
                 seq: 0,
                 next_slot: 0,
                 disk,
+                len: 0,
             });
         }
         let reasons: Vec<String> = slots
@@ -408,6 +436,7 @@ pub fn read_within<D: Read + Seek>(dev: &mut D, disk: Sectors) -> Result<Loaded,
             seq: slot.seq,
             next_slot: 1 - best as u64,
             disk,
+            len: slot.len,
         }),
         _ => unreachable!("best is the valid slot chosen above"),
     }
@@ -427,11 +456,35 @@ pub fn write<D: Read + Write + Seek + SyncIo>(
     loaded: &mut Loaded,
     label: &DiskLabel,
 ) -> Result<(), LabelError> {
+    write_with(dev, loaded, label, |_| Ok(()))
+}
+
+/// The label encoded, if it fits its slot and would read back on a disk of
+/// `disk` sectors; else why not.
+pub fn check(label: &DiskLabel, disk: Sectors) -> Result<Vec<u8>, LabelError> {
     let body = serde_json::to_vec(label).map_err(|e| LabelError::Body(e.to_string()))?;
     if body.len() > SLOT_BYTES as usize - HEADER {
-        return Err(LabelError::TooBig(body.len()));
+        return Err(LabelError::TooBig {
+            bytes: body.len() + HEADER,
+            volumes: label.volumes.len(),
+            extents: label.extents.len(),
+        });
     }
-    validate(label, loaded.disk).map_err(LabelError::Invalid)?;
+    validate(label, disk).map_err(LabelError::Invalid)?;
+    Ok(body)
+}
+
+/// [`write`], and `before` writes to the disk once the label on it is
+/// known to be the one `loaded` describes (so the space the new label
+/// takes is this writer's), before the new copy goes down: the one sync
+/// that makes the label durable makes those writes durable too.
+pub fn write_with<D: Read + Write + Seek + SyncIo>(
+    dev: &mut D,
+    loaded: &mut Loaded,
+    label: &DiskLabel,
+    before: impl FnOnce(&mut D) -> std::io::Result<()>,
+) -> Result<(), LabelError> {
+    let body = check(label, loaded.disk)?;
     let on_disk = read_within(dev, loaded.disk)?;
     if on_disk.seq != loaded.seq {
         return Err(LabelError::Stale {
@@ -439,6 +492,7 @@ pub fn write<D: Read + Write + Seek + SyncIo>(
             found: on_disk.seq,
         });
     }
+    before(dev)?;
     let seq = loaded.seq + 1;
     let mut h = [0u8; HEADER];
     h[0..8].copy_from_slice(MAGIC);
@@ -455,6 +509,7 @@ pub fn write<D: Read + Write + Seek + SyncIo>(
     dev.flush()?;
     dev.sync_data()?;
     loaded.seq = seq;
+    loaded.len = body.len();
     loaded.label = Some(label.clone());
     loaded.next_slot = 1 - on_disk.next_slot;
     Ok(())
@@ -647,7 +702,7 @@ mod tests {
         }
         assert!(matches!(
             write(&mut d, &mut l, &big),
-            Err(LabelError::TooBig(_))
+            Err(LabelError::TooBig { .. })
         ));
     }
 

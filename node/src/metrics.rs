@@ -32,6 +32,7 @@ pub struct Metrics {
     mismatches: Family<VolumeLabel, Gauge>,
     rebuilt: Family<VolumeLabel, Counter>,
     eta: Family<VolumeLabel, Gauge>,
+    round: Gauge<f64, AtomicU64>,
     last_recover: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -50,6 +51,12 @@ impl Metrics {
         let mismatches = Family::<VolumeLabel, Gauge>::default();
         let rebuilt = Family::<VolumeLabel, Counter>::default();
         let eta = Family::<VolumeLabel, Gauge>::default();
+        let round = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "dmraid_health_round_seconds",
+            "Seconds the last health round took (every volume's status read and acted on)",
+            round.clone(),
+        );
         registry.register(
             "dmraid_volume_sync_eta_seconds",
             "Estimated seconds left of a running resync, rebuild or scrub (0 when none)",
@@ -82,8 +89,14 @@ impl Metrics {
             mismatches,
             rebuilt,
             eta,
+            round,
             last_recover: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Record how long a health round took.
+    pub fn round_took(&self, took: std::time::Duration) {
+        self.round.set(took.as_secs_f64());
     }
 
     /// Record a volume's current state.

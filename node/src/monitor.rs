@@ -358,6 +358,7 @@ pub fn round(
     let epoch = *state.epoch.get_or_insert_with(std::time::Instant::now);
     state.wake_in = None;
     let ids = engine.volume_ids();
+    let mut acts = Vec::new();
     state.rates.retain(|id, _| ids.contains(id));
     state.catching_up.retain(|id| ids.contains(id));
     state.lost_since.retain(|id, _| ids.contains(id));
@@ -526,7 +527,54 @@ pub fn round(
         if lost && cfg.auto_rebuild && rebuild_waits(cfg, state, notices, &v, status) {
             // Waiting for the disk to come back.
         } else if lost && cfg.auto_rebuild {
-            match engine.replace_leg(&id, None, None) {
+            let urgent = no_redundancy_left(&v, status);
+            acts.push((id.clone(), if urgent { Act::Urgent } else { Act::Replace }));
+        } else if status.healthy() {
+            acts.push((id.clone(), Act::Reap));
+        }
+    }
+    act(engine, state, notices, acts);
+}
+
+/// What a round does to a volume once every volume's health is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Act {
+    /// Replace a lost leg of a volume with no redundancy left.
+    Urgent,
+    /// Replace a lost leg.
+    Replace,
+    /// Free the extents of legs replaced earlier.
+    Reap,
+}
+
+/// The time a round spends replacing legs: one disk holding legs of
+/// hundreds of volumes is pulled, and each replacement writes labels and
+/// loads tables; the rest wait for the next round, which starts at once,
+/// so the round that reports every volume's state is never held up.
+const ACT_BUDGET: Duration = Duration::from_secs(1);
+
+/// Carry out a round's decisions, those for volumes with no redundancy
+/// left first, within [`ACT_BUDGET`].
+fn act(
+    engine: &Engine,
+    state: &mut RoundState,
+    notices: Option<&Notices>,
+    mut acts: Vec<(String, Act)>,
+) {
+    acts.sort_by_key(|(_, a)| *a);
+    let until = std::time::Instant::now() + ACT_BUDGET;
+    let total = acts.len();
+    for (n, (id, a)) in acts.into_iter().enumerate() {
+        if a != Act::Reap && n > 0 && std::time::Instant::now() >= until {
+            tracing::debug!(
+                left = total - n,
+                "the round's time for rebuilds is spent; the rest go next round"
+            );
+            state.wake_in = Some(Duration::ZERO);
+            break;
+        }
+        match a {
+            Act::Urgent | Act::Replace => match engine.replace_leg(&id, None, None) {
                 Ok(after) => {
                     tracing::info!(volume = %id, legs = ?after.legs, "rebuild started onto a spare");
                     rebuild_started(state, notices, &id, &after);
@@ -547,9 +595,8 @@ pub fn round(
                         state.last.insert(key, text);
                     }
                 }
-            }
-        } else if status.healthy() {
-            match engine.reap_retired(&id) {
+            },
+            Act::Reap => match engine.reap_retired(&id) {
                 Ok(n) if n > 0 => {
                     tracing::info!(volume = %id, extents = n, "replaced leg's extents freed")
                 }
@@ -557,7 +604,7 @@ pub fn round(
                 Err(e) => {
                     tracing::warn!(volume = %id, error = %e, "freeing replaced extents failed")
                 }
-            }
+            },
         }
     }
 }
@@ -596,12 +643,21 @@ pub fn run(
         if let Err(e) = engine.arm_events() {
             tracing::warn!(error = %e, "arming device-mapper events failed; polling");
         }
+        let started = std::time::Instant::now();
         round(
             &engine,
             &cfg,
             &mut state,
             metrics.as_deref(),
             notices.as_ref(),
+        );
+        let took = started.elapsed();
+        if let Some(m) = &metrics {
+            m.round_took(took);
+        }
+        tracing::debug!(
+            ms = format!("{:.1}", took.as_secs_f64() * 1000.0),
+            "health round"
         );
         tell(notices.as_ref(), Notice::Round);
         let wait = state

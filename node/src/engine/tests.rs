@@ -1215,3 +1215,78 @@ fn a_present_disk_with_both_label_copies_damaged_is_named_not_called_missing() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_disk_seen_half_removed_and_back_under_another_name_is_a_returning_disk() {
+    let (dm, disks, e) = setup(3, 64 * MIB);
+    let s = params(&[("raidType", "raid1")]);
+    let v = e.create_volume("v", &s, 8 * MIB as u64).unwrap();
+    let away = v.legs[1].disk.clone().unwrap().display().to_string();
+    let bytes = disks.bytes(&away);
+    // Pulled: for a moment its node is still there, with no capacity
+    // (the kernel is taking the disk apart). Not a disk, not a problem.
+    disks.remove(&away);
+    disks.add(&away, 0);
+    assert!(e.claim_disks().unwrap().is_empty());
+    disks.remove(&away);
+    dm.set_status("dmraid-v", "raid1 2 AD 16384/16384 idle 0");
+    // Back under a name no disk had.
+    disks.plug("/dev/vdz", bytes);
+    assert!(e.claim_disks().unwrap().is_empty());
+    e.activate_all();
+    let back = e.take_readded();
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_eq!(back[0].id, "v");
+    assert_eq!(back[0].legs, vec![(1, PathBuf::from("/dev/vdz"))]);
+}
+
+#[test]
+fn a_disk_whose_label_is_full_takes_no_new_legs_and_offers_no_capacity() {
+    let disks = FakeDisks::new();
+    for d in ["/dev/vdb", "/dev/vdc", "/dev/vdd"] {
+        disks.add(d, 64 * MIB);
+    }
+    // vdb carries this node's label, grown to within a leg of its slot
+    // (free ranges known to be zeroed stand in for a few hundred volumes).
+    let mut dev = std::io::Cursor::new(disks.bytes("/dev/vdb"));
+    let mut loaded = labels::read(&mut dev).unwrap();
+    let mut label = labels::new_label("full-disk".into(), "node-a", 1);
+    let free_from = labels::LABEL_AREA.0 + 10;
+    let len = |l: &DiskLabel| labels::check(l, loaded.disk()).unwrap().len();
+    let want = 512 * 1024 - 64 - 2048;
+    let mut n = 0;
+    while len(&label) < want {
+        // Grow by about half of what is missing at a time.
+        let per = (len(&label) / label.zeroed.len().max(1)).max(8);
+        for _ in 0..((want - len(&label)) / per / 2).max(1) {
+            label.zeroed.push((free_from + 2 * n, 1));
+            n += 1;
+        }
+    }
+    labels::write(&mut dev, &mut loaded, &label).unwrap();
+    assert!(!loaded.has_room_for_a_leg());
+    disks.remove("/dev/vdb");
+    disks.plug("/dev/vdb", dev.into_inner());
+    let dm = Arc::new(FakeDm::new());
+    let e = engine(&dm, &disks);
+    let gaps = e.free_gaps();
+    assert_eq!(gaps.len(), 2, "the full disk offers no capacity: {gaps:?}");
+    let s = params(&[("raidType", "raid1")]);
+    let v = e.create_volume("v", &s, 8 * MIB as u64).unwrap();
+    let on: Vec<String> = v
+        .legs
+        .iter()
+        .map(|l| l.disk.clone().unwrap().display().to_string())
+        .collect();
+    assert_eq!(on, ["/dev/vdc", "/dev/vdd"]);
+    // Three legs need three disks with room: refused, saying why.
+    let three = params(&[("raidType", "raid1"), ("legs", "3")]);
+    let err = e.create_volume("w", &three, 8 * MIB as u64).unwrap_err();
+    assert!(matches!(err, Error::NoRoom(_)), "{err}");
+    assert!(
+        err.to_string().contains(
+            "not counted: /dev/vdb (its label records as many volumes as its 512 KiB slot holds)"
+        ),
+        "{err}"
+    );
+}
