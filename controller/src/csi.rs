@@ -573,7 +573,7 @@ impl ClusterController {
                 tracing::warn!(volume = %id, node = %v.spec.node, "{note}");
                 let event = kube::runtime::events::Event {
                     type_: kube::runtime::events::EventType::Warning,
-                    reason: "NodeGone".into(),
+                    reason: dmraid_api::EventReason::NodeGone.as_str().into(),
                     note: Some(note),
                     action: "Delete".into(),
                     secondary: None,

@@ -87,14 +87,20 @@ impl From<Error> for Status {
             Error::Timeout(_) => Status::deadline_exceeded(msg),
             Error::Invalid(_) => Status::invalid_argument(msg),
             Error::OutOfRange(_) => Status::out_of_range(msg),
-            Error::NodeFailed { ref reason, .. } => match reason.as_str() {
-                "NoRoom" => Status::resource_exhausted(msg),
-                "InvalidSpec" => Status::invalid_argument(msg),
-                "OutOfRange" => Status::out_of_range(msg),
-                "Busy" => Status::aborted(msg),
-                "NotPossible" => Status::failed_precondition(msg),
-                _ => Status::internal(msg),
-            },
+            Error::NodeFailed { ref reason, .. } => {
+                use dmraid_api::reasons::CsiCode;
+                let code = dmraid_api::FailureReason::parse(reason)
+                    .map_or(CsiCode::Internal, |r| r.csi_code());
+                match code {
+                    CsiCode::ResourceExhausted => Status::resource_exhausted(msg),
+                    CsiCode::InvalidArgument => Status::invalid_argument(msg),
+                    CsiCode::AlreadyExists => Status::already_exists(msg),
+                    CsiCode::OutOfRange => Status::out_of_range(msg),
+                    CsiCode::Aborted => Status::aborted(msg),
+                    CsiCode::FailedPrecondition => Status::failed_precondition(msg),
+                    CsiCode::Internal => Status::internal(msg),
+                }
+            }
         }
     }
 }
@@ -124,6 +130,11 @@ mod tests {
         let bad = crate::volume_id::VolumeId::parse("x/status").unwrap_err();
         assert_eq!(code(Error::NoSuchId(bad)), tonic::Code::NotFound);
         assert_eq!(code(failed("NoRoom")), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            code(failed("DisksMissing")),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(code(failed("SpecChanged")), tonic::Code::AlreadyExists);
         assert_eq!(code(failed("Whatever")), tonic::Code::Internal);
         let api =
             |c: u16| kube::Error::Api(kube::core::Status::failure("m", "r").with_code(c).boxed());

@@ -266,7 +266,7 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
     assert!(
         events
             .iter()
-            .any(|e| e.reason.as_deref() == Some("ResyncFinished")),
+            .any(|e| e.reason.as_deref() == Some(dmraid_api::EventReason::ResyncFinished.as_str())),
         "{events:?}\n--- node log ---\n{}",
         vm.run_ok("tail -20 /tmp/node.log").unwrap_or_default()
     );
@@ -294,10 +294,9 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
         || {
             let c = c.clone();
             async move {
-                events_of(&c, id)
-                    .await
-                    .into_iter()
-                    .find(|e| e.reason.as_deref() == Some("LegFailed"))
+                events_of(&c, id).await.into_iter().find(|e| {
+                    e.reason.as_deref() == Some(dmraid_api::EventReason::LegFailed.as_str())
+                })
             }
         },
     ));
@@ -353,12 +352,19 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
                     .into_iter()
                     .filter_map(|e| e.reason)
                     .collect();
-                r.iter().any(|r| r == "RebuildFinished").then_some(r)
+                r.iter()
+                    .any(|r| r == dmraid_api::EventReason::RebuildFinished.as_str())
+                    .then_some(r)
             }
         },
     ));
     println!("events: {reasons:?}");
-    assert!(reasons.iter().any(|r| r == "RebuildStarted"), "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r == dmraid_api::EventReason::RebuildStarted.as_str()),
+        "{reasons:?}"
+    );
     let listed = rt
         .block_on(csi.list_volumes(ListVolumesRequest::default()))
         .unwrap()
@@ -460,7 +466,7 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
         },
     ));
     println!("hand edit refused: {refused:?}");
-    assert_eq!(refused.1, "SpecChanged");
+    assert_eq!(refused.1, dmraid_api::FailureReason::SpecChanged.as_str());
     // Still the array of three legs, in sync once the resync of the grown
     // part is over (the rate policy may retune it meanwhile).
     vm.wait_until(
@@ -520,13 +526,18 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
             ),
         ))
         .unwrap();
-        let missing = rt.block_on(wait_for("DisksMissing", Duration::from_secs(60), || {
-            let volumes = volumes.clone();
-            async move {
-                let v = volumes.get_opt(id).await.ok()??;
-                condition(&v, "Ready").filter(|c| c.1 == "DisksMissing")
-            }
-        }));
+        let missing = rt.block_on(wait_for(
+            dmraid_api::FailureReason::DisksMissing.as_str(),
+            Duration::from_secs(60),
+            || {
+                let volumes = volumes.clone();
+                async move {
+                    let v = volumes.get_opt(id).await.ok()??;
+                    condition(&v, "Ready")
+                        .filter(|c| c.1 == dmraid_api::FailureReason::DisksMissing.as_str())
+                }
+            },
+        ));
         if n == 0 {
             println!("disks away: {missing:?}");
         }
@@ -645,7 +656,7 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
             events_of(&c, orphan)
                 .await
                 .into_iter()
-                .find(|e| e.reason.as_deref() == Some("NodeGone"))
+                .find(|e| e.reason.as_deref() == Some(dmraid_api::EventReason::NodeGone.as_str()))
                 .and_then(|e| e.message)
         }
     }));

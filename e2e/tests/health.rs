@@ -176,7 +176,10 @@ fn check_counts_mismatches_repair_fixes_them_and_a_scheduled_scrub_runs_by_itsel
     )
     .unwrap();
     let log = vm.run_ok("cat /tmp/driver.log").unwrap();
-    assert!(log.contains("MismatchesFound"), "{log}");
+    assert!(
+        log.contains(dmraid_api::EventReason::MismatchesFound.as_str()),
+        "{log}"
+    );
 
     vm.run_ok("dmraid-csi check v --repair").unwrap();
     vm.wait_until(
@@ -232,7 +235,10 @@ fn a_slow_leg_that_the_kernel_keeps_is_reported_as_a_warning() {
     let st = vm.run_ok("dmsetup status dmraid-v").unwrap();
     assert!(st.contains(" AA "), "both legs still in the array: {st}");
     let log = vm.run_ok("cat /tmp/driver.log").unwrap();
-    assert!(log.contains("SlowLeg"), "{log}");
+    assert!(
+        log.contains(dmraid_api::EventReason::SlowLeg.as_str()),
+        "{log}"
+    );
 }
 
 #[test]

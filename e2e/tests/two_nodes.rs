@@ -520,7 +520,9 @@ fn two_nodes_capacity_leader_failover_and_a_node_power_cut() {
         || {
             rt.block_on(events_of(&c, &on_a))
                 .into_iter()
-                .find(|e| e.reason.as_deref() == Some("UncleanShutdown"))
+                .find(|e| {
+                    e.reason.as_deref() == Some(dmraid_api::EventReason::UncleanShutdown.as_str())
+                })
                 .and_then(|e| e.message)
         },
     );
@@ -528,7 +530,9 @@ fn two_nodes_capacity_leader_failover_and_a_node_power_cut() {
     let v = rt.block_on(volumes.get(&pv_a)).unwrap();
     let st = v.status.unwrap();
     assert!(
-        st.last_events.iter().any(|e| e.reason == "UncleanShutdown"),
+        st.last_events
+            .iter()
+            .any(|e| e.reason == dmraid_api::EventReason::UncleanShutdown.as_str()),
         "{:?}",
         st.last_events
     );

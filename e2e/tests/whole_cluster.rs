@@ -434,16 +434,19 @@ fn pvc_pod_leg_failure_and_kubectl_describe_on_a_real_kubelet() {
         Duration::from_secs(30),
         || {
             let d = k.ok(&["describe", "pvc", "data", "-n", "app"]);
-            let warned = d
-                .lines()
-                .any(|l| l.contains("Warning") && l.contains("LegFailed"));
-            (warned && d.contains("RebuildStarted") && d.contains("RebuildFinished")).then_some(d)
+            let warned = d.lines().any(|l| {
+                l.contains("Warning") && l.contains(dmraid_api::EventReason::LegFailed.as_str())
+            });
+            (warned
+                && d.contains(dmraid_api::EventReason::RebuildStarted.as_str())
+                && d.contains(dmraid_api::EventReason::RebuildFinished.as_str()))
+            .then_some(d)
         },
     );
     println!("{describe}");
     let warning = describe
         .lines()
-        .find(|l| l.contains("LegFailed"))
+        .find(|l| l.contains(dmraid_api::EventReason::LegFailed.as_str()))
         .unwrap()
         .to_string();
     assert!(

@@ -18,6 +18,7 @@ use dmraid_api::crd::{
 };
 use dmraid_api::status::{LegState, RaidStatus, SyncAction};
 use dmraid_api::RaidSpec;
+use dmraid_api::{EventReason, FailureReason};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -51,8 +52,8 @@ pub enum Error {
 /// Why the last operation on a volume failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    /// CamelCase reason the controller maps to a CSI code.
-    pub reason: String,
+    /// Why; the controller answers CSI with the code it names.
+    pub reason: FailureReason,
     /// The engine's words.
     pub message: String,
     /// The spec generation it failed for.
@@ -74,21 +75,21 @@ pub struct Context {
 }
 
 /// The reason word for an engine error (the controller maps it to a CSI code).
-pub fn reason(e: &EngineError) -> &'static str {
+pub fn reason(e: &EngineError) -> FailureReason {
     use dmraid_api::ErrorKind;
     match e {
-        EngineError::NoRoom(_) => "NoRoom",
+        EngineError::NoRoom(_) => FailureReason::NoRoom,
         EngineError::Model(m) => match m.kind() {
-            ErrorKind::InvalidArgument => "InvalidSpec",
-            ErrorKind::OutOfRange => "OutOfRange",
-            ErrorKind::Corrupt => "Internal",
+            ErrorKind::InvalidArgument => FailureReason::InvalidSpec,
+            ErrorKind::OutOfRange => FailureReason::OutOfRange,
+            ErrorKind::Corrupt => FailureReason::Internal,
         },
-        EngineError::BadId(_) => "InvalidSpec",
-        EngineError::Precondition(_) | EngineError::Claim(_) => "NotPossible",
-        EngineError::Busy(_) => "Busy",
-        EngineError::AlreadyExists(_) => "SpecChanged",
-        EngineError::DisksMissing { .. } => "DisksMissing",
-        _ => "Internal",
+        EngineError::BadId(_) => FailureReason::InvalidSpec,
+        EngineError::Precondition(_) | EngineError::Claim(_) => FailureReason::NotPossible,
+        EngineError::Busy(_) => FailureReason::Busy,
+        EngineError::AlreadyExists(_) => FailureReason::SpecChanged,
+        EngineError::DisksMissing { .. } => FailureReason::DisksMissing,
+        _ => FailureReason::Internal,
     }
 }
 
@@ -199,8 +200,12 @@ pub fn volume_status(
         st.message = message.clone();
         st.conditions = vec![cond("Ready", false, "ArrayInactive", message)];
         if let Some(f) = failure {
-            st.conditions
-                .push(cond("OperationFailed", true, &f.reason, f.message.clone()));
+            st.conditions.push(cond(
+                "OperationFailed",
+                true,
+                f.reason.as_str(),
+                f.message.clone(),
+            ));
         }
         return st;
     }
@@ -211,7 +216,7 @@ pub fn volume_status(
                 st.health = "failed".into();
                 st.abnormal = true;
                 st.message = f.message.clone();
-                st.conditions = vec![cond("Ready", false, &f.reason, f.message.clone())];
+                st.conditions = vec![cond("Ready", false, f.reason.as_str(), f.message.clone())];
                 // An array that was made keeps saying so (its size), so a
                 // later reconcile never takes it for one still to be made.
                 if let Some(p) = prev.filter(|p| p.capacity_bytes > 0) {
@@ -314,8 +319,12 @@ pub fn volume_status(
         ),
     ];
     if let Some(f) = failure {
-        st.conditions
-            .push(cond("OperationFailed", true, &f.reason, f.message.clone()));
+        st.conditions.push(cond(
+            "OperationFailed",
+            true,
+            f.reason.as_str(),
+            f.message.clone(),
+        ));
     }
     st
 }
@@ -391,7 +400,7 @@ impl Context {
             q.push_back(VolumeEvent {
                 time: now(),
                 type_: if e.warning { "Warning" } else { "Normal" }.into(),
-                reason: e.reason.into(),
+                reason: e.reason.as_str().into(),
                 message: e.message.clone(),
             });
             while q.len() > KEEP_EVENTS {
@@ -407,7 +416,7 @@ impl Context {
             } else {
                 EventType::Normal
             },
-            reason: e.reason.into(),
+            reason: e.reason.as_str().into(),
             note: Some(format!("volume {id} on node {}: {}", self.node, e.message)),
             action: "Health".into(),
             secondary: None,
@@ -569,14 +578,14 @@ async fn apply(rv: Arc<RaidVolume>, ctx: Arc<Context>) -> Result<Action, Error> 
         .await;
     let outcome = match outcome {
         Ok(Outcome::SpecChanged(message)) => Err(Failure {
-            reason: "SpecChanged".into(),
+            reason: FailureReason::SpecChanged,
             message,
             generation,
         }),
         Ok(Outcome::Unchanged(v)) => Ok((v, false)),
         Ok(Outcome::Changed(v)) => Ok((v, true)),
         Err(e) => Err(Failure {
-            reason: reason(&e).to_string(),
+            reason: reason(&e),
             message: e.to_string(),
             generation,
         }),
@@ -599,7 +608,7 @@ async fn apply(rv: Arc<RaidVolume>, ctx: Arc<Context>) -> Result<Action, Error> 
                         &id,
                         &health::HealthEvent {
                             warning: true,
-                            reason: "OperationFailed",
+                            reason: EventReason::OperationFailed,
                             message: failure.message.clone(),
                         },
                     )
@@ -646,7 +655,7 @@ async fn cleanup(rv: Arc<RaidVolume>, ctx: Arc<Context>) -> Result<Action, Error
             lock(&ctx.failures).insert(
                 id.clone(),
                 Failure {
-                    reason: reason(&e).into(),
+                    reason: reason(&e),
                     message: format!("cannot tear the array down: {e}"),
                     generation: rv.metadata.generation.unwrap_or(0),
                 },
@@ -791,7 +800,7 @@ mod tests {
     #[test]
     fn a_failed_create_is_a_failed_phase_with_the_reason() {
         let f = Failure {
-            reason: "NoRoom".into(),
+            reason: FailureReason::NoRoom,
             message: "no room for 3 legs".into(),
             generation: 1,
         };
@@ -812,7 +821,7 @@ mod tests {
             ..Default::default()
         };
         let f = Failure {
-            reason: "DisksMissing".into(),
+            reason: FailureReason::DisksMissing,
             message: "volume v was made on this node, but disks missing".into(),
             generation: 1,
         };
@@ -826,10 +835,10 @@ mod tests {
 
     #[test]
     fn reasons_for_engine_errors() {
-        assert_eq!(reason(&EngineError::Busy("v".into())), "Busy");
+        assert_eq!(reason(&EngineError::Busy("v".into())), FailureReason::Busy);
         assert_eq!(
             reason(&EngineError::Precondition("x".into())),
-            "NotPossible"
+            FailureReason::NotPossible
         );
     }
 

@@ -16,6 +16,7 @@ use crate::signature::{self, Found};
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// A disk opened for reading and writing its label and metadata extents.
 pub trait BlockIo: Read + Write + Seek + SyncIo + Send {
@@ -150,6 +151,17 @@ pub trait Disks: Send + Sync {
 
 /// Real block devices (regular files work too, for tinkering).
 pub struct RealDisks;
+
+/// How long a disk's presence, once read, stands: a health round asks it
+/// for every disk of every volume, several times (tens of thousands of
+/// sysfs reads a round at 500 volumes on 24 disks). A pulled disk's uevent
+/// wakes the round 200 ms later, past this, so the round sees it gone.
+const PRESENCE_FRESH: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Per path: when it was read, and the `major:minor` and `diskseq` then.
+#[allow(clippy::type_complexity)]
+static PRESENCE: Mutex<BTreeMap<PathBuf, (std::time::Instant, Option<(String, u64)>)>> =
+    Mutex::new(BTreeMap::new());
 
 fn size_of(f: &std::fs::File) -> std::io::Result<u64> {
     use std::os::unix::fs::FileTypeExt;
@@ -470,7 +482,20 @@ impl Disks for RealDisks {
     }
 
     fn present(&self, disk: &DiskInfo) -> bool {
-        devno_of(&disk.path).is_ok_and(|d| d == disk.devno) && diskseq_of(&disk.devno) == disk.seq
+        let now = std::time::Instant::now();
+        let mut seen = PRESENCE.lock().unwrap_or_else(|e| e.into_inner());
+        let here = match seen.get(&disk.path) {
+            Some((at, here)) if now.duration_since(*at) < PRESENCE_FRESH => here.clone(),
+            _ => {
+                let here = devno_of(&disk.path).ok().map(|d| {
+                    let seq = diskseq_of(&d);
+                    (d, seq)
+                });
+                seen.insert(disk.path.clone(), (now, here.clone()));
+                here
+            }
+        };
+        here.is_some_and(|(devno, seq)| devno == disk.devno && seq == disk.seq)
     }
 
     fn lock_label(&self, path: &Path) -> std::io::Result<crate::lock::DiskLock> {

@@ -4,8 +4,10 @@
 //! 930 ms when shelling out to `dmsetup`), and an in-memory fake that lets the
 //! engine's decisions be unit-tested without a kernel.
 
+#[cfg(test)]
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+#[cfg(test)]
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -110,6 +112,11 @@ pub fn ioctl_words(text: &str) -> String {
 pub trait DeviceMapper: Send + Sync {
     /// Every device-mapper device on the machine.
     fn list(&self) -> Result<Vec<DmInfo>, DmError>;
+    /// The names of every device-mapper device (one ioctl, where
+    /// [`DeviceMapper::list`] asks each device for its info as well).
+    fn names(&self) -> Result<Vec<String>, DmError> {
+        Ok(self.list()?.into_iter().map(|d| d.name).collect())
+    }
     /// The device's info, or `None` when it does not exist.
     fn info(&self, name: &str) -> Result<Option<DmInfo>, DmError>;
     /// Create an empty device (no table yet).
@@ -351,6 +358,14 @@ mod kernel {
             Ok(out)
         }
 
+        fn names(&self) -> Result<Vec<String>, DmError> {
+            let devices = self.dm.list_devices().map_err(kernel_err("list", ""))?;
+            Ok(devices
+                .into_iter()
+                .map(|(name, _, _)| name.to_string())
+                .collect())
+        }
+
         fn info(&self, name: &str) -> Result<Option<DmInfo>, DmError> {
             match self.dm.device_info(&DevId::Name(dm_name(name)?)) {
                 Ok(info) => Ok(Some(to_info(&info, name))),
@@ -563,14 +578,16 @@ mod kernel {
     }
 }
 
-/// An in-memory device-mapper for unit tests of the engine's decisions.
-/// Raid targets report the status a test sets with [`FakeDm::set_status`],
-/// or all legs in sync when none was set.
+/// An in-memory device-mapper for unit tests of the engine's decisions
+/// (not in the binary). Raid targets report the status a test sets with
+/// [`FakeDm::set_status`], or all legs in sync when none was set.
+#[cfg(test)]
 #[derive(Default)]
 pub struct FakeDm {
     state: Mutex<FakeState>,
 }
 
+#[cfg(test)]
 #[derive(Default)]
 struct FakeState {
     devices: BTreeMap<String, FakeDevice>,
@@ -593,12 +610,14 @@ struct FakeState {
     change_after_read: Option<(String, String)>,
 }
 
+#[cfg(test)]
 struct FakeDevice {
     info: DmInfo,
     live: Vec<Target>,
     inactive: Option<Vec<Target>>,
 }
 
+#[cfg(test)]
 impl FakeDm {
     /// An empty fake.
     pub fn new() -> Self {
@@ -700,6 +719,7 @@ impl FakeDm {
     }
 }
 
+#[cfg(test)]
 impl DeviceMapper for FakeDm {
     fn list(&self) -> Result<Vec<DmInfo>, DmError> {
         Ok(self

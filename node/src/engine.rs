@@ -663,7 +663,7 @@ impl Engine {
         }
         self.dm.message(&array_name(id), what)?;
         let when = now();
-        self.edit_labels(|label| {
+        self.edit_volume_labels(id, |label| {
             if let Some(r) = label.volumes.get_mut(id) {
                 r.last_check = when;
             }
@@ -726,13 +726,33 @@ impl Engine {
     /// slot before any is written, and the disks are written in parallel.
     fn edit_labels_with(
         &self,
+        f: impl FnMut(&mut DiskLabel),
+        before: impl Fn(&str, &mut Box<dyn crate::disks::BlockIo>) -> std::io::Result<()> + Sync,
+    ) -> Result<(), Error> {
+        self.edit_labels_where(|_| true, f, before)
+    }
+
+    /// [`Self::edit_labels`] for an edit that touches only `id`: the labels
+    /// that do not mention it are not even copied (a node with hundreds of
+    /// volumes edits one volume's record many times a round).
+    fn edit_volume_labels(&self, id: &str, f: impl FnMut(&mut DiskLabel)) -> Result<(), Error> {
+        self.edit_labels_where(
+            |l| l.volumes.contains_key(id) || l.extents.iter().any(|e| e.volume == id),
+            f,
+            |_, _| Ok(()),
+        )
+    }
+
+    fn edit_labels_where(
+        &self,
+        only: impl Fn(&DiskLabel) -> bool,
         mut f: impl FnMut(&mut DiskLabel),
         before: impl Fn(&str, &mut Box<dyn crate::disks::BlockIo>) -> std::io::Result<()> + Sync,
     ) -> Result<(), Error> {
         let mut claimed = lock(&self.claimed);
         let mut edits = BTreeMap::new();
         for (i, c) in claimed.iter().enumerate() {
-            if !self.disks.present(&c.info) {
+            if !self.disks.present(&c.info) || !only(c.label()) {
                 continue;
             }
             let mut label = c.label().clone();
@@ -1061,7 +1081,7 @@ impl Engine {
         }
         self.activate_volume(id, true)?;
         lap(&mut phases, "devices");
-        self.edit_labels(|label| {
+        self.edit_volume_labels(id, |label| {
             if let Some(r) = label.volumes.get_mut(id) {
                 r.complete = true;
             }
@@ -1748,7 +1768,7 @@ impl Engine {
         let (_, _, stale) = self.resolve(id);
         if !stale.is_empty() {
             tracing::warn!(volume = %id, legs = ?stale, "a returning disk holds legs replaced while it was away; retiring its copies");
-            self.edit_labels(|label| {
+            self.edit_volume_labels(id, |label| {
                 for e in label.extents.iter_mut().filter(|e| {
                     e.volume == id
                         && e.state == ExtentState::Active
@@ -1758,12 +1778,23 @@ impl Engine {
                 }
             })?;
         }
+        // The common case, every health round for every volume: nothing
+        // retiring, nothing to read or write.
+        let retiring = lock(&self.claimed).iter().any(|c| {
+            c.label()
+                .extents
+                .iter()
+                .any(|e| e.volume == id && e.state == ExtentState::Retiring)
+        });
+        if !retiring {
+            return Ok(0);
+        }
         let v = self.volume(id)?;
         if !v.status.as_ref().is_some_and(|s| s.healthy()) {
             return Ok(0);
         }
         let mut freed = 0;
-        self.edit_labels(|label| {
+        self.edit_volume_labels(id, |label| {
             for e in label
                 .extents
                 .iter_mut()
@@ -1801,9 +1832,9 @@ impl Engine {
         }
         lock(&self.rates).remove(id);
         let prefix = format!("dmraid-{id}+");
-        for dev in self.dm.list()? {
-            if dev.name.starts_with(&prefix) {
-                self.dm.remove(&dev.name)?;
+        for dev in self.dm.names()? {
+            if dev.starts_with(&prefix) {
+                self.dm.remove(&dev)?;
             }
         }
         Ok(())
@@ -2082,7 +2113,7 @@ impl Engine {
                         Err(e) => return Err(e),
                     }
                 }
-                self.edit_labels(|label| {
+                self.edit_volume_labels(&id, |label| {
                     if let Some(r) = label.volumes.get_mut(&id) {
                         r.clean_shutdown = false;
                         // A copy a crash left "in flight" learns the create finished.
@@ -2198,6 +2229,7 @@ impl Engine {
     /// repairs them as after a crash, which is safe). Returns ids left up.
     pub fn deactivate_all(&self) -> Vec<(String, Error)> {
         let mut left = Vec::new();
+        let mut stopped = BTreeSet::new();
         for id in self.volume_ids() {
             let ok = (|| -> Result<(), Error> {
                 // An operation in flight (a reconcile, a rebuild step) ends
@@ -2211,16 +2243,26 @@ impl Engine {
                         other => break other?,
                     }
                 };
-                self.teardown(&id)?;
-                self.edit_labels(|label| {
-                    if let Some(r) = label.volumes.get_mut(&id) {
-                        r.clean_shutdown = true;
-                    }
-                })
+                self.teardown(&id)
             })();
-            if let Err(e) = ok {
-                left.push((id, e));
+            match ok {
+                Ok(()) => {
+                    stopped.insert(id);
+                }
+                Err(e) => left.push((id, e)),
             }
+        }
+        // One label write a disk for all of them (a stop cut short leaves
+        // the rest unmarked: repaired as after a crash, which is safe).
+        let marked = self.edit_labels(|label| {
+            for (id, r) in label.volumes.iter_mut() {
+                if stopped.contains(id) {
+                    r.clean_shutdown = true;
+                }
+            }
+        });
+        if let Err(e) = marked {
+            tracing::warn!(error = %e, volumes = stopped.len(), "arrays stopped but not marked clean: their next activation repairs them as after a crash");
         }
         left
     }

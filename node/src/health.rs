@@ -4,6 +4,7 @@
 
 use crate::engine::VolumeInfo;
 use dmraid_api::status::{LegState, SyncAction};
+use dmraid_api::EventReason;
 
 /// The STATE word `dmraid-csi volumes` prints for a volume condition (the
 /// CLI sees only the condition): never `ok` while redundancy is reduced.
@@ -367,13 +368,13 @@ impl Snapshot {
 pub struct HealthEvent {
     /// Warning (true) or Normal.
     pub warning: bool,
-    /// CamelCase reason.
-    pub reason: &'static str,
+    /// Why, as Kubernetes shows it.
+    pub reason: EventReason,
     /// What happened, in words.
     pub message: String,
 }
 
-fn ev(warning: bool, reason: &'static str, message: String) -> HealthEvent {
+fn ev(warning: bool, reason: EventReason, message: String) -> HealthEvent {
     HealthEvent {
         warning,
         reason,
@@ -406,24 +407,28 @@ pub fn transitions(prev: Option<&Snapshot>, v: &VolumeInfo) -> Vec<HealthEvent> 
                 .unwrap_or_else(|| "missing disk".into());
             out.push(ev(
                 true,
-                "LegFailed",
+                EventReason::LegFailed,
                 format!("{kind} leg {i} ({disk}) failed; {condition}"),
             ));
         }
     }
     let Some(prev) = prev else {
         if let Some(n) = now.write_hole {
-            out.push(ev(true, "UncleanDegraded", write_hole_words(n)));
+            out.push(ev(true, EventReason::UncleanDegraded, write_hole_words(n)));
         }
         if let Some((dirty, regions)) = now.unclean {
             out.push(ev(
                 true,
-                "UncleanShutdown",
+                EventReason::UncleanShutdown,
                 format!("unclean shutdown: resyncing {dirty} of {regions} regions"),
             ));
         }
         if let Some(why) = &now.crash_fix_refused {
-            out.push(ev(true, "CrashFixRefused", crash_fix_refused_words(why)));
+            out.push(ev(
+                true,
+                EventReason::CrashFixRefused,
+                crash_fix_refused_words(why),
+            ));
         }
         return out;
     };
@@ -433,7 +438,7 @@ pub fn transitions(prev: Option<&Snapshot>, v: &VolumeInfo) -> Vec<HealthEvent> 
         if moved && *state == Some(LegState::Syncing) {
             out.push(ev(
                 false,
-                "RebuildStarted",
+                EventReason::RebuildStarted,
                 format!(
                     "rebuilding {kind} leg {i} onto {}",
                     disk.clone().unwrap_or_default()
@@ -462,13 +467,13 @@ pub fn transitions(prev: Option<&Snapshot>, v: &VolumeInfo) -> Vec<HealthEvent> 
         if prev_mixed || prev.action == Some(SyncAction::Recover) {
             out.push(ev(
                 false,
-                "RebuildFinished",
+                EventReason::RebuildFinished,
                 format!("{kind}: rebuild finished, all legs in sync"),
             ));
         } else {
             out.push(ev(
                 false,
-                "ResyncFinished",
+                EventReason::ResyncFinished,
                 format!("{kind}: resync finished"),
             ));
         }
@@ -490,9 +495,9 @@ pub fn transitions(prev: Option<&Snapshot>, v: &VolumeInfo) -> Vec<HealthEvent> 
         out.push(ev(
             m > 0,
             if m > 0 {
-                "MismatchesFound"
+                EventReason::MismatchesFound
             } else {
-                "CheckFinished"
+                EventReason::CheckFinished
             },
             format!("{kind}: {what} finished, {m} mismatched sectors"),
         ));
@@ -501,7 +506,7 @@ pub fn transitions(prev: Option<&Snapshot>, v: &VolumeInfo) -> Vec<HealthEvent> 
         if now.action == Some(a) && prev.action != Some(a) {
             out.push(ev(
                 false,
-                "CheckStarted",
+                EventReason::CheckStarted,
                 format!(
                     "{kind}: {} started",
                     if a == SyncAction::Check {

@@ -700,10 +700,23 @@ mod tests {
                 state: ExtentState::Active,
             });
         }
-        assert!(matches!(
-            write(&mut d, &mut l, &big),
-            Err(LabelError::TooBig { .. })
-        ));
+        let before = d.get_ref().clone();
+        let e = write(&mut d, &mut l, &big).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                LabelError::TooBig {
+                    extents: 20_001,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(text.contains("20001 extents"), "{text}");
+        assert!(text.contains("over its 524288-byte slot"), "{text}");
+        assert!(text.contains("put new volumes on other disks"), "{text}");
+        assert!(d.get_ref() == &before, "nothing written");
     }
 
     #[test]

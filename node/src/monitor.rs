@@ -7,6 +7,7 @@
 
 use crate::engine::Engine;
 use crate::health;
+use dmraid_api::EventReason;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -84,9 +85,9 @@ fn tell(notices: Option<&Notices>, n: Notice) {
 
 fn record(notices: Option<&Notices>, id: &str, e: health::HealthEvent) {
     if e.warning {
-        tracing::warn!(volume = %id, reason = e.reason, message = %e.message, "event");
+        tracing::warn!(volume = %id, reason = e.reason.as_str(), message = %e.message, "event");
     } else {
-        tracing::info!(volume = %id, reason = e.reason, message = %e.message, "event");
+        tracing::info!(volume = %id, reason = e.reason.as_str(), message = %e.message, "event");
     }
     tell(notices, Notice::Event(id.to_string(), e));
 }
@@ -114,7 +115,7 @@ fn rebuild_started(
                 id,
                 health::HealthEvent {
                     warning: false,
-                    reason: "RebuildStarted",
+                    reason: EventReason::RebuildStarted,
                     message,
                 },
             );
@@ -181,7 +182,7 @@ fn report_readded(engine: &Engine, state: &mut RoundState, notices: Option<&Noti
             &r.id,
             health::HealthEvent {
                 warning: false,
-                reason: "LegReturned",
+                reason: EventReason::LegReturned,
                 message: format!("{legs} back: {what}"),
             },
         );
@@ -311,7 +312,7 @@ fn rebuild_waits(
             &v.id,
             health::HealthEvent {
                 warning: false,
-                reason: "RebuildDelayed",
+                reason: EventReason::RebuildDelayed,
                 message: format!(
                     "{legs} lost; the volume keeps redundancy, so the rebuild onto a spare waits {} s for the disk to come back (--rebuild-delay)",
                     cfg.rebuild_delay.as_secs()
@@ -417,7 +418,7 @@ pub fn round(
                         &id,
                         health::HealthEvent {
                             warning: true,
-                            reason: "SlowLeg",
+                            reason: EventReason::SlowLeg,
                             message: format!(
                                 "leg {leg} is slow: {ms} ms per I/O against {typical} ms on the other legs; the kernel keeps it, check the disk"
                             ),
@@ -439,7 +440,7 @@ pub fn round(
                         &id,
                         health::HealthEvent {
                             warning: false,
-                            reason: "WriteHoleCheck",
+                            reason: EventReason::WriteHoleCheck,
                             message: format!("redundancy is back: checking the array for the {n} regions written at the unclean shutdown while degraded"),
                         },
                     );
@@ -482,7 +483,7 @@ pub fn round(
         }
         let mut finished = false;
         for e in health::transitions(state.snaps.get(&id), &v) {
-            finished |= e.reason == "RebuildFinished";
+            finished |= e.reason == EventReason::RebuildFinished;
             record(notices, &id, e);
         }
         let in_sync = v.status.as_ref().is_some_and(|s| s.healthy());
@@ -494,7 +495,7 @@ pub fn round(
                     &id,
                     health::HealthEvent {
                         warning: false,
-                        reason: "RebuildFinished",
+                        reason: EventReason::RebuildFinished,
                         message: format!(
                             "{}: rebuild finished, all legs in sync",
                             v.spec.spec.raid_type
@@ -588,7 +589,7 @@ fn act(
                             &id,
                             health::HealthEvent {
                                 warning: true,
-                                reason: "RebuildBlocked",
+                                reason: EventReason::RebuildBlocked,
                                 message: format!("cannot rebuild yet: {text}"),
                             },
                         );
@@ -749,6 +750,50 @@ mod tests {
     }
 
     #[test]
+    fn volumes_with_no_redundancy_left_are_rebuilt_first() {
+        let (dm, _disks, engine) =
+            engine_on(&["/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde", "/dev/vdf"]);
+        let raid1 = |id: &str, legs: &str| {
+            let p: BTreeMap<String, String> = [
+                ("raidType".to_string(), "raid1".to_string()),
+                ("legs".to_string(), legs.to_string()),
+                ("sync".to_string(), "nosync".to_string()),
+            ]
+            .into();
+            let spec = dmraid_api::RaidSpec::from_parameters(&p).unwrap();
+            engine.create_volume(id, &spec, 8 << 20).unwrap();
+        };
+        // "a" keeps a mirror after losing one; "z" (later in every order
+        // but this one) has none left.
+        raid1("a", "3");
+        raid1("z", "2");
+        let cfg = config(true, Duration::from_millis(1));
+        let mut st = RoundState::default();
+        round(&engine, &cfg, &mut st, None, None);
+        dm.set_status("dmraid-a", "raid1 3 ADA 16384/16384 idle 0");
+        dm.set_status("dmraid-z", "raid1 2 AD 16384/16384 idle 0");
+        let before = dm.log().len();
+        round(&engine, &cfg, &mut st, None, None);
+        let arrays: Vec<String> = dm.log()[before..]
+            .iter()
+            .filter(|l| *l == "load dmraid-a" || *l == "load dmraid-z")
+            .cloned()
+            .collect();
+        assert_eq!(
+            arrays.first().map(String::as_str),
+            Some("load dmraid-z"),
+            "{arrays:?}"
+        );
+        for id in ["dmraid-a", "dmraid-z"] {
+            assert!(
+                dm.loads(id).iter().any(|t| t.contains(" rebuild ")),
+                "{id}: {:?}",
+                dm.loads(id)
+            );
+        }
+    }
+
+    #[test]
     fn a_lost_leg_is_rebuilt_onto_a_spare_and_reaped_when_in_sync() {
         let (dm, disks, engine) = engine_on(&["/dev/vdb", "/dev/vdc", "/dev/vdd"]);
         let old = raid5_v(&engine).legs[1].disk.clone().unwrap();
@@ -848,7 +893,7 @@ mod tests {
         dm.set_status("dmraid-v", "raid6_zr 4 ADDA 8192/8192 idle 0");
         round(&engine, &cfg, &mut st, None, Some(&tx));
         let after = reasons(&mut rx);
-        assert!(after.contains(&"RebuildStarted"), "{after:?}");
+        assert!(after.contains(&EventReason::RebuildStarted), "{after:?}");
         assert_ne!(engine.volume("v").unwrap().legs, before);
     }
 

@@ -1273,11 +1273,12 @@ fn a_disk_whose_label_is_full_takes_no_new_legs_and_offers_no_capacity() {
     assert_eq!(gaps.len(), 2, "the full disk offers no capacity: {gaps:?}");
     let s = params(&[("raidType", "raid1")]);
     let v = e.create_volume("v", &s, 8 * MIB as u64).unwrap();
-    let on: Vec<String> = v
+    let mut on: Vec<String> = v
         .legs
         .iter()
         .map(|l| l.disk.clone().unwrap().display().to_string())
         .collect();
+    on.sort();
     assert_eq!(on, ["/dev/vdc", "/dev/vdd"]);
     // Three legs need three disks with room: refused, saying why.
     let three = params(&[("raidType", "raid1"), ("legs", "3")]);
