@@ -764,13 +764,20 @@ fn a_disk_back_after_its_leg_was_replaced_loses_the_leg_and_its_copy_is_freed() 
     assert_eq!(leg_paths(&e2, "m"), legs);
 }
 
-#[test]
-fn a_disk_away_while_its_volume_was_deleted_frees_it_when_it_comes_back() {
+/// Three disks and a raid1 volume `v`: its leg 1's disk and that disk's bytes.
+fn raid1_v_and_its_leg_1_disk() -> (Arc<FakeDm>, FakeDisks, Engine, String, Vec<u8>) {
     let (dm, disks, e) = setup(3, 64 * MIB);
     let s = params(&[("raidType", "raid1")]);
     let v = e.create_volume("v", &s, 8 * MIB as u64).unwrap();
     let away = v.legs[1].disk.clone().unwrap().display().to_string();
     let bytes = disks.bytes(&away);
+    (dm, disks, e, away, bytes)
+}
+
+#[test]
+fn a_disk_away_while_its_volume_was_deleted_frees_it_when_it_comes_back() {
+    let (dm, disks, e, away, bytes) = raid1_v_and_its_leg_1_disk();
+    let s = params(&[("raidType", "raid1")]);
     disks.remove(&away);
     dm.set_status("dmraid-v", "raid1 2 AD 16384/16384 idle 0");
     e.delete_volume("v").unwrap();
@@ -1218,11 +1225,7 @@ fn a_present_disk_with_both_label_copies_damaged_is_named_not_called_missing() {
 
 #[test]
 fn a_disk_seen_half_removed_and_back_under_another_name_is_a_returning_disk() {
-    let (dm, disks, e) = setup(3, 64 * MIB);
-    let s = params(&[("raidType", "raid1")]);
-    let v = e.create_volume("v", &s, 8 * MIB as u64).unwrap();
-    let away = v.legs[1].disk.clone().unwrap().display().to_string();
-    let bytes = disks.bytes(&away);
+    let (dm, disks, e, away, bytes) = raid1_v_and_its_leg_1_disk();
     // Pulled: for a moment its node is still there, with no capacity
     // (the kernel is taking the disk apart). Not a disk, not a problem.
     disks.remove(&away);
