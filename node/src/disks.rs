@@ -155,7 +155,9 @@ pub struct RealDisks;
 /// How long a disk's presence, once read, stands: a health round asks it
 /// for every disk of every volume, several times (tens of thousands of
 /// sysfs reads a round at 500 volumes on 24 disks). A pulled disk's uevent
-/// wakes the round 200 ms later, past this, so the round sees it gone.
+/// wakes the round 200 ms later, past this, and every claim pass (which
+/// lists the disks first) forgets what was read, so a disk that just
+/// appeared is never taken for absent (`--test rebuild` caught that).
 const PRESENCE_FRESH: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Per path: when it was read, and the `major:minor` and `diskseq` then.
@@ -413,6 +415,10 @@ pub fn is_exact(pattern: &str) -> bool {
 
 impl Disks for RealDisks {
     fn discover(&self, globs: &[String]) -> std::io::Result<Discovery> {
+        // A listing of the disks is the moment disks come and go for the
+        // engine (every claim pass starts here): what was read of their
+        // presence before stands no more.
+        PRESENCE.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let uses = uses();
         let mut out = Discovery::default();
         for pattern in globs {
