@@ -332,7 +332,7 @@ fn the_dashboard_queries_only_metrics_the_binaries_export() {
     let root = e2e::repo_root();
     let dashboard = std::fs::read_to_string(chart().join("dashboards/dmraid-csi.json")).unwrap();
     let d: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
-    let sources = std::fs::read_to_string(root.join("node/src/metrics.rs")).unwrap()
+    let sources = std::fs::read_to_string(root.join("node/src/health/metrics.rs")).unwrap()
         + &std::fs::read_to_string(root.join("proto/src/grpc_metrics.rs")).unwrap();
     let mut checked = 0;
     for p in d["panels"].as_array().unwrap() {

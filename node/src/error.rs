@@ -1,10 +1,10 @@
 //! The node crate's one error type, and the one place it maps to CSI
 //! status codes.
 
-use crate::allocator::NoRoom;
-use crate::dm::DmError;
-use crate::labels::LabelError;
-use crate::paths::PathError;
+use crate::engine::allocator::NoRoom;
+use crate::engine::labels::LabelError;
+use crate::kernel::dm::DmError;
+use crate::kernel::paths::PathError;
 use std::path::PathBuf;
 
 /// Something the node could not do, in an operator's words.

@@ -2,10 +2,11 @@
 
 use clap::Parser;
 use dmraid_node::cli::{Cli, Command, LogFormat, ServeArgs};
-use dmraid_node::disks::RealDisks;
-use dmraid_node::dm::KernelDm;
+use dmraid_node::csi::{controller::ControllerService, node::NodeService};
 use dmraid_node::engine::{Engine, EngineConfig};
-use dmraid_node::{csi_controller::ControllerService, csi_node::NodeService, state_dir};
+use dmraid_node::kernel::disks::RealDisks;
+use dmraid_node::kernel::dm::KernelDm;
+use dmraid_node::state_dir;
 use dmraid_proto::csi::controller_server::ControllerServer;
 use dmraid_proto::csi::identity_client::IdentityClient;
 use dmraid_proto::csi::identity_server::IdentityServer;
@@ -70,7 +71,7 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let metrics = match &args.metrics_addr {
         Some(addr) => {
-            let m = Arc::new(dmraid_node::metrics::Metrics::new());
+            let m = Arc::new(dmraid_node::health::metrics::Metrics::new());
             let (volumes, calls) = (m.clone(), Arc::new(calls_registry));
             // Two registries, one page: the first one's "# EOF" would end it early.
             let render = move || {
@@ -106,19 +107,21 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
         _ => None,
     };
     let monitor = engine.clone().map(|engine| {
-        let cfg = dmraid_node::monitor::MonitorConfig {
+        let cfg = dmraid_node::health::monitor::MonitorConfig {
             auto_rebuild: args.auto_rebuild,
             interval: std::time::Duration::from_secs(args.monitor_interval.max(1)),
             scrub_every: args.scrub_interval.0,
             state_dir: Some(args.state_dir.clone()),
             rebuild_delay: args.rebuild_delay,
-            rate: dmraid_node::rate::RatePolicy {
+            rate: dmraid_node::health::rate::RatePolicy {
                 busy_share: args.rebuild_busy_share,
             },
         };
         let stop = stop.clone();
         let metrics = metrics.clone();
-        std::thread::spawn(move || dmraid_node::monitor::run(engine, cfg, stop, metrics, notices))
+        std::thread::spawn(move || {
+            dmraid_node::health::monitor::run(engine, cfg, stop, metrics, notices)
+        })
     });
     // Ready once the arrays are back from the labels; never without device-mapper.
     readiness.set(engine.is_some());
@@ -252,7 +255,7 @@ async fn identity(endpoint: &str) -> Result<(), String> {
         if let Some(t) = cap.r#type {
             println!(
                 "capability:   {}",
-                dmraid_node::describe::plugin_capability(&t)
+                dmraid_node::cli::describe::plugin_capability(&t)
             );
         }
     }
@@ -267,38 +270,42 @@ async fn main() -> ExitCode {
         Command::Node(args) => serve(args, false).await,
         Command::Standalone(args) => serve(args, true).await,
         Command::Identity(args) => identity(&args.endpoint).await,
-        Command::Engine(args) => dmraid_node::engine_cli::run(args),
+        Command::Engine(args) => dmraid_node::cli::engine::run(args),
         Command::Rebuild {
             id,
             leg,
             disk,
             state_dir,
         } => {
-            let req = dmraid_node::requests::RebuildRequest {
+            let req = dmraid_node::health::requests::RebuildRequest {
                 volume: id,
                 leg,
                 disk,
             };
-            dmraid_node::requests::submit(&state_dir, &req, std::time::Duration::from_secs(60))
-                .and_then(|o| {
-                    if o.ok {
-                        println!("{}", o.message);
-                        Ok(())
-                    } else {
-                        Err(o.message)
-                    }
-                })
+            dmraid_node::health::requests::submit(
+                &state_dir,
+                &req,
+                std::time::Duration::from_secs(60),
+            )
+            .and_then(|o| {
+                if o.ok {
+                    println!("{}", o.message);
+                    Ok(())
+                } else {
+                    Err(o.message)
+                }
+            })
         }
         Command::Check { id, repair } => {
-            dmraid_node::engine_cli::check(&id, repair).map(|text| println!("{text}"))
+            dmraid_node::cli::engine::check(&id, repair).map(|text| println!("{text}"))
         }
-        Command::Csi(args) => dmraid_node::csi_client::run(args).await,
+        Command::Csi(args) => dmraid_node::cli::csi_client::run(args).await,
         Command::Volumes(args) => {
-            dmraid_node::csi_client::volumes(&args.client.endpoint, args.wait).await
+            dmraid_node::cli::csi_client::volumes(&args.client.endpoint, args.wait).await
         }
-        Command::Disks(args) => dmraid_node::csi_client::disks(&args.disks),
+        Command::Disks(args) => dmraid_node::cli::csi_client::disks(&args.disks),
         Command::Describe { id, client } => {
-            dmraid_node::csi_client::describe(&client.endpoint, &id).await
+            dmraid_node::cli::csi_client::describe(&client.endpoint, &id).await
         }
     };
     match result {

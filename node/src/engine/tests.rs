@@ -2,8 +2,8 @@
 //! repair, refusals.
 
 use super::*;
-use crate::disks::FakeDisks;
-use crate::dm::FakeDm;
+use crate::kernel::disks::FakeDisks;
+use crate::kernel::dm::FakeDm;
 
 const MIB: usize = 1 << 20;
 
@@ -913,9 +913,9 @@ fn nosync_zeroes_space_not_known_to_be_zero_and_trusts_wiped_space() {
 
 #[test]
 fn tombstones_are_bounded() {
-    let mut l = crate::labels::new_label("d".into(), "n", 0);
+    let mut l = crate::engine::labels::new_label("d".into(), "n", 0);
     l.add_tombstones((0..2000u64).map(|i| (format!("u{i}"), i)));
-    assert_eq!(l.deleted.len(), crate::labels::MAX_TOMBSTONES);
+    assert_eq!(l.deleted.len(), crate::engine::labels::MAX_TOMBSTONES);
     assert!(l.deleted.contains_key("u1999") && !l.deleted.contains_key("u0"));
 }
 
@@ -958,7 +958,7 @@ fn a_name_that_looks_like_another_names_id_never_gets_that_volume() {
     let (_dm, _disks, e) = setup(3, 64 * MIB);
     let s = params(&[("raidType", "raid1")]);
     let name = "my volume #1";
-    let id = crate::csi_controller::volume_id(name);
+    let id = crate::csi::controller::volume_id(name);
     assert_ne!(id, name);
     e.create_named(&id, Some(name), &s, 8 * MIB as u64).unwrap();
     e.create_named(&id, Some(name), &s, 8 * MIB as u64)
@@ -1213,7 +1213,7 @@ fn a_present_disk_with_both_label_copies_damaged_is_named_not_called_missing() {
     let v = e.volume("v").unwrap();
     assert_eq!(v.unreadable.len(), 1);
     assert_eq!(v.unreadable[0].0, legs[1]);
-    let (_, msg) = crate::health::condition(&v);
+    let (_, msg) = crate::health::condition::condition(&v);
     assert!(
         msg.contains(&format!(
             "disk {} is here but its label is unreadable",

@@ -6,7 +6,7 @@
 //! frees replaced extents once an array is back in sync.
 
 use crate::engine::Engine;
-use crate::health;
+use crate::health::condition as health;
 use dmraid_api::EventReason;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +28,7 @@ pub struct MonitorConfig {
     /// rebuilt onto a spare (a volume with no redundancy left never waits).
     pub rebuild_delay: Duration,
     /// The rebuild rate policy's knobs.
-    pub rate: crate::rate::RatePolicy,
+    pub rate: crate::health::rate::RatePolicy,
 }
 
 /// What the monitor tells the cluster side (status writer, event recorder).
@@ -67,7 +67,7 @@ pub struct RoundState {
     /// rebuild delay runs from there).
     pub lost_since: BTreeMap<String, std::time::Instant>,
     /// Per volume: what the rate policy remembers.
-    pub rates: BTreeMap<String, crate::rate::Tracker>,
+    pub rates: BTreeMap<String, crate::health::rate::Tracker>,
     /// Set by a round: wake the next one this soon at the latest (a
     /// governed sync runs, a rebuild delay ends).
     pub wake_in: Option<Duration>,
@@ -135,12 +135,12 @@ fn operator_rebuilds(
     notices: Option<&Notices>,
 ) {
     let Some(dir) = &cfg.state_dir else { return };
-    for req in crate::requests::take_rebuilds(dir) {
+    for req in crate::health::requests::take_rebuilds(dir) {
         let id = req.volume.clone();
         let outcome = match engine.replace_leg(&id, req.leg, req.disk.clone()) {
             Ok(after) => {
                 let moved = rebuild_started(state, notices, &id, &after);
-                crate::requests::Outcome {
+                crate::health::requests::Outcome {
                     ok: true,
                     message: if moved.is_empty() {
                         format!("volume {id}: rebuild started")
@@ -149,13 +149,13 @@ fn operator_rebuilds(
                     },
                 }
             }
-            Err(e) => crate::requests::Outcome {
+            Err(e) => crate::health::requests::Outcome {
                 ok: false,
                 message: format!("volume {id}: {e}"),
             },
         };
         tracing::info!(volume = %id, ok = outcome.ok, message = %outcome.message, "operator rebuild request");
-        crate::requests::answer(dir, &id, &outcome);
+        crate::health::requests::answer(dir, &id, &outcome);
     }
 }
 
@@ -208,7 +208,7 @@ fn no_redundancy_left(v: &crate::engine::VolumeInfo, st: &dmraid_api::RaidStatus
     !s.lost && s.left == 0
 }
 
-/// The rebuild rate policy for one volume (`crate::rate`): retune the
+/// The rebuild rate policy for one volume (`crate::health::rate`): retune the
 /// table's recovery ceiling when the volume turns busy or idle. Returns
 /// whether a sync it governs is running.
 fn govern_rate(
@@ -251,7 +251,7 @@ fn govern_rate(
     let dirty_only = v.unclean.is_some() && st.action != Some(Recover);
     let running = (fresh || resumed) && !dirty_only && st.synced < st.total;
     let applied = engine.recovery_rate(&v.id);
-    let sample = crate::rate::Sample {
+    let sample = crate::health::rate::Sample {
         now,
         app_ios: engine.array_io(&v.id),
         running,
@@ -262,9 +262,9 @@ fn govern_rate(
         applied,
     };
     let want = match tracker.decide(cfg.rate, sample) {
-        crate::rate::Ceiling::Keep => return running,
-        crate::rate::Ceiling::Set(kib) => Some(kib),
-        crate::rate::Ceiling::Clear => None,
+        crate::health::rate::Ceiling::Keep => return running,
+        crate::health::rate::Ceiling::Set(kib) => Some(kib),
+        crate::health::rate::Ceiling::Clear => None,
     };
     let busy = tracker.busy(now);
     match engine.set_recovery_rate(&v.id, want) {
@@ -328,7 +328,7 @@ pub fn round(
     engine: &Engine,
     cfg: &MonitorConfig,
     state: &mut RoundState,
-    metrics: Option<&crate::metrics::Metrics>,
+    metrics: Option<&crate::health::metrics::Metrics>,
     notices: Option<&Notices>,
 ) {
     let claims = engine.claim_count();
@@ -516,7 +516,7 @@ pub fn round(
             state.last.insert(id.clone(), message);
         }
         if govern_rate(engine, cfg, state, epoch.elapsed().as_secs_f64(), &v) {
-            let tick = crate::rate::TICK;
+            let tick = crate::health::rate::TICK;
             state.wake_in = Some(state.wake_in.map_or(tick, |w| w.min(tick)));
         }
         let Some(status) = &v.status else { continue };
@@ -619,7 +619,7 @@ pub fn run(
     engine: Arc<Engine>,
     cfg: MonitorConfig,
     stop: Arc<AtomicBool>,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
+    metrics: Option<Arc<crate::health::metrics::Metrics>>,
     notices: Option<Notices>,
 ) {
     let mut state = RoundState::default();
@@ -675,9 +675,9 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disks::FakeDisks;
-    use crate::dm::{DeviceMapper, FakeDm};
     use crate::engine::EngineConfig;
+    use crate::kernel::disks::FakeDisks;
+    use crate::kernel::dm::{DeviceMapper, FakeDm};
 
     /// An engine over fake disks `disks` (64 MiB each), all claimed.
     fn engine_on(disks: &[&str]) -> (Arc<FakeDm>, FakeDisks, Arc<Engine>) {
@@ -714,7 +714,7 @@ mod tests {
     fn config(auto_rebuild: bool, interval: Duration) -> MonitorConfig {
         MonitorConfig {
             rebuild_delay: Duration::ZERO,
-            rate: crate::rate::RatePolicy::default(),
+            rate: crate::health::rate::RatePolicy::default(),
             auto_rebuild,
             interval,
             scrub_every: None,

@@ -2,7 +2,7 @@
 //! local engine: volumes live on this machine's disks.
 
 use crate::engine::{Engine, VolumeInfo};
-use crate::health;
+use crate::health::condition as health;
 use dmraid_api::capacity::{array_sectors, largest_volume, leg_for_size};
 use dmraid_api::units::{Bytes, Sectors};
 use dmraid_api::RaidSpec;
@@ -447,9 +447,9 @@ impl Controller for ControllerService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disks::FakeDisks;
-    use crate::dm::FakeDm;
     use crate::engine::EngineConfig;
+    use crate::kernel::disks::FakeDisks;
+    use crate::kernel::dm::FakeDm;
     use dmraid_proto::csi::volume_capability::access_mode::Mode;
 
     /// The service over `n` fake disks of `mib` MiB each.

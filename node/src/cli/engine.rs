@@ -2,9 +2,9 @@
 //! this machine's disks, with the real kernel. Prints JSON on stdout.
 
 use crate::cli::{EngineArgs, EngineOp};
-use crate::disks::RealDisks;
-use crate::dm::KernelDm;
 use crate::engine::{Engine, EngineConfig};
+use crate::kernel::disks::RealDisks;
+use crate::kernel::dm::KernelDm;
 use dmraid_api::quantity::parse_size;
 use dmraid_api::RaidSpec;
 use std::collections::BTreeMap;
@@ -103,7 +103,7 @@ pub fn run(args: EngineArgs) -> Result<(), String> {
 /// the kernel (a target message; the labels are not touched, so it is safe
 /// beside a running driver).
 pub fn check(id: &str, repair: bool) -> Result<String, String> {
-    use crate::dm::DeviceMapper;
+    use crate::kernel::dm::DeviceMapper;
     let dm = KernelDm::open().map_err(|e| e.to_string())?;
     let name = crate::engine::array_name(id);
     let status = dm.status(&name).map_err(|e| format!("volume {id}: {e}"))?;

@@ -247,12 +247,12 @@ pub async fn volumes(endpoint: &str, wait: bool) -> Result<(), String> {
                 "{:<24} {:>12}  {:<10} {}",
                 v.volume_id,
                 size.to_string(),
-                crate::health::state_word(c.abnormal, &c.message),
+                crate::health::condition::state_word(c.abnormal, &c.message),
                 c.message
             );
-            if let Some(p) = crate::health::progress(&c.message) {
+            if let Some(p) = crate::health::condition::progress(&c.message) {
                 busy = true;
-                println!("{:<24} {}", "", crate::health::bar(p));
+                println!("{:<24} {}", "", crate::health::condition::bar(p));
             }
         }
         if !wait || !busy {
@@ -307,14 +307,14 @@ pub async fn describe(endpoint: &str, id: &str) -> Result<(), String> {
     for part in parts.split("; ") {
         println!("  - {part}");
     }
-    if let Some(p) = crate::health::progress(&c.message) {
+    if let Some(p) = crate::health::condition::progress(&c.message) {
         let eta = c
             .message
             .split(", ETA ")
             .nth(1)
             .map(|e| format!("  ETA {}", e.split(';').next().unwrap_or(e)))
             .unwrap_or_default();
-        println!("Progress:   {}{eta}", crate::health::bar(p));
+        println!("Progress:   {}{eta}", crate::health::condition::bar(p));
     }
     Ok(())
 }
@@ -322,7 +322,7 @@ pub async fn describe(endpoint: &str, id: &str) -> Result<(), String> {
 /// `dmraid-csi disks`: every device the globs match, what each claimed
 /// disk's label says, and why each other one is left alone; writes nothing.
 pub fn disks(globs: &[String]) -> Result<(), String> {
-    use crate::disks::{Disks, RealDisks};
+    use crate::kernel::disks::{Disks, RealDisks};
     println!(
         "{:<28} {:>10} {:>10}  {:<16} VOLUMES / NOTE",
         "DISK", "SIZE", "FREE", "NODE"
@@ -354,18 +354,20 @@ pub fn disks(globs: &[String]) -> Result<(), String> {
 }
 
 /// FREE, NODE and the note of one disk the driver may claim.
-fn disk_line(d: &crate::disks::DiskInfo) -> Result<String, String> {
+fn disk_line(d: &crate::kernel::disks::DiskInfo) -> Result<String, String> {
     let size = dmraid_api::units::Bytes(d.size);
     let mut dev = std::fs::File::open(&d.path).map_err(|e| format!("cannot be opened: {e}"))?;
-    let loaded = crate::labels::read(&mut dev).map_err(|e| format!("label unreadable: {e}"))?;
+    let loaded =
+        crate::engine::labels::read(&mut dev).map_err(|e| format!("label unreadable: {e}"))?;
     Ok(match loaded.label {
         Some(l) => {
-            let space = crate::allocator::DiskSpace::new(&l.disk_uuid, size.sectors(), &l.extents);
+            let space =
+                crate::engine::allocator::DiskSpace::new(&l.disk_uuid, size.sectors(), &l.extents);
             let vols: Vec<&str> = l.volumes.keys().map(String::as_str).collect();
             let wiping: u64 = l
                 .extents
                 .iter()
-                .filter(|e| e.state == crate::labels::ExtentState::Wiping)
+                .filter(|e| e.state == crate::engine::labels::ExtentState::Wiping)
                 .map(|e| e.len * 512)
                 .sum();
             let note = if wiping > 0 {
@@ -390,11 +392,11 @@ fn disk_line(d: &crate::disks::DiskInfo) -> Result<String, String> {
             dmraid_api::units::Bytes(crate::engine::smallest_disk())
         ),
         None => {
-            let note = match crate::signature::probe(&dev) {
+            let note = match crate::kernel::signature::probe(&dev) {
                 Ok(found) if found.is_empty() => "blank: will be claimed".to_string(),
                 Ok(found) => format!(
                     "not claimed: carries {} (--wipe-disks erases them)",
-                    crate::signature::describe(&found)
+                    crate::kernel::signature::describe(&found)
                 ),
                 Err(e) => format!("cannot be probed: {e}"),
             };

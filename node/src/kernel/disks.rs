@@ -11,8 +11,8 @@
 //! reported with the reason, and one device that cannot be read never stops
 //! the others from being claimed.
 
-use crate::labels::SyncIo;
-use crate::signature::{self, Found};
+use crate::engine::labels::SyncIo;
+use crate::kernel::signature::{self, Found};
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};

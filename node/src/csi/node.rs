@@ -5,7 +5,8 @@
 
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::{health, mount, paths, signature};
+use crate::health::condition as health;
+use crate::kernel::{mount, paths, signature};
 use dmraid_proto::csi::node_server::Node;
 use dmraid_proto::csi::volume_capability::AccessType;
 use dmraid_proto::csi::*;

@@ -8,8 +8,8 @@
 
 use crate::engine::{DiskReport, Engine, VolumeInfo};
 use crate::error::Error as EngineError;
-use crate::health;
-use crate::monitor::Notice;
+use crate::health::condition as health;
+use crate::health::monitor::Notice;
 use dmraid_api::capacity::largest_volume;
 use dmraid_api::crd::{
     human_bytes, DiskStatus, LayoutCapacity, LegStatus, Phase, RaidNode, RaidNodeSpec,
@@ -116,7 +116,7 @@ pub fn health_word(v: &VolumeInfo) -> &'static str {
     let Some(st) = &v.status else {
         return "inactive";
     };
-    let lost = crate::health::lost_legs(v, st);
+    let lost = crate::health::condition::lost_legs(v, st);
     if dmraid_api::redundancy::survival(&v.spec.spec, &lost).lost {
         return "failed";
     }

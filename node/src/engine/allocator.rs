@@ -8,7 +8,7 @@
 //! wider arrays still fit; on each disk the meta+data pair goes contiguous
 //! into the smallest gap that holds it (best fit), so large gaps stay whole.
 
-use crate::labels::{Extent, LABEL_AREA};
+use crate::engine::labels::{Extent, LABEL_AREA};
 use dmraid_api::units::{Bytes, Sectors};
 
 /// One claimed disk as the allocator sees it.

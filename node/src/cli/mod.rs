@@ -1,6 +1,10 @@
 //! The `dmraid-csi` command line: the node plugin, the standalone driver and
 //! the operator's commands. `--help` on each subcommand is its documentation.
 
+pub mod csi_client;
+pub mod describe;
+pub mod engine;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 

@@ -120,7 +120,7 @@ impl Pinned {
 
 /// Open `path` without following a final symlink and check that what was
 /// opened is a real directory or file whose path is still `path` (a path
-/// without symlinks, as [`crate::paths::confine`] returns).
+/// without symlinks, as [`crate::kernel::paths::confine`] returns).
 pub fn pin(path: &Path) -> std::io::Result<Pinned> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()

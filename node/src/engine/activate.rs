@@ -1,0 +1,489 @@
+//! Activation: a volume's devices made from its record, its rate ceiling,
+//! every volume re-activated at start-up (with the crash fix when the
+//! clean-shutdown marker is missing) and deactivated at an orderly stop.
+
+use super::*;
+
+impl Engine {
+    /// Make the volume's devices live from its labels; `new_array`: first activation.
+    pub(super) fn activate_volume(&self, id: &str, new_array: bool) -> Result<(), Error> {
+        let (record, legs) = self
+            .find(id)
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let vs = Self::spec_of(&record)?;
+        let name = array_name(id);
+        let live = self.dm.info(&name)?.is_some_and(|i| i.live_table);
+        // Legs on a disk that went away and came back: their linears still
+        // map the vanished device, whatever their table text says.
+        let returned: BTreeSet<u32> = {
+            let back = lock(&self.returned);
+            legs.iter()
+                .filter(|(_, (disk, _, _))| {
+                    self.uuid_of(&disk.path).is_ok_and(|u| back.contains(&u))
+                })
+                .map(|(leg, _)| *leg)
+                .collect()
+        };
+        let current = if live {
+            self.dm
+                .table(&name)?
+                .first()
+                .and_then(|t| RaidTable::parse(&t.line()).ok())
+        } else {
+            None
+        };
+        // A live array keeps the recovery ceiling the rebuild policy gave it.
+        if let Some(rate) = current.as_ref().and_then(|t| t.max_recovery_rate) {
+            if vs.spec.max_recovery_rate.is_none() {
+                lock(&self.rates).entry(id.to_string()).or_insert(rate);
+            }
+        }
+        let devs = self.leg_devs(id, &vs, &legs, &returned)?;
+        let steady = self.with_rate(
+            id,
+            &vs,
+            RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs.clone(), new_array, &[])?,
+        );
+        // A replacement leg whose metadata the kernel never wrote (the driver
+        // died between recording it and loading `rebuild`) still needs
+        // `rebuild`: without it the kernel refuses the array.
+        let blank = if new_array {
+            Vec::new()
+        } else {
+            self.blank_meta_legs(&legs)
+        };
+        if !blank.is_empty() {
+            tracing::warn!(volume = %id, legs = ?blank, "legs without dm-raid metadata: rebuilding them");
+            let rebuilding = self.with_rate(
+                id,
+                &vs,
+                RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs, false, &blank)?,
+            );
+            return self.load_rebuild(id, &blank, &rebuilding, &steady, live);
+        }
+        let target = [Target::new(0, steady.length.0, "raid", steady.params())];
+        if live {
+            let dirty = if returned.is_empty() {
+                None
+            } else {
+                self.bitmap_dirty(&legs, &returned)
+            };
+            // `nosync` only matters to a new array: a live one made with it
+            // is the same array without it.
+            let same = current.as_ref().is_some_and(|c| {
+                let mut c = c.clone();
+                c.sync = steady.sync;
+                c == steady
+            });
+            if !same {
+                dm::reload(self.dm.as_ref(), &name, &target)?;
+            } else if !returned.is_empty() {
+                // The same table, suspended and resumed: dm-raid's second
+                // resume revives each failed leg whose superblock reads
+                // again, and md recovers only the regions the write-intent
+                // bitmap kept dirty while it was away. A new table would
+                // not: a degraded array's bitmap loads as out of date and
+                // the leg is recovered in full (README, "What the kernel really does").
+                self.dm.suspend(&name)?;
+                self.dm.resume(&name)?;
+            }
+            if !returned.is_empty() {
+                tracing::info!(volume = %id, legs = ?returned, dirty = ?dirty, "legs back with their disk: they catch up from the write-intent bitmap");
+                lock(&self.readded).push(ReAdded {
+                    id: id.to_string(),
+                    legs: returned
+                        .iter()
+                        .filter_map(|l| legs.get(l).map(|(d, _, _)| (*l, d.path.clone())))
+                        .collect(),
+                    dirty,
+                });
+            }
+            return Ok(());
+        }
+        dm::activate(
+            self.dm.as_ref(),
+            &name,
+            Some(&format!("DMRAID-{id}")),
+            &target,
+        )?;
+        Ok(())
+    }
+
+    /// `table` with the rebuild policy's recovery ceiling, where the
+    /// volume's class sets none.
+    pub(super) fn with_rate(&self, id: &str, vs: &VolumeSpec, mut table: RaidTable) -> RaidTable {
+        if vs.spec.max_recovery_rate.is_none() {
+            if let Some(rate) = lock(&self.rates).get(id) {
+                table.max_recovery_rate = Some((*rate).max(table.min_recovery_rate.unwrap_or(0)));
+            }
+        }
+        table
+    }
+
+    /// A sync about to start runs unhindered (where the class sets no ceiling).
+    pub(super) fn full_speed(&self, id: &str, spec: &RaidSpec) {
+        if spec.max_recovery_rate.is_none() {
+            lock(&self.rates).insert(id.to_string(), UNLIMITED_RATE);
+        }
+    }
+
+    /// The recovery ceiling (KiB/s) the policy set for a volume, if any.
+    pub fn recovery_rate(&self, id: &str) -> Option<u64> {
+        lock(&self.rates).get(id).copied()
+    }
+
+    /// Set the recovery ceiling (KiB/s; None: the kernel's default) of a
+    /// volume whose class sets none, and reload its live table with it: md
+    /// goes on from its resync or recovery checkpoint. Returns whether the
+    /// table changed. A class's `maxRecoveryRate` is never overridden.
+    pub fn set_recovery_rate(&self, id: &str, kib: Option<u64>) -> Result<bool, Error> {
+        let _guard = self.lock_volume(id)?;
+        let (record, _) = self
+            .find(id)
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let vs = Self::spec_of(&record)?;
+        if vs.spec.max_recovery_rate.is_some() {
+            return Ok(false);
+        }
+        match kib {
+            Some(k) => lock(&self.rates).insert(id.to_string(), k),
+            None => lock(&self.rates).remove(id),
+        };
+        let name = array_name(id);
+        if !self.dm.info(&name)?.is_some_and(|i| i.live_table) {
+            return Ok(false);
+        }
+        let Some(mut table) = self
+            .dm
+            .table(&name)?
+            .first()
+            .and_then(|t| RaidTable::parse(&t.line()).ok())
+        else {
+            return Ok(false);
+        };
+        let want = kib.map(|k| k.max(table.min_recovery_rate.unwrap_or(0)));
+        if table.max_recovery_rate == want {
+            return Ok(false);
+        }
+        table.max_recovery_rate = want;
+        dm::reload(
+            self.dm.as_ref(),
+            &name,
+            &[Target::new(0, table.length.0, "raid", table.params())],
+        )?;
+        Ok(true)
+    }
+
+    /// Application I/Os completed on the volume's array device (the
+    /// kernel's own resync and rebuild I/O runs below it and is not
+    /// counted). None where the system does not say.
+    pub fn array_io(&self, id: &str) -> Option<u64> {
+        self.dm
+            .io_stats(&array_name(id))
+            .ok()
+            .flatten()
+            .map(|(ios, _)| ios)
+    }
+
+    /// The meta/data linears of every leg whose disk is here (made or
+    /// reloaded to the labels' extents), `None` for the others. Legs in
+    /// `fresh` are reloaded even when their table reads the same (their
+    /// disk vanished and came back: the old mapping holds a dead device).
+    pub(super) fn leg_devs(
+        &self,
+        id: &str,
+        vs: &VolumeSpec,
+        legs: &BTreeMap<u32, (DiskInfo, u64, u64)>,
+        fresh: &BTreeSet<u32>,
+    ) -> Result<Vec<Option<LegDevs>>, Error> {
+        let mut devs = Vec::new();
+        for leg in 0..vs.spec.legs {
+            let Some((disk, meta, data)) = legs.get(&leg) else {
+                devs.push(None);
+                continue;
+            };
+            let linear = |role: Role, len: u64, start: u64| {
+                let name = leg_name(id, leg, role);
+                let table = [Target::new(
+                    0,
+                    len,
+                    "linear",
+                    format!("{} {start}", disk.devno),
+                )];
+                if fresh.contains(&leg) && self.dm.info(&name)?.is_some() {
+                    dm::reload(self.dm.as_ref(), &name, &table)
+                } else {
+                    dm::activate(self.dm.as_ref(), &name, None, &table)
+                }
+            };
+            let m = linear(Role::Meta, META_EXTENT.0, *meta)?;
+            let d = linear(Role::Data, vs.leg_data, *data)?;
+            devs.push(Some(LegDevs {
+                meta: m.devno(),
+                data: d.devno(),
+            }));
+        }
+        Ok(devs)
+    }
+
+    /// Legs whose metadata extent holds no dm-raid superblock, when some
+    /// other leg has one (all blank is a new array, not a rebuild). A leg
+    /// whose disk cannot be read is left to the kernel to judge.
+    pub(super) fn blank_meta_legs(&self, legs: &BTreeMap<u32, (DiskInfo, u64, u64)>) -> Vec<u32> {
+        let mut blank = Vec::new();
+        let mut written = 0;
+        for (leg, (disk, meta, _)) in legs {
+            let mut head = vec![0u8; 4096];
+            let read = self.disks.open(&disk.path).and_then(|mut dev| {
+                dev.seek(SeekFrom::Start(meta * 512))?;
+                dev.read_exact(&mut head)
+            });
+            match read {
+                Ok(()) if superblock::parse_superblock(&head).is_ok() => written += 1,
+                Ok(()) => blank.push(*leg),
+                Err(_) => written += 1,
+            }
+        }
+        if written == 0 {
+            Vec::new()
+        } else {
+            blank
+        }
+    }
+
+    /// Start-up, and whenever a disk is claimed: re-create every array from
+    /// the labels alone (a running one is reloaded when its table lacks a
+    /// leg whose disk is back). Half-made volumes are rolled back; volumes
+    /// without a clean-shutdown marker get the crash fix first. Returns one
+    /// error per volume that failed.
+    pub fn activate_all(&self) -> Vec<(String, Error)> {
+        let mut failures = Vec::new();
+        for id in self.volume_ids() {
+            let result = (|| -> Result<(), Error> {
+                let _guard = self.lock_volume(&id)?;
+                let Some((record, legs)) = self.find(&id) else {
+                    // Only disks that are away hold it: it waits for them.
+                    return match self.where_it_was(&id) {
+                        Some(detail) => Err(Error::DisksMissing {
+                            id: id.clone(),
+                            detail,
+                        }),
+                        None => Ok(()),
+                    };
+                };
+                if !record.complete {
+                    // No present disk knows a finished create (the merge
+                    // above prefers one): the create died half-way.
+                    tracing::warn!(volume = %id, "a create that did not finish before a crash: rolling it back");
+                    self.teardown(&id)?;
+                    return self.free_extents(&id);
+                }
+                // Legs whose disks are away, more than the level survives
+                // (both disks of a raid10 mirror): the kernel would refuse
+                // the table, and nothing is written to the disks that are
+                // here (no crash fix, no label change) until they return.
+                let spec = Self::spec_of(&record)?.spec;
+                let away: BTreeSet<usize> = (0..spec.legs)
+                    .filter(|l| !legs.contains_key(l))
+                    .map(|l| l as usize)
+                    .collect();
+                if dmraid_api::redundancy::survival(&spec, &away).lost {
+                    return Err(Error::DisksMissing {
+                        id: id.clone(),
+                        detail: format!(
+                            "the disks of its legs {} are away, more than {} survives",
+                            away.iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            spec.raid_type
+                        ),
+                    });
+                }
+                let clean = {
+                    let claimed = lock(&self.claimed);
+                    claimed
+                        .iter()
+                        .filter_map(|c| c.label().volumes.get(&id))
+                        .all(|r| r.clean_shutdown)
+                };
+                let already_live = self
+                    .dm
+                    .info(&array_name(&id))?
+                    .is_some_and(|i| i.live_table);
+                let mut patched = None;
+                if !clean && !already_live {
+                    match self.repair_after_crash(&legs) {
+                        Ok((found, originals)) => {
+                            // Every kernel the suites run (6.1, 6.12) drops
+                            // the bitmap's dirty bits after a crash (the
+                            // power_cut suite asserts it on each): the fix
+                            // applies on all of them.
+                            tracing::info!(volume = %id, dirty = found.0, regions = found.1, kernel = %kernel_release(), "unclean shutdown: array_resync_offset set to 0 so the kernel resyncs the dirty regions");
+                            lock(&self.unclean).insert(id.clone(), found);
+                            patched = Some((found, originals));
+                        }
+                        // Nothing was written: the kernel starts it as it
+                        // is (what it does for everyone else), and the
+                        // volume says why the fix was not applied.
+                        Err(Error::Precondition(why)) => {
+                            tracing::warn!(volume = %id, reason = %why, "unclean shutdown: crash fix refused, starting the array as the kernel finds it");
+                            lock(&self.crash_fix_refused).insert(id.clone(), why);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                self.edit_volume_labels(&id, |label| {
+                    if let Some(r) = label.volumes.get_mut(&id) {
+                        r.clean_shutdown = false;
+                        // A copy a crash left "in flight" learns the create finished.
+                        if !r.complete && r.uid == record.uid {
+                            tracing::info!(volume = %id, disk = %label.disk_uuid, "label copy still said the create was in flight; marked complete");
+                            r.complete = true;
+                        }
+                    }
+                })?;
+                match (self.activate_volume(&id, false), patched) {
+                    (Err(e), Some((found, originals)))
+                        if Self::spec_of(&record)?.spec.raid_type.is_parity() =>
+                    {
+                        self.start_with_write_hole(&id, e, found, &originals)
+                    }
+                    (result, _) => result,
+                }
+            })();
+            let result = result.and_then(|_| self.reap_retired(&id).map(|_| ()));
+            if let Err(e) = result {
+                failures.push((id, e));
+            }
+        }
+        self.settle_returned();
+        failures
+    }
+
+    /// A parity array that lost power while degraded (a leg missing, or
+    /// one being rebuilt): the kernel refuses it with array_resync_offset 0
+    /// ("cannot start dirty degraded array", measured on 6.1), because the
+    /// stripes written at the crash cannot be checked without every leg
+    /// (the RAID5/6 write hole). Policy: put the superblocks back as they
+    /// were, start the array without the resync, say how many regions may
+    /// be inconsistent, and check the whole array once redundancy is back
+    /// (the monitor does). Never leave it offline for this.
+    pub(super) fn start_with_write_hole(
+        &self,
+        id: &str,
+        refused: Error,
+        (dirty, regions): (u64, u64),
+        originals: &[(PathBuf, u64, Vec<u8>)],
+    ) -> Result<(), Error> {
+        tracing::warn!(volume = %id, error = %refused, dirty, regions, "the kernel refused the dirty degraded array: starting it without the resync; the regions written at the crash are checked once redundancy is back");
+        for (path, meta, head) in originals {
+            let mut dev = self.disks.open(path).map_err(Self::io_err(path))?;
+            dev.seek(SeekFrom::Start(meta * 512))
+                .map_err(Self::io_err(path))?;
+            dev.write_all(head).map_err(Self::io_err(path))?;
+            dev.sync_data().map_err(Self::io_err(path))?;
+        }
+        let name = array_name(id);
+        if !self.dm.info(&name)?.is_some_and(|i| i.live_table) {
+            self.teardown(id)?;
+        }
+        self.activate_volume(id, false)?;
+        lock(&self.unclean).remove(id);
+        lock(&self.write_hole).insert(id.to_string(), dirty);
+        Ok(())
+    }
+
+    /// The monitor started the check a write hole waits for: forget it.
+    pub fn write_hole_checked(&self, id: &str) -> Option<u64> {
+        lock(&self.write_hole).remove(id)
+    }
+
+    /// The kernel keeps saying "clean" after a crash and drops the bitmap's
+    /// dirty bits (VM-NOTES); set array_resync_offset to 0 in every leg's
+    /// superblock so it resyncs exactly the dirty regions. Returns (dirty,
+    /// regions) and each patched superblock as it was (disk, meta start,
+    /// 4 KiB), to put back if the kernel refuses the array.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn repair_after_crash(
+        &self,
+        legs: &BTreeMap<u32, (DiskInfo, u64, u64)>,
+    ) -> Result<((u64, u64), Vec<(PathBuf, u64, Vec<u8>)>), Error> {
+        let mut originals = Vec::new();
+        let mut worst = (0, 0);
+        // Every leg's superblock is read and checked before any is written:
+        // one the driver may not edit (a layout or feature it does not know)
+        // leaves them all as they were.
+        let mut patched = Vec::new();
+        for (disk, meta, _) in legs.values() {
+            let path = &disk.path;
+            let (dev, mut head) = self.meta_head(path, *meta)?;
+            if superblock::parse_superblock(&head).is_err() {
+                // Never written (the array never came up): nothing to repair.
+                continue;
+            }
+            if let Ok(d) = superblock::dirty_regions(&head) {
+                worst = worst.max(d);
+            }
+            originals.push((path.clone(), *meta, head[..4096].to_vec()));
+            superblock::set_array_resync_offset_zero(&mut head).map_err(|e| {
+                Error::Precondition(format!(
+                    "the crash fix cannot edit the dm-raid superblock on {} (kernel {}): {e}",
+                    path.display(),
+                    kernel_release()
+                ))
+            })?;
+            patched.push((path, *meta, head, dev));
+        }
+        for (path, meta, head, mut dev) in patched {
+            dev.seek(SeekFrom::Start(meta * 512))
+                .map_err(Self::io_err(path))?;
+            dev.write_all(&head[..4096]).map_err(Self::io_err(path))?;
+            dev.sync_data().map_err(Self::io_err(path))?;
+        }
+        Ok((worst, originals))
+    }
+
+    /// Orderly shutdown: stop every array that is not in use and mark it
+    /// clean. Arrays in use stay up (and unmarked: their next activation
+    /// repairs them as after a crash, which is safe). Returns ids left up.
+    pub fn deactivate_all(&self) -> Vec<(String, Error)> {
+        let mut left = Vec::new();
+        let mut stopped = BTreeSet::new();
+        for id in self.volume_ids() {
+            let ok = (|| -> Result<(), Error> {
+                // An operation in flight (a reconcile, a rebuild step) ends
+                // first: an orderly stop waits for it a little.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                let _guard = loop {
+                    match self.lock_volume(&id) {
+                        Err(Error::Busy(_)) if std::time::Instant::now() < deadline => {
+                            std::thread::sleep(std::time::Duration::from_millis(100))
+                        }
+                        other => break other?,
+                    }
+                };
+                self.teardown(&id)
+            })();
+            match ok {
+                Ok(()) => {
+                    stopped.insert(id);
+                }
+                Err(e) => left.push((id, e)),
+            }
+        }
+        // One label write a disk for all of them (a stop cut short leaves
+        // the rest unmarked: repaired as after a crash, which is safe).
+        let marked = self.edit_labels(|label| {
+            for (id, r) in label.volumes.iter_mut() {
+                if stopped.contains(id) {
+                    r.clean_shutdown = true;
+                }
+            }
+        });
+        if let Err(e) = marked {
+            tracing::warn!(error = %e, volumes = stopped.len(), "arrays stopped but not marked clean: their next activation repairs them as after a crash");
+        }
+        left
+    }
+}

@@ -1,0 +1,398 @@
+//! Rebuilds: a lost leg replaced onto a spare, a returned disk's legs
+//! re-added so the bitmap catches them up, retired legs reaped, scrubs.
+
+use super::*;
+
+impl Engine {
+    /// Start a scrub: `check` counts mismatches between legs, `repair` also
+    /// rewrites them. Refused while the array is degraded, syncing or
+    /// already scrubbing, and for raid0 (nothing to compare).
+    pub fn scrub(&self, id: &str, repair: bool) -> Result<VolumeInfo, Error> {
+        let _guard = self.lock_volume(id)?;
+        let v = self.volume(id)?;
+        let what = if repair { "repair" } else { "check" };
+        if v.spec
+            .spec
+            .raid_type
+            .tolerated_failures(v.legs.len() as u32, v.spec.spec.copies())
+            == 0
+        {
+            return Err(Error::Precondition(format!(
+                "volume {id} is {}: without redundancy there is nothing to {what}",
+                v.spec.spec.raid_type
+            )));
+        }
+        let Some(st) = &v.status else {
+            return Err(Error::Precondition(format!(
+                "volume {id} is not active on this node"
+            )));
+        };
+        if !st.healthy() {
+            return Err(Error::Precondition(format!(
+                "volume {id} is not healthy and idle (legs {:?}, action {:?}): a {what} needs every leg in sync; retry when the resync or rebuild has finished",
+                st.legs, st.action
+            )));
+        }
+        self.dm.message(&array_name(id), what)?;
+        let when = now();
+        self.edit_volume_labels(id, |label| {
+            if let Some(r) = label.volumes.get_mut(id) {
+                r.last_check = when;
+            }
+        })?;
+        self.volume(id)
+    }
+
+    /// Seconds since the epoch of the volume's last check, or of its
+    /// creation when it was never checked (0 when neither is recorded).
+    pub fn checked_at(&self, id: &str) -> u64 {
+        lock(&self.claimed)
+            .iter()
+            .filter_map(|c| c.label().volumes.get(id))
+            .map(|r| r.last_check.max(r.created))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The legs given back to running arrays since the last call.
+    pub fn take_readded(&self) -> Vec<ReAdded> {
+        std::mem::take(&mut *lock(&self.readded))
+    }
+
+    /// (dirty, regions) of the on-disk write-intent bitmap of the first
+    /// leg not in `skip` that has one: md sets a bit before it writes a
+    /// region and, while a leg is missing, keeps it set.
+    pub(super) fn bitmap_dirty(
+        &self,
+        legs: &BTreeMap<u32, (DiskInfo, u64, u64)>,
+        skip: &BTreeSet<u32>,
+    ) -> Option<(u64, u64)> {
+        legs.iter()
+            .filter(|(l, _)| !skip.contains(l))
+            .find_map(|(_, (disk, meta, _))| {
+                let (_, head) = self.meta_head(&disk.path, *meta).ok()?;
+                superblock::dirty_regions(&head).ok()
+            })
+    }
+
+    /// The head of a leg's metadata extent (superblock, bitmap header and
+    /// bits) and the open disk it was read from.
+    pub(super) fn meta_head(
+        &self,
+        path: &std::path::Path,
+        meta: u64,
+    ) -> Result<(Box<dyn crate::kernel::disks::BlockIo>, Vec<u8>), Error> {
+        let mut dev = self.disks.open(path).map_err(Self::io_err(path))?;
+        let mut head =
+            vec![0u8; superblock::BITMAP_OFFSET + superblock::BITMAP_HEADER + 256 * 1024];
+        dev.seek(SeekFrom::Start(meta * 512))
+            .map_err(Self::io_err(path))?;
+        dev.read_exact(&mut head).map_err(Self::io_err(path))?;
+        Ok((dev, head))
+    }
+
+    /// Load `rebuilding` (the table with `rebuild` for `legs`), check that the
+    /// kernel took those legs, then load `steady`, the same table without
+    /// `rebuild`, so no later activation starts the recovery over (DESIGN
+    /// "Replacing a leg"). md goes on from its recovery checkpoint across
+    /// the second load.
+    pub(super) fn load_rebuild(
+        &self,
+        id: &str,
+        legs: &[u32],
+        rebuilding: &RaidTable,
+        steady: &RaidTable,
+        live: bool,
+    ) -> Result<(), Error> {
+        let name = array_name(id);
+        let target = |t: &RaidTable| [Target::new(0, t.length.0, "raid", t.params())];
+        if live {
+            dm::reload(self.dm.as_ref(), &name, &target(rebuilding))?;
+        } else {
+            dm::activate(
+                self.dm.as_ref(),
+                &name,
+                Some(&format!("DMRAID-{id}")),
+                &target(rebuilding),
+            )?;
+        }
+        crash_point("rebuild-loaded");
+        // Read twice: the first status after a load can be stale (VM-NOTES).
+        let _ = self.dm.status(&name)?;
+        let taken = self
+            .dm
+            .status(&name)?
+            .first()
+            .and_then(|t| RaidStatus::parse(&t.params).ok());
+        if let Some(leg) = legs.iter().find(|l| {
+            taken
+                .as_ref()
+                .is_some_and(|s| s.dead_legs().contains(&(**l as usize)))
+        }) {
+            return Err(Error::Precondition(format!(
+                "the kernel did not take the new leg {leg} of {id} (still D); see dmesg"
+            )));
+        }
+        dm::reload(self.dm.as_ref(), &name, &target(steady))?;
+        Ok(())
+    }
+
+    /// Replace a failed or missing leg: a new meta/data pair on a disk no
+    /// other leg uses (or on `disk`), `rebuild <leg>` loaded live, and as
+    /// soon as the kernel has taken the new leg the same table again without
+    /// `rebuild`, so a later activation does not rebuild twice (DESIGN
+    /// "Replacing a leg"). The old extents are kept as Retiring until the
+    /// array is in sync ([`Engine::reap_retired`]), then wiped.
+    pub fn replace_leg(
+        &self,
+        id: &str,
+        leg: Option<u32>,
+        disk: Option<PathBuf>,
+    ) -> Result<VolumeInfo, Error> {
+        let _guard = self.lock_volume(id)?;
+        let (record, legs) = self
+            .find(id)
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let vs = Self::spec_of(&record)?;
+        let name = array_name(id);
+        if !self.dm.info(&name)?.is_some_and(|i| i.live_table) {
+            return Err(Error::Precondition(format!(
+                "volume {id} is not active; activate it first"
+            )));
+        }
+        let line = self
+            .dm
+            .status(&name)?
+            .first()
+            .map(|t| t.params.clone())
+            .unwrap_or_default();
+        let status = RaidStatus::parse(&line)?;
+        let failed: Vec<u32> = (0..vs.spec.legs)
+            .filter(|l| !legs.contains_key(l) || status.dead_legs().contains(&(*l as usize)))
+            .collect();
+        let lost: BTreeSet<usize> = failed.iter().map(|l| *l as usize).collect();
+        let survival = dmraid_api::redundancy::survival(&vs.spec, &lost);
+        if survival.lost {
+            let which = match &survival.lost_set {
+                Some(set) => format!(
+                    "every copy of legs {} is gone",
+                    set.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => format!(
+                    "{} legs are gone and {} survives {}",
+                    lost.len(),
+                    vs.spec.raid_type,
+                    vs.spec
+                        .raid_type
+                        .tolerated_failures(vs.spec.legs, vs.spec.copies())
+                ),
+            };
+            return Err(Error::Precondition(format!(
+                "volume {id} cannot be rebuilt: {which}, so there is nothing to rebuild from (data lost); bring the missing disks back or restore the volume from a backup"
+            )));
+        }
+        let leg = match leg {
+            Some(l) if l >= vs.spec.legs => {
+                return Err(Error::Precondition(format!(
+                    "volume {id} has legs 0..{}; there is no leg {l}",
+                    vs.spec.legs - 1
+                )))
+            }
+            Some(l) if !failed.contains(&l) => {
+                return Err(Error::Precondition(format!(
+                    "leg {l} of {id} is healthy; nothing to rebuild"
+                )))
+            }
+            Some(l) => l,
+            None => *failed
+                .first()
+                .ok_or_else(|| Error::Precondition(format!("volume {id} has no failed leg")))?,
+        };
+        if vs.spec.raid_type.is_parity()
+            && status.action == Some(dmraid_api::status::SyncAction::Resync)
+            && status.synced < status.total
+        {
+            return Err(Error::Precondition(format!(
+                "volume {id} is still resyncing ({:.0}%): parity is not complete, a rebuild now could rebuild garbage; wait for the resync",
+                status.ratio() * 100.0
+            )));
+        }
+        let mut avoid = Vec::new();
+        for (disk_info, _, _) in legs.values() {
+            avoid.push(self.uuid_of(&disk_info.path)?);
+        }
+        let alloc = lock(&self.alloc);
+        let mut spaces = self.spaces_for_legs();
+        if let Some(want) = &disk {
+            let uuid = self.uuid_of(want)?;
+            spaces.retain(|s| s.id == uuid);
+        }
+        let placement =
+            allocator::place(&spaces, 1, leg, META_EXTENT, Sectors(vs.leg_data), &avoid)
+                .map_err(|e| self.no_room(e))?
+                .remove(0);
+        let generation = record.generation + 1;
+        // The metadata is blanked before the label that names it goes down
+        // (and only once the label shows the space is ours): a crash in
+        // between leaves free sectors zeroed, and once named, a blank
+        // extent tells activation that this leg still needs `rebuild`.
+        let blank = |disk: &str, dev: &mut Box<dyn crate::kernel::disks::BlockIo>| {
+            if disk == placement.disk {
+                dev.write_zeroes(placement.meta_start * 512, META_WIPE)?;
+            }
+            Ok(())
+        };
+        self.edit_labels_with(
+            |label| {
+                for e in label
+                    .extents
+                    .iter_mut()
+                    .filter(|e| e.volume == id && e.leg == leg && e.state == ExtentState::Active)
+                {
+                    e.state = ExtentState::Retiring;
+                }
+                if label.disk_uuid == placement.disk {
+                    label.extents.push(Extent {
+                        volume: id.into(),
+                        leg,
+                        role: Role::Meta,
+                        start: placement.meta_start,
+                        len: META_EXTENT.0,
+                        state: ExtentState::Active,
+                    });
+                    label.extents.push(Extent {
+                        volume: id.into(),
+                        leg,
+                        role: Role::Data,
+                        start: placement.data_start,
+                        len: vs.leg_data,
+                        state: ExtentState::Active,
+                    });
+                    label
+                        .volumes
+                        .entry(id.to_string())
+                        .or_insert_with(|| record.clone());
+                }
+                // Every present disk moves on; one that is away keeps the old
+                // number, so if it comes back its copy of the leg loses.
+                if let Some(r) = label.volumes.get_mut(id) {
+                    r.generation = generation;
+                }
+            },
+            blank,
+        )?;
+        drop(alloc);
+        crash_point("leg-recorded");
+        // The rebuild starts as fast as the disks go; the monitor holds it
+        // back while the volume is busy.
+        self.full_speed(id, &vs.spec);
+        let loaded = (|| {
+            let (_, legs) = self
+                .find(id)
+                .ok_or_else(|| Error::NotFound(id.to_string()))?;
+            let devs = self.leg_devs(id, &vs, &legs, &BTreeSet::new())?;
+            let rebuilding = self.with_rate(
+                id,
+                &vs,
+                RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs.clone(), false, &[leg])?,
+            );
+            let steady = self.with_rate(
+                id,
+                &vs,
+                RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs, false, &[])?,
+            );
+            self.load_rebuild(id, &[leg], &rebuilding, &steady, true)
+        })();
+        if let Err(e) = loaded {
+            self.undo_replacement(id, leg, &placement);
+            return Err(e);
+        }
+        self.volume(id)
+    }
+
+    /// The kernel refused a replacement leg: give the new extents up (to be
+    /// wiped) and make the old leg the volume's again, so the labels never
+    /// name a leg the array does not have.
+    pub(super) fn undo_replacement(&self, id: &str, leg: u32, placement: &allocator::Placement) {
+        // The leg's linears may already map the new extents; the array
+        // holds that leg failed and sends it no I/O, and the next
+        // activation maps them from the labels again.
+        let undone = self.edit_labels(|label| {
+            for e in label
+                .extents
+                .iter_mut()
+                .filter(|e| e.volume == id && e.leg == leg)
+            {
+                let new = label.disk_uuid == placement.disk
+                    && (e.start == placement.meta_start || e.start == placement.data_start);
+                if new && e.state == ExtentState::Active {
+                    e.state = ExtentState::Wiping;
+                } else if e.state == ExtentState::Retiring {
+                    e.state = ExtentState::Active;
+                }
+            }
+        });
+        match undone {
+            Ok(()) => {
+                tracing::warn!(volume = %id, leg, "the kernel refused the replacement leg: its extents are given up and the old leg kept")
+            }
+            Err(e) => {
+                tracing::error!(volume = %id, leg, error = %e, "undoing a refused replacement leg failed")
+            }
+        }
+        self.wake_wiper();
+    }
+
+    /// Free the extents of replaced legs once the array is back in sync.
+    /// Returns how many extents were freed.
+    pub fn reap_retired(&self, id: &str) -> Result<usize, Error> {
+        // Legs a returning disk still holds but another disk took over are
+        // never used again: retire them, to be freed like replaced legs.
+        let (_, _, stale) = self.resolve(id);
+        if !stale.is_empty() {
+            tracing::warn!(volume = %id, legs = ?stale, "a returning disk holds legs replaced while it was away; retiring its copies");
+            self.edit_volume_labels(id, |label| {
+                for e in label.extents.iter_mut().filter(|e| {
+                    e.volume == id
+                        && e.state == ExtentState::Active
+                        && stale.contains(&(label.disk_uuid.clone(), e.leg))
+                }) {
+                    e.state = ExtentState::Retiring;
+                }
+            })?;
+        }
+        // The common case, every health round for every volume: nothing
+        // retiring, nothing to read or write.
+        let retiring = lock(&self.claimed).iter().any(|c| {
+            c.label()
+                .extents
+                .iter()
+                .any(|e| e.volume == id && e.state == ExtentState::Retiring)
+        });
+        if !retiring {
+            return Ok(0);
+        }
+        let v = self.volume(id)?;
+        if !v.status.as_ref().is_some_and(|s| s.healthy()) {
+            return Ok(0);
+        }
+        let mut freed = 0;
+        self.edit_volume_labels(id, |label| {
+            for e in label
+                .extents
+                .iter_mut()
+                .filter(|e| e.volume == id && e.state == ExtentState::Retiring)
+            {
+                e.state = ExtentState::Wiping;
+                freed += 1;
+            }
+        })?;
+        if freed > 0 {
+            self.wake_wiper();
+        }
+        Ok(freed)
+    }
+}

@@ -1,0 +1,392 @@
+//! A volume's life: created (recorded, blanked, made, marked complete),
+//! expanded, deleted (devices removed before extents are freed).
+
+use super::*;
+
+impl Engine {
+    /// Create (or find, when the same request was made before) a volume.
+    pub fn create_volume(&self, id: &str, spec: &RaidSpec, size: u64) -> Result<VolumeInfo, Error> {
+        self.create_named(id, None, spec, size)
+    }
+
+    /// [`Engine::create_volume`] for the CSI name `name`, recorded with the
+    /// volume: the same id asked for under another name is refused.
+    pub fn create_named(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        spec: &RaidSpec,
+        size: u64,
+    ) -> Result<VolumeInfo, Error> {
+        let _guard = self.lock_volume(id)?;
+        spec.validate()?;
+        let leg = leg_for_size(spec, Bytes(size))?;
+        let wanted = VolumeSpec {
+            spec: spec.clone(),
+            requested: size,
+            leg_data: leg.0,
+            name: name.filter(|n| *n != id).map(str::to_string),
+        };
+        // Everything the kernel would refuse is refused before anything is written.
+        let dummy: Vec<Option<LegDevs>> = (0..spec.legs)
+            .map(|_| {
+                Some(LegDevs {
+                    meta: "0:0".into(),
+                    data: "0:0".into(),
+                })
+            })
+            .collect();
+        RaidTable::build(spec, leg, dummy, true, &[])?;
+
+        let found = self.find(id);
+        if found.is_none() {
+            if let Some(detail) = self.where_it_was(id) {
+                return Err(Error::DisksMissing {
+                    id: id.to_string(),
+                    detail,
+                });
+            }
+        }
+        if let Some((record, _)) = found {
+            let have = Self::spec_of(&record)?;
+            // A name that looks like an id is its own id: it must not
+            // reach the volume another name was hashed to.
+            if let (Some(owner), Some(asked)) = (&have.name, name) {
+                if owner != asked {
+                    return Err(Error::NameTaken {
+                        id: id.to_string(),
+                        name: asked.to_string(),
+                        owner: owner.clone(),
+                    });
+                }
+            }
+            let same = have.spec == wanted.spec
+                && have.requested == wanted.requested
+                && have.leg_data == wanted.leg_data;
+            if !same {
+                return Err(Error::AlreadyExists(id.to_string()));
+            }
+            if record.complete {
+                self.activate_volume(id, false)?;
+                return self.volume(id);
+            }
+            // A create that crashed half-way: undo it and start again.
+            self.teardown(id)?;
+            self.free_extents(id)?;
+        }
+
+        let started = std::time::Instant::now();
+        let mut phases: Vec<(&str, std::time::Duration)> = Vec::new();
+        let mut lap = {
+            let mut last = started;
+            move |phases: &mut Vec<(&'static str, std::time::Duration)>, what: &'static str| {
+                let now = std::time::Instant::now();
+                phases.push((what, now - last));
+                last = now;
+            }
+        };
+        let uid = new_uuid();
+        let alloc = lock(&self.alloc);
+        let spaces = self.spaces_for_legs();
+        let placements = allocator::place(&spaces, spec.legs, 0, META_EXTENT, leg, &[])
+            .map_err(|e| self.no_room(e))?;
+        // Data extents not known to read as zeroes (never wiped since the
+        // disk was claimed): a `nosync` array must not start over them.
+        let unzeroed: Vec<&allocator::Placement> = {
+            let claimed = lock(&self.claimed);
+            placements
+                .iter()
+                .filter(|p| {
+                    !claimed.iter().any(|c| {
+                        c.label().disk_uuid == p.disk
+                            && allocator::ranges_cover(&c.label().zeroed, (p.data_start, leg.0))
+                    })
+                })
+                .collect()
+        };
+        let blob = serde_json::to_value(&wanted).map_err(|e| Error::Precondition(e.to_string()))?;
+        // Blank metadata: the kernel must see a new array, never an old superblock.
+        // Blank data head: a new volume has no filesystem, whatever was there before.
+        // `nosync` skips the initial resync: it is safe only when every
+        // leg reads the same (zeroes) from the start, else parity and
+        // mirrors disagree and a rebuild writes garbage; data extents not
+        // known to read as zeroes are zeroed whole.
+        let data_wipe = DATA_WIPE.max(spec.chunk_size.0).min(leg.0 * 512);
+        let nosync = spec.sync == dmraid_api::params::SyncPolicy::Nosync;
+        let blank = |disk: &str, dev: &mut Box<dyn crate::kernel::disks::BlockIo>| {
+            for p in placements.iter().filter(|p| p.disk == disk) {
+                dev.write_zeroes(p.meta_start * 512, META_WIPE)?;
+                let whole = nosync && unzeroed.iter().any(|u| std::ptr::eq(*u, p));
+                if whole {
+                    tracing::info!(volume = %id, disk = %disk, "nosync on space not known to be zeroed: zeroing the data extent first");
+                }
+                let len = if whole { leg.0 * 512 } else { data_wipe };
+                dev.write_zeroes(p.data_start * 512, len)?;
+            }
+            Ok(())
+        };
+        self.edit_labels_with(
+            |label| {
+                for p in placements.iter().filter(|p| p.disk == label.disk_uuid) {
+                    allocator::ranges_remove(
+                        &mut label.zeroed,
+                        (p.meta_start, META_EXTENT.0 + leg.0),
+                    );
+                    label.extents.push(Extent {
+                        volume: id.into(),
+                        leg: p.leg,
+                        role: Role::Meta,
+                        start: p.meta_start,
+                        len: META_EXTENT.0,
+                        state: ExtentState::Active,
+                    });
+                    label.extents.push(Extent {
+                        volume: id.into(),
+                        leg: p.leg,
+                        role: Role::Data,
+                        start: p.data_start,
+                        len: leg.0,
+                        state: ExtentState::Active,
+                    });
+                    label.volumes.insert(
+                        id.into(),
+                        VolumeRecord {
+                            spec: blob.clone(),
+                            clean_shutdown: false,
+                            complete: false,
+                            generation: 0,
+                            uid: uid.clone(),
+                            created: now(),
+                            last_check: 0,
+                        },
+                    );
+                }
+            },
+            blank,
+        )?;
+        drop(alloc);
+        lap(&mut phases, "place, blank and record");
+        if spec.sync != dmraid_api::params::SyncPolicy::Nosync {
+            // The initial resync starts as fast as the disks go; the
+            // monitor holds it back while the volume is busy.
+            self.full_speed(id, spec);
+        }
+        self.activate_volume(id, true)?;
+        lap(&mut phases, "devices");
+        self.edit_volume_labels(id, |label| {
+            if let Some(r) = label.volumes.get_mut(id) {
+                r.complete = true;
+            }
+        })?;
+        lap(&mut phases, "record complete");
+        let info = self.volume(id);
+        lap(&mut phases, "status");
+        // Where a create's time goes, for the CreateVolume bench.
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let detail = phases
+            .iter()
+            .map(|(what, d)| format!("{what} {:.1} ms", ms(*d)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        tracing::info!(volume = %id, ms = format!("{:.1}", ms(started.elapsed())), phases = %detail, "volume created");
+        info
+    }
+
+    /// For a volume no present disk holds: where it was, if this node ever
+    /// made it (a claimed disk that is away names it, or its array is still
+    /// loaded), in words; None when it was never made here.
+    pub fn where_it_was(&self, id: &str) -> Option<String> {
+        let claimed = lock(&self.claimed);
+        // Deleted since (a present disk's tombstone names it): not missing.
+        let mut tombstones = BTreeMap::new();
+        for c in claimed.iter().filter(|c| self.disks.present(&c.info)) {
+            tombstones.extend(c.label().deleted.clone());
+        }
+        let away: Vec<String> = claimed
+            .iter()
+            .filter(|c| !self.disks.present(&c.info))
+            .filter(|c| {
+                c.label()
+                    .volumes
+                    .get(id)
+                    .is_some_and(|r| !deleted(&tombstones, id, r))
+            })
+            .map(|c| c.info.path.display().to_string())
+            .collect();
+        drop(claimed);
+        if !away.is_empty() {
+            return Some(format!("disks missing: {}", away.join(", ")));
+        }
+        let live = self.dm.info(&array_name(id)).ok().flatten().is_some();
+        live.then(|| {
+            format!(
+                "its array {} is still loaded while none of its disks is present (disks missing)",
+                array_name(id)
+            )
+        })
+    }
+
+    /// Grow a volume to at least `size` bytes: each data extent grows in
+    /// place (the labels first), the data linears and then the array are
+    /// reloaded with the new length, and the kernel resyncs only the new
+    /// region. Smaller or equal sizes return the volume as it is.
+    pub fn expand_volume(&self, id: &str, size: u64) -> Result<VolumeInfo, Error> {
+        let _guard = self.lock_volume(id)?;
+        let (record, legs) = self
+            .find(id)
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let mut vs = Self::spec_of(&record)?;
+        let new_leg = leg_for_size(&vs.spec, Bytes(size))?;
+        if new_leg.0 <= vs.leg_data {
+            return self.volume(id);
+        }
+        if legs.len() < vs.spec.legs as usize {
+            return Err(Error::Precondition(format!(
+                "volume {id} is degraded ({} of {} legs present); rebuild it before growing it",
+                legs.len(),
+                vs.spec.legs
+            )));
+        }
+        let alloc = lock(&self.alloc);
+        let spaces = self.spaces();
+        for (leg, (disk, _, data)) in &legs {
+            let uuid = self.uuid_of(&disk.path)?;
+            let space = spaces
+                .iter()
+                .find(|s| s.id == uuid)
+                .ok_or_else(|| Error::NotFound(uuid.clone()))?;
+            if !allocator::can_grow(space, *data, vs.leg_data, new_leg.0) {
+                return Err(Error::Precondition(format!(
+                    "leg {leg} of {id} on {} cannot grow in place to {} (the space after it is taken); moving extents is not supported yet",
+                    disk.path.display(),
+                    Bytes(new_leg.0 * 512)
+                )));
+            }
+        }
+        // The array must be able to take the new size before anything changes.
+        let dummy: Vec<Option<LegDevs>> = (0..vs.spec.legs)
+            .map(|_| {
+                Some(LegDevs {
+                    meta: "0:0".into(),
+                    data: "0:0".into(),
+                })
+            })
+            .collect();
+        RaidTable::build(&vs.spec, new_leg, dummy, false, &[])?;
+        let old = vs.leg_data;
+        vs.leg_data = new_leg.0;
+        vs.requested = size;
+        let blob = serde_json::to_value(&vs).map_err(|e| Error::Precondition(e.to_string()))?;
+        self.edit_labels(|label| {
+            for e in label.extents.iter_mut().filter(|e| {
+                e.volume == id
+                    && e.role == Role::Data
+                    && e.len == old
+                    && e.state == ExtentState::Active
+            }) {
+                // The grown part is the volume's now, no longer free zeroes.
+                allocator::ranges_remove(&mut label.zeroed, (e.start + old, new_leg.0 - old));
+                e.len = new_leg.0;
+            }
+            if let Some(r) = label.volumes.get_mut(id) {
+                r.spec = blob.clone();
+            }
+        })?;
+        drop(alloc);
+        for (leg, (disk, _, data)) in &legs {
+            dm::reload(
+                self.dm.as_ref(),
+                &leg_name(id, *leg, Role::Data),
+                &[Target::new(
+                    0,
+                    new_leg.0,
+                    "linear",
+                    format!("{} {data}", disk.devno),
+                )],
+            )?;
+        }
+        self.activate_volume(id, false)?;
+        self.volume(id)
+    }
+
+    /// Remove the volume's devices (array first, then legs). Missing devices are fine.
+    pub(super) fn teardown(&self, id: &str) -> Result<(), Error> {
+        let name = array_name(id);
+        if let Some(info) = self.dm.info(&name)? {
+            if info.open_count > 0 {
+                return Err(Error::Precondition(format!(
+                    "volume {id} is in use ({} openers: mounted or open); unstage it first",
+                    info.open_count
+                )));
+            }
+            self.dm.remove(&name)?;
+        }
+        lock(&self.rates).remove(id);
+        let prefix = format!("dmraid-{id}+");
+        for dev in self.dm.names()? {
+            if dev.starts_with(&prefix) {
+                self.dm.remove(&dev)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Free the volume's extents on every present disk and remember it as
+    /// deleted there, so a disk that is away now frees its part when it
+    /// comes back ([`Engine::forget_deleted`]).
+    pub(super) fn free_extents(&self, id: &str) -> Result<(), Error> {
+        let uids: Vec<String> = lock(&self.claimed)
+            .iter()
+            .filter(|c| self.disks.present(&c.info))
+            .filter_map(|c| c.label().volumes.get(id).map(|r| r.uid.clone()))
+            .filter(|u| !u.is_empty())
+            .collect();
+        let when = now();
+        self.edit_labels(|label| {
+            retire(label, id);
+            label.add_tombstones(uids.iter().map(|u| (u.clone(), when)));
+        })?;
+        self.wake_wiper();
+        Ok(())
+    }
+
+    /// Delete a volume: devices first, then its extents. Unknown ids succeed (idempotent).
+    pub fn delete_volume(&self, id: &str) -> Result<(), Error> {
+        self.delete(id, false)
+    }
+
+    /// Delete a volume the caller knows was made (its RaidVolume status or
+    /// the standalone state says so): when none of its disks is here, the
+    /// deletion is recorded by id, so its extents are freed whenever its
+    /// disks come back, even after a restart that forgot them.
+    pub fn delete_made_volume(&self, id: &str) -> Result<(), Error> {
+        self.delete(id, true)
+    }
+
+    pub(super) fn delete(&self, id: &str, made: bool) -> Result<(), Error> {
+        let _guard = self.lock_volume(id)?;
+        if self.find(id).is_none() {
+            // Devices without labels may remain from a crash: remove them too.
+            self.teardown(id)?;
+            // Only disks that are away hold it: remember the deletion on
+            // the present ones ([`Engine::forget_deleted`]).
+            let uids: Vec<String> = lock(&self.claimed)
+                .iter()
+                .filter_map(|c| c.label().volumes.get(id).map(|r| r.uid.clone()))
+                .filter(|u| !u.is_empty())
+                .collect();
+            if uids.is_empty() && !made {
+                return Ok(());
+            }
+            let when = now();
+            let mut keys = uids;
+            keys.push(labels::id_tombstone(id));
+            tracing::info!(volume = %id, "deleted while its disks are away: its extents are freed when they return");
+            return self.edit_labels(|label| {
+                label.add_tombstones(keys.iter().map(|k| (k.clone(), when)));
+            });
+        }
+        self.teardown(id)?;
+        self.free_extents(id)
+    }
+}
