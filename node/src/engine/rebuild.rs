@@ -154,6 +154,30 @@ impl Engine {
             .find(id)
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
         let vs = Self::spec_of(&record)?;
+        let (status, failed) = self.failed_legs(id, &vs, &legs)?;
+        refuse_if_lost(id, &vs, &failed)?;
+        let leg = leg_to_replace(id, &vs, &failed, leg)?;
+        refuse_while_parity_resyncs(id, &vs, &status)?;
+        let placement = self.record_replacement(id, &record, &legs, leg, disk.as_deref())?;
+        crash_point("leg-recorded");
+        // The rebuild starts as fast as the disks go; the monitor holds it
+        // back while the volume is busy.
+        self.full_speed(id, &vs.spec);
+        if let Err(e) = self.load_replacement(id, &vs, leg) {
+            self.undo_replacement(id, leg, &placement);
+            return Err(e);
+        }
+        self.volume(id)
+    }
+
+    /// The kernel's status of an active volume and its failed legs: those
+    /// the kernel holds dead and those whose disk is away.
+    fn failed_legs(
+        &self,
+        id: &str,
+        vs: &VolumeSpec,
+        legs: &BTreeMap<u32, (DiskInfo, u64, u64)>,
+    ) -> Result<(RaidStatus, Vec<u32>), Error> {
         let name = array_name(id);
         if !self.dm.info(&name)?.is_some_and(|i| i.live_table) {
             return Err(Error::Precondition(format!(
@@ -170,63 +194,31 @@ impl Engine {
         let failed: Vec<u32> = (0..vs.spec.legs)
             .filter(|l| !legs.contains_key(l) || status.dead_legs().contains(&(*l as usize)))
             .collect();
-        let lost: BTreeSet<usize> = failed.iter().map(|l| *l as usize).collect();
-        let survival = dmraid_api::redundancy::survival(&vs.spec, &lost);
-        if survival.lost {
-            let which = match &survival.lost_set {
-                Some(set) => format!(
-                    "every copy of legs {} is gone",
-                    set.iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                None => format!(
-                    "{} legs are gone and {} survives {}",
-                    lost.len(),
-                    vs.spec.raid_type,
-                    vs.spec
-                        .raid_type
-                        .tolerated_failures(vs.spec.legs, vs.spec.copies())
-                ),
-            };
-            return Err(Error::Precondition(format!(
-                "volume {id} cannot be rebuilt: {which}, so there is nothing to rebuild from (data lost); bring the missing disks back or restore the volume from a backup"
-            )));
-        }
-        let leg = match leg {
-            Some(l) if l >= vs.spec.legs => {
-                return Err(Error::Precondition(format!(
-                    "volume {id} has legs 0..{}; there is no leg {l}",
-                    vs.spec.legs - 1
-                )))
-            }
-            Some(l) if !failed.contains(&l) => {
-                return Err(Error::Precondition(format!(
-                    "leg {l} of {id} is healthy; nothing to rebuild"
-                )))
-            }
-            Some(l) => l,
-            None => *failed
-                .first()
-                .ok_or_else(|| Error::Precondition(format!("volume {id} has no failed leg")))?,
-        };
-        if vs.spec.raid_type.is_parity()
-            && status.action == Some(dmraid_api::status::SyncAction::Resync)
-            && status.synced < status.total
-        {
-            return Err(Error::Precondition(format!(
-                "volume {id} is still resyncing ({:.0}%): parity is not complete, a rebuild now could rebuild garbage; wait for the resync",
-                status.ratio() * 100.0
-            )));
-        }
+        Ok((status, failed))
+    }
+
+    /// Places the new leg on a spare (or on `disk`), blanks its metadata
+    /// and records it in the labels, the old leg retiring: the metadata is
+    /// blanked before the label that names it goes down (and only once the
+    /// label shows the space is ours), so a crash in between leaves free
+    /// sectors zeroed, and once named, a blank extent tells activation that
+    /// this leg still needs `rebuild`.
+    fn record_replacement(
+        &self,
+        id: &str,
+        record: &VolumeRecord,
+        legs: &BTreeMap<u32, (DiskInfo, u64, u64)>,
+        leg: u32,
+        disk: Option<&std::path::Path>,
+    ) -> Result<allocator::Placement, Error> {
+        let vs = Self::spec_of(record)?;
         let mut avoid = Vec::new();
         for (disk_info, _, _) in legs.values() {
             avoid.push(self.uuid_of(&disk_info.path)?);
         }
-        let alloc = lock(&self.alloc);
+        let _alloc = lock(&self.alloc);
         let mut spaces = self.spaces_for_legs();
-        if let Some(want) = &disk {
+        if let Some(want) = disk {
             let uuid = self.uuid_of(want)?;
             spaces.retain(|s| s.id == uuid);
         }
@@ -235,10 +227,6 @@ impl Engine {
                 .map_err(|e| self.no_room(e))?
                 .remove(0);
         let generation = record.generation + 1;
-        // The metadata is blanked before the label that names it goes down
-        // (and only once the label shows the space is ours): a crash in
-        // between leaves free sectors zeroed, and once named, a blank
-        // extent tells activation that this leg still needs `rebuild`.
         let blank = |disk: &str, dev: &mut Box<dyn crate::kernel::disks::BlockIo>| {
             if disk == placement.disk {
                 dev.write_zeroes(placement.meta_start * 512, META_WIPE)?;
@@ -284,33 +272,27 @@ impl Engine {
             },
             blank,
         )?;
-        drop(alloc);
-        crash_point("leg-recorded");
-        // The rebuild starts as fast as the disks go; the monitor holds it
-        // back while the volume is busy.
-        self.full_speed(id, &vs.spec);
-        let loaded = (|| {
-            let (_, legs) = self
-                .find(id)
-                .ok_or_else(|| Error::NotFound(id.to_string()))?;
-            let devs = self.leg_devs(id, &vs, &legs, &BTreeSet::new())?;
-            let rebuilding = self.with_rate(
-                id,
-                &vs,
-                RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs.clone(), false, &[leg])?,
-            );
-            let steady = self.with_rate(
-                id,
-                &vs,
-                RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs, false, &[])?,
-            );
-            self.load_rebuild(id, &[leg], &rebuilding, &steady, true)
-        })();
-        if let Err(e) = loaded {
-            self.undo_replacement(id, leg, &placement);
-            return Err(e);
-        }
-        self.volume(id)
+        Ok(placement)
+    }
+
+    /// Loads the array with the new leg to be rebuilt (and the steady table
+    /// to go on with once it is in sync).
+    fn load_replacement(&self, id: &str, vs: &VolumeSpec, leg: u32) -> Result<(), Error> {
+        let (_, legs) = self
+            .find(id)
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let devs = self.leg_devs(id, vs, &legs, &BTreeSet::new())?;
+        let rebuilding = self.with_rate(
+            id,
+            vs,
+            RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs.clone(), false, &[leg])?,
+        );
+        let steady = self.with_rate(
+            id,
+            vs,
+            RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs, false, &[])?,
+        );
+        self.load_rebuild(id, &[leg], &rebuilding, &steady, true)
     }
 
     /// The kernel refused a replacement leg: give the new extents up (to be
@@ -395,4 +377,77 @@ impl Engine {
         }
         Ok(freed)
     }
+}
+
+/// Refuses a rebuild when the failed legs took every copy of some data:
+/// there is nothing to rebuild from.
+fn refuse_if_lost(id: &str, vs: &VolumeSpec, failed: &[u32]) -> Result<(), Error> {
+    let lost: BTreeSet<usize> = failed.iter().map(|l| *l as usize).collect();
+    let survival = dmraid_api::redundancy::survival(&vs.spec, &lost);
+    if survival.lost {
+        let which = match &survival.lost_set {
+            Some(set) => format!(
+                "every copy of legs {} is gone",
+                set.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => format!(
+                "{} legs are gone and {} survives {}",
+                lost.len(),
+                vs.spec.raid_type,
+                vs.spec
+                    .raid_type
+                    .tolerated_failures(vs.spec.legs, vs.spec.copies())
+            ),
+        };
+        return Err(Error::Precondition(format!(
+            "volume {id} cannot be rebuilt: {which}, so there is nothing to rebuild from (data lost); bring the missing disks back or restore the volume from a backup"
+        )));
+    }
+    Ok(())
+}
+
+/// The leg asked for (checked: it exists and has failed), or the first
+/// failed one.
+fn leg_to_replace(
+    id: &str,
+    vs: &VolumeSpec,
+    failed: &[u32],
+    leg: Option<u32>,
+) -> Result<u32, Error> {
+    match leg {
+        Some(l) if l >= vs.spec.legs => Err(Error::Precondition(format!(
+            "volume {id} has legs 0..{}; there is no leg {l}",
+            vs.spec.legs - 1
+        ))),
+        Some(l) if !failed.contains(&l) => Err(Error::Precondition(format!(
+            "leg {l} of {id} is healthy; nothing to rebuild"
+        ))),
+        Some(l) => Ok(l),
+        None => failed
+            .first()
+            .copied()
+            .ok_or_else(|| Error::Precondition(format!("volume {id} has no failed leg"))),
+    }
+}
+
+/// Refuses a rebuild of a parity volume whose initial resync has not
+/// finished: its parity is not complete, the rebuild could rebuild garbage.
+fn refuse_while_parity_resyncs(
+    id: &str,
+    vs: &VolumeSpec,
+    status: &RaidStatus,
+) -> Result<(), Error> {
+    if vs.spec.raid_type.is_parity()
+        && status.action == Some(dmraid_api::status::SyncAction::Resync)
+        && status.synced < status.total
+    {
+        return Err(Error::Precondition(format!(
+            "volume {id} is still resyncing ({:.0}%): parity is not complete, a rebuild now could rebuild garbage; wait for the resync",
+            status.ratio() * 100.0
+        )));
+    }
+    Ok(())
 }

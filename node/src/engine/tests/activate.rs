@@ -1,0 +1,146 @@
+//! Start-up from the labels: the crash fix, volumes whose disks are away.
+
+use super::*;
+
+#[test]
+fn a_superblock_the_crash_fix_does_not_know_is_left_alone_and_the_array_starts() {
+    let (_dm, disks, e) = setup(3, 64 * MIB);
+    e.create_volume("v", &params(&[("raidType", "raid5_ls")]), 8 * MIB as u64)
+        .unwrap();
+    let metas = meta_extents(&e, "v");
+    // "Clean" superblocks; the last leg's carries an incompat feature.
+    for (i, (p, off)) in metas.iter().enumerate() {
+        let mut sb = vec![0u8; 148];
+        sb[0..4].copy_from_slice(b"DmRd");
+        sb[4..8].copy_from_slice(&1u32.to_le_bytes());
+        sb[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
+        sb[64..72].copy_from_slice(&u64::MAX.to_le_bytes());
+        if i == 2 {
+            sb[144..148].copy_from_slice(&4u32.to_le_bytes());
+        }
+        disks.poke(p, *off, &sb);
+    }
+    let before: Vec<Vec<u8>> = metas
+        .iter()
+        .map(|(p, off)| disks.bytes(p)[*off..off + 4096].to_vec())
+        .collect();
+    drop(e);
+    let e2 = engine(&Arc::new(FakeDm::new()), &disks);
+    assert!(e2.activate_all().is_empty(), "the array starts");
+    let after: Vec<Vec<u8>> = metas
+        .iter()
+        .map(|(p, off)| disks.bytes(p)[*off..off + 4096].to_vec())
+        .collect();
+    assert_eq!(after, before, "no leg's superblock was written");
+    let v = e2.volume("v").unwrap();
+    assert_eq!(v.unclean, None);
+    let why = v.crash_fix_refused.expect("the refusal is kept");
+    assert!(why.contains("unknown incompat features 0x4"), "{why}");
+    assert!(why.contains("kernel "), "names the kernel: {why}");
+}
+
+#[test]
+fn an_unclean_shutdown_patches_the_superblocks_and_a_clean_one_does_not() {
+    let (_dm, disks, e) = setup(3, 64 * MIB);
+    let v = e
+        .create_volume("v", &params(&[("raidType", "raid5_ls")]), 8 * MIB as u64)
+        .unwrap();
+    // Pretend the kernel wrote superblocks ("clean", offset MaxSector) and a dirty bitmap.
+    let metas = meta_extents(&e, "v");
+    assert_eq!(metas.len(), 3);
+    let write_sb = |disks: &FakeDisks| {
+        for (p, off) in &metas {
+            let mut sb = vec![0u8; 148];
+            sb[0..4].copy_from_slice(b"DmRd");
+            sb[4..8].copy_from_slice(&1u32.to_le_bytes());
+            sb[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
+            // no reshape: MaxSector
+            sb[64..72].copy_from_slice(&u64::MAX.to_le_bytes());
+            disks.poke(p, *off, &sb);
+            let mut bm = vec![0u8; 64];
+            bm[0..4].copy_from_slice(b"bitm");
+            bm[40..48].copy_from_slice(&16384u64.to_le_bytes());
+            bm[52..56].copy_from_slice(&(1u32 << 20).to_le_bytes());
+            disks.poke(p, off + 4096, &bm);
+            disks.poke(p, off + 4096 + 256, &[0b101]);
+        }
+    };
+    let offset = |disks: &FakeDisks| -> Vec<u64> {
+        metas
+            .iter()
+            .map(|(p, off)| {
+                let b = disks.bytes(p);
+                superblock::parse_superblock(&b[*off..off + 64])
+                    .unwrap()
+                    .array_resync_offset
+            })
+            .collect()
+    };
+    // Crash: the process dies with the array up (no deactivate).
+    write_sb(&disks);
+    drop(e);
+    let e2 = engine(&Arc::new(FakeDm::new()), &disks);
+    assert!(e2.activate_all().is_empty());
+    assert_eq!(
+        offset(&disks),
+        vec![0, 0, 0],
+        "every leg's superblock patched"
+    );
+    assert_eq!(e2.volume("v").unwrap().unclean, Some((2, 8)));
+    // Orderly shutdown: marker set, next activation leaves superblocks alone.
+    assert!(e2.deactivate_all().is_empty());
+    write_sb(&disks);
+    let e3 = engine(&Arc::new(FakeDm::new()), &disks);
+    assert!(e3.activate_all().is_empty());
+    assert_eq!(offset(&disks), vec![u64::MAX; 3]);
+    assert_eq!(e3.volume("v").unwrap().unclean, None);
+    let _ = v;
+}
+
+#[test]
+fn a_volume_whose_disks_are_away_is_never_made_again_and_comes_back_with_them() {
+    let (dm, disks, e) = setup(4, 64 * MIB);
+    let s = params(&[("raidType", "raid1")]);
+    e.create_volume("v", &s, 8 * MIB as u64).unwrap();
+    let legs = leg_paths(&e, "v");
+    let saved: Vec<(String, Vec<u8>)> = legs.iter().map(|p| (p.clone(), disks.bytes(p))).collect();
+    for p in &legs {
+        disks.remove(p);
+    }
+    // The engine that saw the disks go remembers them.
+    let err = e.create_volume("v", &s, 8 * MIB as u64).unwrap_err();
+    assert!(
+        matches!(&err, Error::DisksMissing { detail, .. } if detail.contains(&legs[0])),
+        "{err}"
+    );
+    // A restart forgot those disks, but the array is still loaded.
+    drop(e);
+    let e = engine(&dm, &disks);
+    let failures = e.activate_all();
+    assert!(failures.is_empty(), "{failures:?}");
+    let err = e.create_volume("v", &s, 8 * MIB as u64).unwrap_err();
+    assert!(matches!(err, Error::DisksMissing { .. }), "{err}");
+    let free: Vec<u64> = e.disks().iter().map(|d| d.2).collect();
+    // The disks come back: the same volume, on the same extents, nothing
+    // made on the other disks meanwhile.
+    for (p, bytes) in saved {
+        disks.plug(&p, bytes);
+    }
+    let before = e.claim_count();
+    assert!(e.claim_disks().unwrap().is_empty());
+    assert!(e.claim_count() > before);
+    assert!(e.activate_all().is_empty());
+    assert_eq!(leg_paths(&e, "v"), legs);
+    let others: Vec<u64> = e
+        .disks()
+        .iter()
+        .filter(|d| !legs.contains(&d.0.display().to_string()))
+        .map(|d| d.2)
+        .collect();
+    assert_eq!(others, free, "nothing was allocated on the other disks");
+    assert_eq!(
+        dm.names().iter().filter(|n| *n == "dmraid-v").count(),
+        1,
+        "one array"
+    );
+}

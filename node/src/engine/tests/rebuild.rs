@@ -1,0 +1,216 @@
+//! Leg replacement and returning disks.
+
+use super::*;
+
+#[test]
+fn a_rebuild_onto_a_disk_without_room_is_refused_and_changes_nothing() {
+    let (dm, disks, e) = setup(4, 64 * MIB);
+    let s = params(&[("raidType", "raid5_ls")]);
+    let v = e.create_volume("r", &s, 8 * MIB as u64).unwrap();
+    dm.set_status("dmraid-r", "raid5_ls 3 ADA 8192/8192 idle 0");
+    let labels_before: Vec<Vec<u8>> = ["/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde"]
+        .iter()
+        .map(|d| disks.bytes(d))
+        .collect();
+    // A disk that already holds another leg of the same volume has no room for this one.
+    let busy = v.legs[0].disk.clone().unwrap();
+    let err = e.replace_leg("r", Some(1), Some(busy.clone())).unwrap_err();
+    assert!(matches!(err, Error::NoRoom(_)), "{err}");
+    println!("{busy:?}: {err}");
+    let labels_after: Vec<Vec<u8>> = ["/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde"]
+        .iter()
+        .map(|d| disks.bytes(d))
+        .collect();
+    assert!(
+        labels_before == labels_after,
+        "a refused rebuild wrote to a disk"
+    );
+    assert_eq!(e.volume("r").unwrap().legs, v.legs);
+    // An unknown volume is NotFound.
+    assert!(matches!(
+        e.replace_leg("nosuch", None, None),
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[test]
+fn a_failed_leg_is_replaced_on_a_spare_and_old_extents_freed_when_in_sync() {
+    let (dm, _disks, e) = setup(4, 64 * MIB);
+    let s = params(&[("raidType", "raid5_ls")]);
+    let v = e.create_volume("r", &s, 8 * MIB as u64).unwrap();
+    // Healthy: nothing to rebuild.
+    assert!(matches!(
+        e.replace_leg("r", Some(1), None),
+        Err(Error::Precondition(_))
+    ));
+    // Still resyncing a parity array: refused.
+    dm.set_status("dmraid-r", "raid5_ls 3 aDa 10/8192 resync 0");
+    assert!(e
+        .replace_leg("r", Some(1), None)
+        .unwrap_err()
+        .to_string()
+        .contains("still resyncing"));
+    dm.set_status("dmraid-r", "raid5_ls 3 ADA 8192/8192 idle 0");
+    let old_disk = v.legs[1].disk.clone().unwrap();
+    let after = e.replace_leg("r", None, None).unwrap();
+    let new_disk = after.legs[1].disk.clone().unwrap();
+    assert_ne!(new_disk, old_disk);
+    assert!(
+        !v.legs.iter().any(|l| l.disk.as_ref() == Some(&new_disk)),
+        "the spare, not another leg's disk"
+    );
+    // The kernel saw `rebuild 1`, then the same table without it.
+    let loads: Vec<String> = dm
+        .log()
+        .into_iter()
+        .filter(|l| l == "load dmraid-r")
+        .collect();
+    assert!(loads.len() >= 3);
+    let live = RaidTable::parse(&dm.table("dmraid-r").unwrap()[0].line()).unwrap();
+    assert!(live.rebuild.is_empty());
+    // Old extents stay until the array is in sync, then are freed.
+    dm.set_status("dmraid-r", "raid5_ls 3 AaA 100/8192 recover 0");
+    assert_eq!(e.reap_retired("r").unwrap(), 0);
+    dm.set_status("dmraid-r", "raid5_ls 3 AAA 8192/8192 idle 0");
+    assert_eq!(e.reap_retired("r").unwrap(), 2);
+}
+
+#[test]
+fn a_replacement_leg_the_kernel_never_took_is_rebuilt_at_the_next_start_then_loaded_steady() {
+    let (dm, disks, e) = setup(3, 64 * MIB);
+    let v = e
+        .create_volume("m", &params(&[("raidType", "raid1")]), 8 * MIB as u64)
+        .unwrap();
+    for at in meta_extents(&e, "m") {
+        kernel_writes_superblock(&disks, &at);
+    }
+    let lost = v.legs[1].disk.clone().unwrap();
+    disks.remove(&lost.display().to_string());
+    dm.set_status("dmraid-m", "raid1 2 AD 16384/16384 idle 0");
+    e.replace_leg("m", None, None).unwrap();
+    // The driver dies before the kernel wrote the new leg's superblock: the
+    // new extents are in the labels and blank. The next start must load
+    // `rebuild 1` (the kernel refuses a blank leg without it), then the
+    // steady table.
+    drop(e);
+    let dm2 = Arc::new(FakeDm::new());
+    let e2 = engine(&dm2, &disks);
+    assert!(e2.activate_all().is_empty());
+    let loads = dm2.loads("dmraid-m");
+    assert_eq!(loads.len(), 2, "{loads:#?}");
+    assert!(loads[0].contains(" rebuild 1 "), "{}", loads[0]);
+    assert!(!loads[1].contains("rebuild"), "{}", loads[1]);
+    // Once the kernel has written it, a start loads the steady table alone.
+    for at in meta_extents(&e2, "m") {
+        kernel_writes_superblock(&disks, &at);
+    }
+    drop(e2);
+    let dm3 = Arc::new(FakeDm::new());
+    let e3 = engine(&dm3, &disks);
+    assert!(e3.activate_all().is_empty());
+    assert_eq!(dm3.loads("dmraid-m").len(), 1);
+    assert!(!dm3.loads("dmraid-m")[0].contains("rebuild"));
+    // The same on a running array (the driver restarted, the kernel kept
+    // the array up): a reload, not a second recovery.
+    let e4 = engine(&dm3, &disks);
+    assert!(e4.activate_all().is_empty());
+    assert_eq!(dm3.loads("dmraid-m").len(), 1, "nothing reloaded");
+}
+
+#[test]
+fn a_disk_back_after_its_leg_was_replaced_loses_the_leg_and_its_copy_is_freed() {
+    let (dm, disks, e) = setup(3, 64 * MIB);
+    let (lost, bytes) = replaced_leg_0(&dm, &disks, &e);
+    let legs = leg_paths(&e, "m");
+    assert!(!legs.contains(&lost));
+    // The same disk comes back, its label still saying it holds leg 0.
+    disks.plug(&lost, bytes);
+    assert!(e.claim_disks().unwrap().is_empty());
+    assert_eq!(leg_paths(&e, "m"), legs, "the replacement keeps leg 0");
+    // A restart resolves it the same way, from the labels alone.
+    drop(e);
+    let dm2 = Arc::new(FakeDm::new());
+    let e2 = engine(&dm2, &disks);
+    assert!(e2.activate_all().is_empty());
+    assert_eq!(leg_paths(&e2, "m"), legs);
+    // In sync: the returning disk's stale copy is retired, wiped and freed.
+    e2.reap_retired("m").unwrap();
+    e2.wipe_pending().unwrap();
+    let back = e2
+        .disks()
+        .into_iter()
+        .find(|d| d.0.display().to_string() == lost)
+        .unwrap();
+    assert!(
+        back.2 > 60 * MIB as u64,
+        "stale copy freed: {} free",
+        back.2
+    );
+    assert_eq!(leg_paths(&e2, "m"), legs);
+}
+
+#[test]
+fn a_raid10_that_lost_a_whole_mirror_is_never_rebuilt_and_a_refused_leg_is_undone() {
+    let (dm, disks, e) = setup(5, 64 * MIB);
+    let s = params(&[("raidType", "raid10"), ("legs", "4")]);
+    e.create_volume("m", &s, 8 * MIB as u64).unwrap();
+    let labels_before: Vec<Vec<u8>> = ["/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde", "/dev/vdf"]
+        .iter()
+        .map(|d| disks.bytes(d))
+        .collect();
+    // Both legs of the second mirror are gone: nothing to rebuild from.
+    dm.set_status("dmraid-m", "raid10 4 AADD 8192/8192 idle 0");
+    let err = e.replace_leg("m", None, None).unwrap_err().to_string();
+    assert!(
+        err.contains("every copy of legs 2, 3 is gone") && err.contains("data lost"),
+        "{err}"
+    );
+    let labels_after: Vec<Vec<u8>> = ["/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde", "/dev/vdf"]
+        .iter()
+        .map(|d| disks.bytes(d))
+        .collect();
+    assert!(labels_before == labels_after, "nothing recorded");
+    // Legs in different mirrors: rebuildable; when the kernel refuses the
+    // new leg, the labels go back to the old one and the spare's extents
+    // are given up.
+    dm.set_status("dmraid-m", "raid10 4 ADAD 8192/8192 idle 0");
+    let legs = leg_paths(&e, "m");
+    dm.fail_next("load dmraid-m");
+    assert!(e.replace_leg("m", None, None).is_err());
+    assert_eq!(
+        leg_paths(&e, "m"),
+        legs,
+        "the old leg is still the volume's"
+    );
+    e.wipe_pending().unwrap();
+    let spare = e
+        .disks()
+        .into_iter()
+        .find(|d| !legs.contains(&d.0.display().to_string()))
+        .unwrap();
+    assert!(
+        spare.2 > 60 * MIB as u64,
+        "the spare's extents freed: {}",
+        spare.2
+    );
+}
+
+#[test]
+fn a_disk_seen_half_removed_and_back_under_another_name_is_a_returning_disk() {
+    let (dm, disks, e, away, bytes) = raid1_v_and_its_leg_1_disk();
+    // Pulled: for a moment its node is still there, with no capacity
+    // (the kernel is taking the disk apart). Not a disk, not a problem.
+    disks.remove(&away);
+    disks.add(&away, 0);
+    assert!(e.claim_disks().unwrap().is_empty());
+    disks.remove(&away);
+    dm.set_status("dmraid-v", "raid1 2 AD 16384/16384 idle 0");
+    // Back under a name no disk had.
+    disks.plug("/dev/vdz", bytes);
+    assert!(e.claim_disks().unwrap().is_empty());
+    e.activate_all();
+    let back = e.take_readded();
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_eq!(back[0].id, "v");
+    assert_eq!(back[0].legs, vec![(1, PathBuf::from("/dev/vdz"))]);
+}

@@ -1,0 +1,336 @@
+//! A volume's life on fake devices: create, delete, expand, names, races.
+
+use super::*;
+
+#[test]
+fn create_writes_labels_then_devices_and_is_idempotent() {
+    let (dm, _disks, e) = setup(3, 64 * MIB);
+    let s = params(&[("raidType", "raid5_ls")]);
+    let v = e.create_volume("pvc-1", &s, 32 * MIB as u64).unwrap();
+    assert!(v.capacity >= 32 * MIB as u64);
+    assert_eq!(v.legs.iter().filter(|l| l.disk.is_some()).count(), 3);
+    let names = dm.names();
+    assert!(names.contains(&"dmraid-pvc-1".to_string()));
+    assert_eq!(names.len(), 7, "3 meta + 3 data + the array: {names:?}");
+    let raid_line = dm.table("dmraid-pvc-1").unwrap()[0].line();
+    let t = RaidTable::parse(&raid_line).unwrap();
+    assert_eq!(
+        (t.raid_type, t.legs.len()),
+        (dmraid_api::RaidType::Raid5_ls, 3)
+    );
+    // The same request again: same volume, no new devices.
+    let ops = dm.log().len();
+    let again = e.create_volume("pvc-1", &s, 32 * MIB as u64).unwrap();
+    assert_eq!(again.capacity, v.capacity);
+    assert_eq!(dm.log().len(), ops, "nothing to do the second time");
+    // A different request under the same name.
+    let e2 = e.create_volume("pvc-1", &s, 16 * MIB as u64).unwrap_err();
+    assert!(matches!(e2, Error::AlreadyExists(_)), "{e2}");
+}
+
+#[test]
+fn labels_alone_rebuild_the_array_after_a_restart() {
+    let (dm, disks, e) = setup(3, 64 * MIB);
+    e.create_volume(
+        "v1",
+        &params(&[("raidType", "raid1"), ("legs", "3")]),
+        8 * MIB as u64,
+    )
+    .unwrap();
+    let before = dm.table("dmraid-v1").unwrap();
+    drop(e);
+    // A new process, devices gone (reboot): everything comes back from the labels.
+    let dm2 = Arc::new(FakeDm::new());
+    let e2 = engine(&dm2, &disks);
+    assert!(e2.activate_all().is_empty());
+    let after = dm2.table("dmraid-v1").unwrap();
+    assert_eq!(
+        RaidTable::parse(&after[0].line()).unwrap().raid_type,
+        RaidTable::parse(&before[0].line()).unwrap().raid_type
+    );
+    assert_eq!(dm2.names().len(), 7);
+    assert_eq!(e2.volume_ids(), vec!["v1".to_string()]);
+}
+
+#[test]
+fn a_missing_disk_renders_dashes_for_its_leg() {
+    let (_dm, disks, e) = setup(3, 64 * MIB);
+    let v = e
+        .create_volume("v", &params(&[("raidType", "raid5_ls")]), 8 * MIB as u64)
+        .unwrap();
+    e.deactivate_all();
+    let lost = v.legs[1].disk.clone().unwrap();
+    disks.remove(lost.to_str().unwrap());
+    let dm2 = Arc::new(FakeDm::new());
+    let e2 = engine(&dm2, &disks);
+    assert!(e2.activate_all().is_empty());
+    let t = RaidTable::parse(&dm2.table("dmraid-v").unwrap()[0].line()).unwrap();
+    assert!(t.legs[1].is_none(), "{}", t.render());
+    assert!(t.legs[0].is_some() && t.legs[2].is_some());
+}
+
+#[test]
+fn delete_refuses_an_open_volume_then_frees_its_extents_for_reuse() {
+    let (dm, _disks, e) = setup(3, 64 * MIB);
+    let s1 = params(&[("raidType", "raid5_ls")]);
+    let s2 = params(&[("raidType", "raid1"), ("legs", "3")]);
+    e.create_volume("a", &s1, 16 * MIB as u64).unwrap();
+    e.create_volume("b", &s2, 8 * MIB as u64).unwrap();
+    let b_table = dm.table("dmraid-b").unwrap();
+    dm.set_open("dmraid-a", true);
+    assert!(matches!(e.delete_volume("a"), Err(Error::Precondition(_))));
+    assert!(dm.info("dmraid-a").unwrap().is_some(), "nothing removed");
+    dm.set_open("dmraid-a", false);
+    let free_before: u64 = e.disks().iter().map(|d| d.2).sum();
+    e.delete_volume("a").unwrap();
+    let wiping: u64 = e.disks().iter().map(|d| d.2).sum();
+    assert_eq!(wiping, free_before, "extents being wiped are not free yet");
+    assert_eq!(
+        e.wipe_pending().unwrap(),
+        6,
+        "a meta and a data extent per leg"
+    );
+    let free_after: u64 = e.disks().iter().map(|d| d.2).sum();
+    assert!(free_after > free_before);
+    assert!(dm.names().iter().all(|n| !n.starts_with("dmraid-a")));
+    assert_eq!(
+        dm.table("dmraid-b").unwrap(),
+        b_table,
+        "the other volume is untouched"
+    );
+    e.delete_volume("a").unwrap();
+    // The freed space serves a new volume.
+    e.create_volume("c", &s1, 16 * MIB as u64).unwrap();
+}
+
+#[test]
+fn no_room_is_resource_exhausted_and_bad_specs_write_nothing() {
+    let (dm, disks, e) = setup(2, 32 * MIB);
+    let before: Vec<Vec<u8>> = ["/dev/vdb", "/dev/vdc"]
+        .iter()
+        .map(|p| disks.bytes(p))
+        .collect();
+    let err = e
+        .create_volume("big", &params(&[("raidType", "raid5_ls")]), 8 * MIB as u64)
+        .unwrap_err();
+    let status: tonic::Status = err.into();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        status.message().contains("needs 3 distinct disks"),
+        "{}",
+        status.message()
+    );
+    let err = e
+        .create_volume("bad id/x", &params(&[("raidType", "raid1")]), MIB as u64)
+        .unwrap_err();
+    assert_eq!(
+        tonic::Status::from(err).code(),
+        tonic::Code::InvalidArgument
+    );
+    let after: Vec<Vec<u8>> = ["/dev/vdb", "/dev/vdc"]
+        .iter()
+        .map(|p| disks.bytes(p))
+        .collect();
+    assert_eq!(before, after, "rejected requests change no label");
+    assert!(dm.names().is_empty());
+}
+
+#[test]
+fn a_half_done_create_is_rolled_back_and_redone() {
+    let (dm, _disks, e) = setup(3, 64 * MIB);
+    let s = params(&[("raidType", "raid5_ls")]);
+    dm.fail_next("load dmraid-v");
+    assert!(e.create_volume("v", &s, 8 * MIB as u64).is_err());
+    // Labels say incomplete; a retry undoes and finishes it.
+    let v = e.create_volume("v", &s, 8 * MIB as u64).unwrap();
+    assert!(v.status.is_some());
+    assert_eq!(dm.names().len(), 7);
+}
+
+#[test]
+fn concurrent_operations_on_one_volume_abort() {
+    let (_dm, _disks, e) = setup(3, 64 * MIB);
+    let _held = e.lock_volume("v").unwrap();
+    let err = e.delete_volume("v").unwrap_err();
+    assert_eq!(tonic::Status::from(err).code(), tonic::Code::Aborted);
+}
+
+#[test]
+fn expand_grows_extents_in_place_and_reloads_with_the_new_length() {
+    let (dm, _disks, e) = setup(3, 128 * MIB);
+    let s = params(&[("raidType", "raid5_ls")]);
+    let v = e.create_volume("g", &s, 16 * MIB as u64).unwrap();
+    let grown = e.expand_volume("g", 48 * MIB as u64).unwrap();
+    assert!(grown.capacity >= 48 * MIB as u64 && grown.capacity > v.capacity);
+    let t = RaidTable::parse(&dm.table("dmraid-g").unwrap()[0].line()).unwrap();
+    assert_eq!(t.length.bytes().0, grown.capacity);
+    assert_eq!(
+        dm.table("dmraid-g+d0").unwrap()[0].length,
+        grown.spec.leg_data
+    );
+    // Smaller: unchanged. Idempotent at the same size.
+    assert_eq!(
+        e.expand_volume("g", MIB as u64).unwrap().capacity,
+        grown.capacity
+    );
+    // Blocked by a neighbour: a clear refusal, nothing changed.
+    e.create_volume("n", &s, 8 * MIB as u64).unwrap();
+    let err = e.expand_volume("g", 100 * MIB as u64).unwrap_err();
+    assert!(matches!(err, Error::Precondition(_)), "{err}");
+    assert_eq!(e.volume("g").unwrap().capacity, grown.capacity);
+    // Labels carry the new size across a restart.
+    drop(e);
+}
+
+#[test]
+fn device_names_of_one_volume_never_catch_another() {
+    let (dm, _disks, e) = setup(3, 64 * MIB);
+    let s = params(&[("raidType", "raid1"), ("legs", "2")]);
+    e.create_volume("a", &s, 4 * MIB as u64).unwrap();
+    e.create_volume("a-m0", &s, 4 * MIB as u64).unwrap();
+    e.create_volume("a+x", &s, 4 * MIB as u64).unwrap_err();
+    e.delete_volume("a").unwrap();
+    let left = dm.names();
+    assert!(left.contains(&"dmraid-a-m0".to_string()), "{left:?}");
+    assert_eq!(
+        left.iter().filter(|n| n.starts_with("dmraid-a-m0")).count(),
+        5,
+        "{left:?}"
+    );
+}
+
+#[test]
+fn volumes_created_at_the_same_time_never_share_an_extent() {
+    for round in 0..20 {
+        let (_dm, _disks, e) = setup(4, 256 * MIB);
+        let e = Arc::new(e);
+        let s = params(&[("raidType", "raid1")]);
+        let threads: Vec<_> = (0..6)
+            .map(|i| {
+                let (e, s) = (e.clone(), s.clone());
+                std::thread::spawn(move || {
+                    e.create_volume(&format!("v{i}"), &s, 8 * MIB as u64)
+                        .unwrap()
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut x = all_extents(&e);
+        assert_eq!(x.len(), 6 * 2 * 2, "round {round}: {x:?}");
+        x.sort();
+        for w in x.windows(2) {
+            assert!(
+                w[0].0 != w[1].0 || w[0].2 <= w[1].1,
+                "round {round}: {} and {} overlap on disk {}",
+                w[0].3,
+                w[1].3,
+                w[0].0
+            );
+        }
+    }
+}
+
+#[test]
+fn a_name_that_looks_like_another_names_id_never_gets_that_volume() {
+    let (_dm, _disks, e) = setup(3, 64 * MIB);
+    let s = params(&[("raidType", "raid1")]);
+    let name = "my volume #1";
+    let id = crate::csi::controller::volume_id(name);
+    assert_ne!(id, name);
+    e.create_named(&id, Some(name), &s, 8 * MIB as u64).unwrap();
+    e.create_named(&id, Some(name), &s, 8 * MIB as u64)
+        .expect("the same name again is the same volume");
+    let err = e
+        .create_named(&id, Some(&id), &s, 8 * MIB as u64)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NameTaken { owner, .. } if owner == name),
+        "{err}"
+    );
+    // The cluster path names volumes by id: unchanged.
+    e.create_volume(&id, &s, 8 * MIB as u64).unwrap();
+}
+
+#[test]
+fn a_finished_create_wins_over_an_older_in_flight_record_on_any_disk_order() {
+    let (dm, disks, e) = setup(2, 64 * MIB);
+    let s = params(&[("raidType", "raid1")]);
+    e.create_volume("v", &s, 8 * MIB as u64).unwrap();
+    let legs = leg_paths(&e, "v");
+    drop(e);
+    // A crash right after the create: one disk's label still says "in flight".
+    let mut h = disks.open(std::path::Path::new(&legs[1])).unwrap();
+    let mut loaded = labels::read(&mut h).unwrap();
+    let mut label = loaded.label.clone().unwrap();
+    label.volumes.get_mut("v").unwrap().complete = false;
+    labels::write(&mut h, &mut loaded, &label).unwrap();
+    drop(h);
+    for order in [false, true] {
+        // The other disk order: the in-flight copy is read first.
+        if order {
+            for p in &legs {
+                let bytes = disks.bytes(p);
+                disks.remove(p);
+                let renamed = if p.ends_with('b') {
+                    "/dev/vdz"
+                } else {
+                    "/dev/vda"
+                };
+                disks.plug(renamed, bytes);
+            }
+        }
+        let dm2 = Arc::new(FakeDm::new());
+        let e2 = engine(&dm2, &disks);
+        let failures = e2.activate_all();
+        assert!(failures.is_empty(), "{failures:?}");
+        assert!(
+            e2.volume("v").is_ok_and(|v| v.status.is_some()),
+            "the volume survives (order {order})"
+        );
+    }
+    let _ = dm;
+}
+
+proptest::proptest! {
+    /// The records of one volume on several disks merge to the same one
+    /// whatever order the disks are read in, and a finished create is never
+    /// lost to an in-flight copy of the same generation.
+    #[test]
+    fn label_records_merge_by_a_total_order(
+        recs in proptest::collection::vec((0u64..3, proptest::bool::ANY, 0u64..3), 1..6),
+        seed in 0u64..1000,
+    ) {
+        let records: Vec<VolumeRecord> = recs
+            .iter()
+            .map(|(g, complete, n)| VolumeRecord {
+                spec: serde_json::json!({ "n": n }),
+                clean_shutdown: false,
+                complete: *complete,
+                generation: *g,
+                uid: "u".into(),
+                created: 0,
+                last_check: 0,
+            })
+            .collect();
+        let merge = |rs: &[VolumeRecord]| {
+            rs.iter().fold(None::<VolumeRecord>, |have, r| match have {
+                Some(h) if !newer(r, &h) => Some(h),
+                _ => Some(r.clone()),
+            })
+        };
+        let mut shuffled = records.clone();
+        let len = shuffled.len();
+        shuffled.rotate_left((seed as usize) % len);
+        shuffled.swap(0, (seed as usize / 7) % len);
+        let a = merge(&records).unwrap();
+        let b = merge(&shuffled).unwrap();
+        proptest::prop_assert_eq!(&a, &b);
+        let top = records.iter().map(|r| r.generation).max().unwrap();
+        proptest::prop_assert_eq!(a.generation, top);
+        if records.iter().any(|r| r.generation == top && r.complete) {
+            proptest::prop_assert!(a.complete);
+        }
+    }
+}
