@@ -47,7 +47,6 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
     let node_id = node_id(&args);
     let readiness = Readiness::new();
     let engine = start_engine(&args, &node_id).await;
-    let root = args.paths_under.clone();
     let mut calls_registry = prometheus_client::registry::Registry::default();
     let calls = GrpcMetrics::register(&mut calls_registry);
     let mut router = tonic::transport::Server::builder()
@@ -59,7 +58,7 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
         .add_service(NodeServer::new(NodeService::new(
             node_id.clone(),
             engine.clone(),
-            root,
+            args.paths_under.clone(),
         )));
     if standalone {
         router = router.add_service(ControllerServer::new(ControllerService::new(
@@ -69,7 +68,47 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
         )));
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let metrics = match &args.metrics_addr {
+    let metrics = serve_metrics(&args, calls_registry)?;
+    let notices = match (&engine, standalone) {
+        (Some(engine), false) => start_cluster(&args, engine, &node_id).await,
+        _ => None,
+    };
+    let monitor = engine
+        .clone()
+        .map(|engine| start_monitor(&args, engine, stop.clone(), metrics, notices));
+    // Ready once the arrays are back from the labels; never without device-mapper.
+    readiness.set(engine.is_some());
+    if let Some(addr) = &args.healthz_addr {
+        let why = "not ready: device-mapper unavailable or arrays not re-activated";
+        identity::serve_healthz(addr, readiness.clone(), why)
+            .map_err(|e| format!("--healthz-addr {addr}: {e}"))?;
+        tracing::info!(addr = %addr, "answering liveness probes at /healthz");
+    }
+    if let Some(dir) = &args.kubelet_registration_dir {
+        register_with_kubelet(&args, dir, &path);
+    }
+    tracing::info!(endpoint = %path.display(), node = %node_id, standalone, ready = engine.is_some(), "serving CSI");
+    socket::serve(router, listener, &path, socket::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(m) = monitor {
+        let _ = tokio::task::spawn_blocking(move || m.join()).await;
+    }
+    if let Some(engine) = engine {
+        stop_engine(engine).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `/metrics` on `--metrics-addr`: the volumes' metrics and the gRPC
+/// calls' on one page. The volumes' metrics, for the monitor to update.
+fn serve_metrics(
+    args: &ServeArgs,
+    calls_registry: prometheus_client::registry::Registry,
+) -> Result<Option<Arc<dmraid_node::health::metrics::Metrics>>, String> {
+    Ok(match &args.metrics_addr {
         Some(addr) => {
             let m = Arc::new(dmraid_node::health::metrics::Metrics::new());
             let (volumes, calls) = (m.clone(), Arc::new(calls_registry));
@@ -85,94 +124,95 @@ async fn serve(args: ServeArgs, standalone: bool) -> Result<(), String> {
             Some(m)
         }
         None => None,
-    };
-    let notices = match (&engine, standalone) {
-        (Some(engine), false) => match kube_client(args.kubeconfig.as_deref()).await {
-            Ok(client) => {
-                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                tokio::spawn(dmraid_node::cluster::run(
-                    client,
-                    engine.clone(),
-                    node_id.clone(),
-                    args.disks.clone(),
-                    rx,
-                ));
-                Some(tx)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "no Kubernetes API: serving CSI Node calls only, no RaidVolumes are reconciled");
-                None
-            }
+    })
+}
+
+/// The Kubernetes side of the node (RaidVolume and RaidNode status,
+/// Events), when an API server answers: the channel the monitor's notices
+/// go to.
+async fn start_cluster(
+    args: &ServeArgs,
+    engine: &Arc<Engine>,
+    node_id: &str,
+) -> Option<dmraid_node::health::monitor::Notices> {
+    match kube_client(args.kubeconfig.as_deref()).await {
+        Ok(client) => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(dmraid_node::cluster::run(
+                client,
+                engine.clone(),
+                node_id.to_string(),
+                args.disks.clone(),
+                rx,
+            ));
+            Some(tx)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no Kubernetes API: serving CSI Node calls only, no RaidVolumes are reconciled");
+            None
+        }
+    }
+}
+
+/// The health monitor's thread.
+fn start_monitor(
+    args: &ServeArgs,
+    engine: Arc<Engine>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    metrics: Option<Arc<dmraid_node::health::metrics::Metrics>>,
+    notices: Option<dmraid_node::health::monitor::Notices>,
+) -> std::thread::JoinHandle<()> {
+    let cfg = dmraid_node::health::monitor::MonitorConfig {
+        auto_rebuild: args.auto_rebuild,
+        interval: std::time::Duration::from_secs(args.monitor_interval.max(1)),
+        scrub_every: args.scrub_interval.0,
+        state_dir: Some(args.state_dir.clone()),
+        rebuild_delay: args.rebuild_delay,
+        rate: dmraid_node::health::rate::RatePolicy {
+            busy_share: args.rebuild_busy_share,
         },
-        _ => None,
     };
-    let monitor = engine.clone().map(|engine| {
-        let cfg = dmraid_node::health::monitor::MonitorConfig {
-            auto_rebuild: args.auto_rebuild,
-            interval: std::time::Duration::from_secs(args.monitor_interval.max(1)),
-            scrub_every: args.scrub_interval.0,
-            state_dir: Some(args.state_dir.clone()),
-            rebuild_delay: args.rebuild_delay,
-            rate: dmraid_node::health::rate::RatePolicy {
-                busy_share: args.rebuild_busy_share,
-            },
-        };
-        let stop = stop.clone();
-        let metrics = metrics.clone();
-        std::thread::spawn(move || {
-            dmraid_node::health::monitor::run(engine, cfg, stop, metrics, notices)
-        })
+    std::thread::spawn(move || {
+        dmraid_node::health::monitor::run(engine, cfg, stop, metrics, notices)
+    })
+}
+
+/// The kubelet's plugin registration socket in `dir`, served in the
+/// background.
+fn register_with_kubelet(args: &ServeArgs, dir: &std::path::Path, path: &std::path::Path) {
+    let seen_by_kubelet = args
+        .kubelet_endpoint
+        .clone()
+        .unwrap_or_else(|| path.to_path_buf());
+    let service = registration::RegistrationService::new(DRIVER_NAME, &seen_by_kubelet);
+    let reg_path = registration::socket_in(dir, DRIVER_NAME);
+    tracing::info!(socket = %reg_path.display(), csi = %seen_by_kubelet.display(), "registering with the kubelet");
+    tokio::spawn(async move {
+        if let Err(e) = registration::serve(service, reg_path).await {
+            tracing::error!(error = %e, "kubelet registration socket failed; the kubelet will not call this driver");
+        }
     });
-    // Ready once the arrays are back from the labels; never without device-mapper.
-    readiness.set(engine.is_some());
-    if let Some(addr) = &args.healthz_addr {
-        let why = "not ready: device-mapper unavailable or arrays not re-activated";
-        identity::serve_healthz(addr, readiness.clone(), why)
-            .map_err(|e| format!("--healthz-addr {addr}: {e}"))?;
-        tracing::info!(addr = %addr, "answering liveness probes at /healthz");
-    }
-    if let Some(dir) = &args.kubelet_registration_dir {
-        let seen_by_kubelet = args
-            .kubelet_endpoint
-            .clone()
-            .unwrap_or_else(|| path.clone());
-        let service = registration::RegistrationService::new(DRIVER_NAME, &seen_by_kubelet);
-        let reg_path = registration::socket_in(dir, DRIVER_NAME);
-        tracing::info!(socket = %reg_path.display(), csi = %seen_by_kubelet.display(), "registering with the kubelet");
-        tokio::spawn(async move {
-            if let Err(e) = registration::serve(service, reg_path).await {
-                tracing::error!(error = %e, "kubelet registration socket failed; the kubelet will not call this driver");
-            }
-        });
-    }
-    tracing::info!(endpoint = %path.display(), node = %node_id, standalone, ready = engine.is_some(), "serving CSI");
-    socket::serve(router, listener, &path, socket::shutdown_signal())
+}
+
+/// The orderly stop: every array deactivated and marked clean; one in
+/// use is left running for the next start to take over.
+async fn stop_engine(engine: Arc<Engine>) {
+    let left = tokio::task::spawn_blocking(move || engine.deactivate_all())
         .await
-        .map_err(|e| e.to_string())?;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    if let Some(m) = monitor {
-        let _ = tokio::task::spawn_blocking(move || m.join()).await;
-    }
-    if let Some(engine) = engine {
-        let left = tokio::task::spawn_blocking(move || engine.deactivate_all())
-            .await
-            .unwrap_or_default();
-        for (id, e) in left {
-            match e {
-                // Mounted or open (an upgrade or a restart of the plugin
-                // under a running pod): the kernel keeps serving it, and the
-                // next start takes the live array over without touching it.
-                dmraid_node::error::Error::Precondition(_) => {
-                    tracing::info!(volume = %id, reason = %e, "in use: left running for the next start to take over")
-                }
-                e => {
-                    tracing::warn!(volume = %id, error = %e, "left active; its next activation repairs it as after a crash")
-                }
+        .unwrap_or_default();
+    for (id, e) in left {
+        match e {
+            // Mounted or open (an upgrade or a restart of the plugin
+            // under a running pod): the kernel keeps serving it, and the
+            // next start takes the live array over without touching it.
+            dmraid_node::error::Error::Precondition(_) => {
+                tracing::info!(volume = %id, reason = %e, "in use: left running for the next start to take over")
+            }
+            e => {
+                tracing::warn!(volume = %id, error = %e, "left active; its next activation repairs it as after a crash")
             }
         }
     }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// A client for the API server: an explicit kubeconfig, else the pod's

@@ -57,31 +57,7 @@ pub async fn run(args: CsiArgs) -> Result<(), String> {
             params: p,
             size,
             block,
-        } => {
-            let bytes = parse_size("size", &size).map_err(|e| e.to_string())?;
-            let v = ctl
-                .create_volume(CreateVolumeRequest {
-                    name,
-                    capacity_range: Some(CapacityRange {
-                        required_bytes: bytes.0 as i64,
-                        limit_bytes: 0,
-                    }),
-                    volume_capabilities: vec![capability(block, "", &[])],
-                    parameters: params(&p)?,
-                    ..Default::default()
-                })
-                .await
-                .map_err(status)?
-                .into_inner()
-                .volume
-                .unwrap_or_default();
-            println!(
-                "volume_id={} capacity_bytes={} device={}",
-                v.volume_id,
-                v.capacity_bytes,
-                v.volume_context.get("device").cloned().unwrap_or_default()
-            );
-        }
+        } => create(&mut ctl, name, &p, &size, block).await?,
         CsiCall::Delete { id } => {
             ctl.delete_volume(DeleteVolumeRequest {
                 volume_id: id,
@@ -140,86 +116,146 @@ pub async fn run(args: CsiArgs) -> Result<(), String> {
             .await
             .map_err(status)?;
         }
-        CsiCall::Stats { id, path } => {
-            let s = node
-                .node_get_volume_stats(NodeGetVolumeStatsRequest {
-                    volume_id: id,
-                    volume_path: path,
-                    staging_target_path: String::new(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            for u in s.usage {
-                let unit = volume_usage::Unit::try_from(u.unit)
-                    .map(|u| u.as_str_name())
-                    .unwrap_or("?");
-                println!(
-                    "{unit}: total={} used={} available={}",
-                    u.total, u.used, u.available
-                );
-            }
-            if let Some(c) = s.volume_condition {
-                println!("abnormal={} message={}", c.abnormal, c.message);
-            }
-        }
-        CsiCall::Expand { id, size, path } => {
-            let bytes = parse_size("size", &size).map_err(|e| e.to_string())?.0 as i64;
-            let r = ctl
-                .controller_expand_volume(ControllerExpandVolumeRequest {
-                    volume_id: id.clone(),
-                    capacity_range: Some(CapacityRange {
-                        required_bytes: bytes,
-                        limit_bytes: 0,
-                    }),
-                    volume_capability: Some(capability(false, "", &[])),
-                    ..Default::default()
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            println!(
-                "capacity_bytes={} node_expansion_required={}",
-                r.capacity_bytes, r.node_expansion_required
-            );
-            if let Some(path) = path {
-                node.node_expand_volume(NodeExpandVolumeRequest {
-                    volume_id: id,
-                    volume_path: path,
-                    ..Default::default()
-                })
-                .await
-                .map_err(status)?;
-            }
-        }
-        CsiCall::Get { id } => {
-            let r = ctl
-                .controller_get_volume(ControllerGetVolumeRequest { volume_id: id })
-                .await
-                .map_err(status)?
-                .into_inner();
-            let v = r.volume.unwrap_or_default();
-            let c = r
-                .status
-                .and_then(|s| s.volume_condition)
-                .unwrap_or_default();
-            println!(
-                "volume_id={} capacity_bytes={} abnormal={} message={}",
-                v.volume_id, v.capacity_bytes, c.abnormal, c.message
-            );
-        }
-        CsiCall::Capacity { params: p } => {
-            let r = ctl
-                .get_capacity(GetCapacityRequest {
-                    parameters: params(&p)?,
-                    ..Default::default()
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            println!("available_capacity={}", r.available_capacity);
-        }
+        CsiCall::Stats { id, path } => stats(&mut node, id, path).await?,
+        CsiCall::Expand { id, size, path } => expand(&mut ctl, &mut node, id, &size, path).await?,
+        CsiCall::Get { id } => get(&mut ctl, id).await?,
+        CsiCall::Capacity { params: p } => capacity(&mut ctl, &p).await?,
     }
+    Ok(())
+}
+
+type Ctl = ControllerClient<tonic::transport::Channel>;
+type Node = NodeClient<tonic::transport::Channel>;
+
+/// `csi create`: CreateVolume, the new volume printed.
+async fn create(
+    ctl: &mut Ctl,
+    name: String,
+    p: &[String],
+    size: &str,
+    block: bool,
+) -> Result<(), String> {
+    let bytes = parse_size("size", size).map_err(|e| e.to_string())?;
+    let v = ctl
+        .create_volume(CreateVolumeRequest {
+            name,
+            capacity_range: Some(CapacityRange {
+                required_bytes: bytes.0 as i64,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![capability(block, "", &[])],
+            parameters: params(p)?,
+            ..Default::default()
+        })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .volume
+        .unwrap_or_default();
+    println!(
+        "volume_id={} capacity_bytes={} device={}",
+        v.volume_id,
+        v.capacity_bytes,
+        v.volume_context.get("device").cloned().unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// `csi stats`: NodeGetVolumeStats, its usage and condition printed.
+async fn stats(node: &mut Node, id: String, path: String) -> Result<(), String> {
+    let s = node
+        .node_get_volume_stats(NodeGetVolumeStatsRequest {
+            volume_id: id,
+            volume_path: path,
+            staging_target_path: String::new(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    for u in s.usage {
+        let unit = volume_usage::Unit::try_from(u.unit)
+            .map(|u| u.as_str_name())
+            .unwrap_or("?");
+        println!(
+            "{unit}: total={} used={} available={}",
+            u.total, u.used, u.available
+        );
+    }
+    if let Some(c) = s.volume_condition {
+        println!("abnormal={} message={}", c.abnormal, c.message);
+    }
+    Ok(())
+}
+
+/// `csi expand`: ControllerExpandVolume, then NodeExpandVolume when a
+/// path is given.
+async fn expand(
+    ctl: &mut Ctl,
+    node: &mut Node,
+    id: String,
+    size: &str,
+    path: Option<String>,
+) -> Result<(), String> {
+    let bytes = parse_size("size", size).map_err(|e| e.to_string())?.0 as i64;
+    let r = ctl
+        .controller_expand_volume(ControllerExpandVolumeRequest {
+            volume_id: id.clone(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: bytes,
+                limit_bytes: 0,
+            }),
+            volume_capability: Some(capability(false, "", &[])),
+            ..Default::default()
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    println!(
+        "capacity_bytes={} node_expansion_required={}",
+        r.capacity_bytes, r.node_expansion_required
+    );
+    if let Some(path) = path {
+        node.node_expand_volume(NodeExpandVolumeRequest {
+            volume_id: id,
+            volume_path: path,
+            ..Default::default()
+        })
+        .await
+        .map_err(status)?;
+    }
+    Ok(())
+}
+
+/// `csi get`: ControllerGetVolume, the volume and its condition printed.
+async fn get(ctl: &mut Ctl, id: String) -> Result<(), String> {
+    let r = ctl
+        .controller_get_volume(ControllerGetVolumeRequest { volume_id: id })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let v = r.volume.unwrap_or_default();
+    let c = r
+        .status
+        .and_then(|s| s.volume_condition)
+        .unwrap_or_default();
+    println!(
+        "volume_id={} capacity_bytes={} abnormal={} message={}",
+        v.volume_id, v.capacity_bytes, c.abnormal, c.message
+    );
+    Ok(())
+}
+
+/// `csi capacity`: GetCapacity for these parameters.
+async fn capacity(ctl: &mut Ctl, p: &[String]) -> Result<(), String> {
+    let r = ctl
+        .get_capacity(GetCapacityRequest {
+            parameters: params(p)?,
+            ..Default::default()
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    println!("available_capacity={}", r.available_capacity);
     Ok(())
 }
 
