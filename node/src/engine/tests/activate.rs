@@ -144,3 +144,61 @@ fn a_volume_whose_disks_are_away_is_never_made_again_and_comes_back_with_them() 
         "one array"
     );
 }
+
+/// Labels written by the format-1 driver (a fixture of its bytes) are
+/// claimed and activated by this one into the very tables that driver
+/// loaded, and what this one writes back stays format 1 while no leg has
+/// several segments, so that driver can still read it.
+#[test]
+fn labels_of_the_format_1_driver_activate_the_same_devices() {
+    let text = include_str!("format1-labels.txt");
+    let disks = FakeDisks::new();
+    let mut want = Vec::new();
+    let mut seen = BTreeSet::new();
+    for line in text.lines() {
+        if let Some(t) = line.strip_prefix("# dmraid-") {
+            let (name, table) = t.split_once(' ').unwrap();
+            want.push((format!("dmraid-{name}"), table.to_string()));
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let f: Vec<&str> = line.split(' ').collect();
+        if seen.insert(f[0].to_string()) {
+            disks.add(f[0], 64 * MIB);
+        }
+        let at = if f[1] == "A" {
+            0
+        } else {
+            labels::SLOT_BYTES as usize
+        };
+        let bytes: Vec<u8> = (0..f[2].len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&f[2][i..i + 2], 16).unwrap())
+            .collect();
+        disks.poke(f[0], at, &bytes);
+    }
+    assert_eq!(want.len(), 12);
+    let dm = Arc::new(FakeDm::new());
+    let e = engine(&dm, &disks);
+    assert!(e.activate_all().is_empty());
+    // The arrays' own device numbers are the fake's: masked.
+    let masked = |t: &str| {
+        t.split(' ')
+            .map(|w| if w.starts_with("253:") { "253:_" } else { w })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    for (name, table) in &want {
+        let got = dm.table(name).unwrap();
+        let got = got.iter().map(Target::line).collect::<Vec<_>>().join("; ");
+        assert_eq!(masked(&got), masked(table), "{name}");
+    }
+    for d in &seen {
+        let b = disks.bytes(d);
+        for at in [0, labels::SLOT_BYTES as usize] {
+            assert_eq!(&b[at + 8..at + 12], &1u32.to_le_bytes(), "{d} at {at}");
+        }
+    }
+}
