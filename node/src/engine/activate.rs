@@ -18,9 +18,7 @@ impl Engine {
         let returned: BTreeSet<u32> = {
             let back = lock(&self.returned);
             legs.iter()
-                .filter(|(_, (disk, _, _))| {
-                    self.uuid_of(&disk.path).is_ok_and(|u| back.contains(&u))
-                })
+                .filter(|(_, p)| self.uuid_of(&p.disk.path).is_ok_and(|u| back.contains(&u)))
                 .map(|(leg, _)| *leg)
                 .collect()
         };
@@ -93,7 +91,7 @@ impl Engine {
                     id: id.to_string(),
                     legs: returned
                         .iter()
-                        .filter_map(|l| legs.get(l).map(|(d, _, _)| (*l, d.path.clone())))
+                        .filter_map(|l| legs.get(l).map(|p| (*l, p.disk.path.clone())))
                         .collect(),
                     dirty,
                 });
@@ -193,31 +191,31 @@ impl Engine {
         &self,
         id: &str,
         vs: &VolumeSpec,
-        legs: &BTreeMap<u32, (DiskInfo, u64, u64)>,
+        legs: &BTreeMap<u32, LegPlace>,
         fresh: &BTreeSet<u32>,
     ) -> Result<Vec<Option<LegDevs>>, Error> {
         let mut devs = Vec::new();
         for leg in 0..vs.spec.legs {
-            let Some((disk, meta, data)) = legs.get(&leg) else {
+            let Some(place) = legs.get(&leg) else {
                 devs.push(None);
                 continue;
             };
-            let linear = |role: Role, len: u64, start: u64| {
+            let linear = |role: Role, table: &[Target]| {
                 let name = leg_name(id, leg, role);
-                let table = [Target::new(
-                    0,
-                    len,
-                    "linear",
-                    format!("{} {start}", disk.devno),
-                )];
                 if fresh.contains(&leg) && self.dm.info(&name)?.is_some() {
-                    dm::reload(self.dm.as_ref(), &name, &table)
+                    dm::reload(self.dm.as_ref(), &name, table)
                 } else {
-                    dm::activate(self.dm.as_ref(), &name, None, &table)
+                    dm::activate(self.dm.as_ref(), &name, None, table)
                 }
             };
-            let m = linear(Role::Meta, META_EXTENT.0, *meta)?;
-            let d = linear(Role::Data, vs.leg_data, *data)?;
+            let meta = Target::new(
+                0,
+                META_EXTENT.0,
+                "linear",
+                format!("{} {}", place.disk.devno, place.meta),
+            );
+            let m = linear(Role::Meta, &[meta])?;
+            let d = linear(Role::Data, &place.data_table())?;
             devs.push(Some(LegDevs {
                 meta: m.devno(),
                 data: d.devno(),
@@ -229,13 +227,13 @@ impl Engine {
     /// Legs whose metadata extent holds no dm-raid superblock, when some
     /// other leg has one (all blank is a new array, not a rebuild). A leg
     /// whose disk cannot be read is left to the kernel to judge.
-    pub(super) fn blank_meta_legs(&self, legs: &BTreeMap<u32, (DiskInfo, u64, u64)>) -> Vec<u32> {
+    pub(super) fn blank_meta_legs(&self, legs: &BTreeMap<u32, LegPlace>) -> Vec<u32> {
         let mut blank = Vec::new();
         let mut written = 0;
-        for (leg, (disk, meta, _)) in legs {
+        for (leg, place) in legs {
             let mut head = vec![0u8; 4096];
-            let read = self.disks.open(&disk.path).and_then(|mut dev| {
-                dev.seek(SeekFrom::Start(meta * 512))?;
+            let read = self.disks.open(&place.disk.path).and_then(|mut dev| {
+                dev.seek(SeekFrom::Start(place.meta * 512))?;
                 dev.read_exact(&mut head)
             });
             match read {
@@ -407,7 +405,7 @@ impl Engine {
     #[allow(clippy::type_complexity)]
     pub(super) fn repair_after_crash(
         &self,
-        legs: &BTreeMap<u32, (DiskInfo, u64, u64)>,
+        legs: &BTreeMap<u32, LegPlace>,
     ) -> Result<((u64, u64), Vec<(PathBuf, u64, Vec<u8>)>), Error> {
         let mut originals = Vec::new();
         let mut worst = (0, 0);
@@ -415,8 +413,8 @@ impl Engine {
         // one the driver may not edit (a layout or feature it does not know)
         // leaves them all as they were.
         let mut patched = Vec::new();
-        for (disk, meta, _) in legs.values() {
-            let path = &disk.path;
+        for place in legs.values() {
+            let (path, meta) = (&place.disk.path, &place.meta);
             let (dev, mut head) = self.meta_head(path, *meta)?;
             if superblock::parse_superblock(&head).is_err() {
                 // Never written (the array never came up): nothing to repair.

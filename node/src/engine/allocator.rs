@@ -242,6 +242,44 @@ pub fn can_grow(disk: &DiskSpace, start: u64, len: u64, new_len: u64) -> bool {
             .all(|&(s, l)| (s, l) == (start, len) || s + l <= start || s >= end)
 }
 
+/// How a leg's data grows on its disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Growth {
+    /// The last segment grows in place: the sectors after it are free.
+    InPlace,
+    /// New segments `(start, len)` in the disk's free gaps, mapped after
+    /// the leg's end in this order.
+    Segments(Vec<(u64, u64)>),
+}
+
+/// How the leg whose last data segment is `len` sectors at `start` grows
+/// by `extra` sectors on `disk`: in place when the sectors after it are
+/// free (one contiguous segment stays one); else one new segment in the
+/// smallest gap that holds it all; else the largest gaps first, so the
+/// leg gets as few segments as the disk allows. None when the disk has
+/// fewer than `extra` free sectors.
+pub fn grow(disk: &DiskSpace, start: u64, len: u64, extra: u64) -> Option<Growth> {
+    if can_grow(disk, start, len, len + extra) {
+        return Some(Growth::InPlace);
+    }
+    if let Some(at) = disk.best_fit(extra) {
+        return Some(Growth::Segments(vec![(at, extra)]));
+    }
+    let mut gaps = disk.gaps();
+    gaps.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut segments = Vec::new();
+    let mut left = extra;
+    for (at, gap) in gaps {
+        if left == 0 {
+            break;
+        }
+        let take = gap.min(left);
+        segments.push((at, take));
+        left -= take;
+    }
+    (left == 0).then_some(Growth::Segments(segments))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,6 +63,53 @@ pub struct VolumeSpec {
     pub name: Option<String>,
 }
 
+/// Where one leg of a volume lives, from the labels: its disk, its
+/// metadata extent and its data segments.
+#[derive(Debug, Clone)]
+pub struct LegPlace {
+    /// The disk holding the leg.
+    pub disk: DiskInfo,
+    /// Start of the metadata extent (sectors).
+    pub meta: u64,
+    /// The data segments in leg order: one unless the leg grew where the
+    /// space after it was taken.
+    pub data: Vec<Segment>,
+}
+
+/// One data segment of a leg: `len` sectors at `start` on the disk,
+/// mapped at `offset` of the leg's data device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// Where it starts in the leg's data device.
+    pub offset: u64,
+    /// Where it starts on the disk.
+    pub start: u64,
+    /// Its length.
+    pub len: u64,
+}
+
+impl LegPlace {
+    /// The leg's data device: one linear target per segment.
+    pub fn data_table(&self) -> Vec<Target> {
+        self.data
+            .iter()
+            .map(|s| {
+                Target::new(
+                    s.offset,
+                    s.len,
+                    "linear",
+                    format!("{} {}", self.disk.devno, s.start),
+                )
+            })
+            .collect()
+    }
+
+    /// Sectors of data the segments map.
+    pub fn data_len(&self) -> u64 {
+        self.data.iter().map(|s| s.len).sum()
+    }
+}
+
 /// One leg of a volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LegInfo {
@@ -429,9 +476,8 @@ impl Engine {
         })
     }
 
-    /// The volume's record and, per leg, (disk, meta start, data start) when its disk is here.
-    #[allow(clippy::type_complexity)]
-    fn find(&self, id: &str) -> Option<(VolumeRecord, BTreeMap<u32, (DiskInfo, u64, u64)>)> {
+    /// The volume's record and where each leg lives, for the legs whose disk is here.
+    fn find(&self, id: &str) -> Option<(VolumeRecord, BTreeMap<u32, LegPlace>)> {
         let (record, legs, _) = self.resolve(id);
         record.map(|r| (r, legs))
     }
@@ -446,12 +492,12 @@ impl Engine {
         id: &str,
     ) -> (
         Option<VolumeRecord>,
-        BTreeMap<u32, (DiskInfo, u64, u64)>,
+        BTreeMap<u32, LegPlace>,
         Vec<(String, u32)>,
     ) {
         let claimed = lock(&self.claimed);
         let mut record: Option<VolumeRecord> = None;
-        let mut holders: BTreeMap<u32, Vec<(u64, usize, u64, u64)>> = BTreeMap::new();
+        let mut holders: BTreeMap<u32, Vec<(u64, usize, u64, Vec<Segment>)>> = BTreeMap::new();
         for (i, c) in claimed.iter().enumerate() {
             if !self.disks.present(&c.info) {
                 continue;
@@ -463,7 +509,7 @@ impl Engine {
                 }
             }
             let mut meta = BTreeMap::new();
-            let mut data = BTreeMap::new();
+            let mut data: BTreeMap<u32, Vec<Segment>> = BTreeMap::new();
             for e in c
                 .label()
                 .extents
@@ -471,13 +517,23 @@ impl Engine {
                 .filter(|e| e.volume == id && e.state == ExtentState::Active)
             {
                 match e.role {
-                    Role::Meta => meta.insert(e.leg, e.start),
-                    Role::Data => data.insert(e.leg, e.start),
-                };
+                    Role::Meta => {
+                        meta.insert(e.leg, e.start);
+                    }
+                    Role::Data => data.entry(e.leg).or_default().push(Segment {
+                        offset: e.offset,
+                        start: e.start,
+                        len: e.len,
+                    }),
+                }
             }
             for (leg, m) in meta {
-                if let Some(d) = data.get(&leg) {
-                    holders.entry(leg).or_default().push((generation, i, m, *d));
+                if let Some(mut segs) = data.remove(&leg) {
+                    segs.sort_by_key(|s| s.offset);
+                    holders
+                        .entry(leg)
+                        .or_default()
+                        .push((generation, i, m, segs));
                 }
             }
         }
@@ -486,9 +542,16 @@ impl Engine {
         for (leg, mut hs) in holders {
             // Highest generation first; on a tie the first claimed disk.
             hs.sort_by_key(|(g, i, _, _)| (std::cmp::Reverse(*g), *i));
-            let (_, i, m, d) = hs[0];
-            legs.insert(leg, (claimed[i].info.clone(), m, d));
-            for (_, j, _, _) in &hs[1..] {
+            let (_, i, meta, data) = hs.swap_remove(0);
+            legs.insert(
+                leg,
+                LegPlace {
+                    disk: claimed[i].info.clone(),
+                    meta,
+                    data,
+                },
+            );
+            for (_, j, _, _) in &hs {
                 stale.push((claimed[*j].label().disk_uuid.clone(), leg));
             }
         }
@@ -544,7 +607,7 @@ impl Engine {
             legs: (0..vs.spec.legs)
                 .map(|l| LegInfo {
                     leg: l,
-                    disk: legs.get(&l).map(|(d, _, _)| d.path.clone()),
+                    disk: legs.get(&l).map(|p| p.disk.path.clone()),
                 })
                 .collect(),
             spec: vs,

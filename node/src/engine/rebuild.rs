@@ -64,13 +64,13 @@ impl Engine {
     /// region and, while a leg is missing, keeps it set.
     pub(super) fn bitmap_dirty(
         &self,
-        legs: &BTreeMap<u32, (DiskInfo, u64, u64)>,
+        legs: &BTreeMap<u32, LegPlace>,
         skip: &BTreeSet<u32>,
     ) -> Option<(u64, u64)> {
         legs.iter()
             .filter(|(l, _)| !skip.contains(l))
-            .find_map(|(_, (disk, meta, _))| {
-                let (_, head) = self.meta_head(&disk.path, *meta).ok()?;
+            .find_map(|(_, place)| {
+                let (_, head) = self.meta_head(&place.disk.path, place.meta).ok()?;
                 superblock::dirty_regions(&head).ok()
             })
     }
@@ -176,7 +176,7 @@ impl Engine {
         &self,
         id: &str,
         vs: &VolumeSpec,
-        legs: &BTreeMap<u32, (DiskInfo, u64, u64)>,
+        legs: &BTreeMap<u32, LegPlace>,
     ) -> Result<(RaidStatus, Vec<u32>), Error> {
         let name = array_name(id);
         if !self.dm.info(&name)?.is_some_and(|i| i.live_table) {
@@ -207,14 +207,14 @@ impl Engine {
         &self,
         id: &str,
         record: &VolumeRecord,
-        legs: &BTreeMap<u32, (DiskInfo, u64, u64)>,
+        legs: &BTreeMap<u32, LegPlace>,
         leg: u32,
         disk: Option<&std::path::Path>,
     ) -> Result<allocator::Placement, Error> {
         let vs = Self::spec_of(record)?;
         let mut avoid = Vec::new();
-        for (disk_info, _, _) in legs.values() {
-            avoid.push(self.uuid_of(&disk_info.path)?);
+        for place in legs.values() {
+            avoid.push(self.uuid_of(&place.disk.path)?);
         }
         let _alloc = lock(&self.alloc);
         let mut spaces = self.spaces_for_legs();
@@ -249,6 +249,7 @@ impl Engine {
                         role: Role::Meta,
                         start: placement.meta_start,
                         len: META_EXTENT.0,
+                        offset: 0,
                         state: ExtentState::Active,
                     });
                     label.extents.push(Extent {
@@ -257,6 +258,7 @@ impl Engine {
                         role: Role::Data,
                         start: placement.data_start,
                         len: vs.leg_data,
+                        offset: 0,
                         state: ExtentState::Active,
                     });
                     label

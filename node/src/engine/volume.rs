@@ -138,6 +138,7 @@ impl Engine {
                         role: Role::Meta,
                         start: p.meta_start,
                         len: META_EXTENT.0,
+                        offset: 0,
                         state: ExtentState::Active,
                     });
                     label.extents.push(Extent {
@@ -146,6 +147,7 @@ impl Engine {
                         role: Role::Data,
                         start: p.data_start,
                         len: leg.0,
+                        offset: 0,
                         state: ExtentState::Active,
                     });
                     label.volumes.insert(
@@ -248,21 +250,7 @@ impl Engine {
             )));
         }
         let alloc = lock(&self.alloc);
-        let spaces = self.spaces();
-        for (leg, (disk, _, data)) in &legs {
-            let uuid = self.uuid_of(&disk.path)?;
-            let space = spaces
-                .iter()
-                .find(|s| s.id == uuid)
-                .ok_or_else(|| Error::NotFound(uuid.clone()))?;
-            if !allocator::can_grow(space, *data, vs.leg_data, new_leg.0) {
-                return Err(Error::Precondition(format!(
-                    "leg {leg} of {id} on {} cannot grow in place to {} (the space after it is taken); moving extents is not supported yet",
-                    disk.path.display(),
-                    Bytes(new_leg.0 * 512)
-                )));
-            }
-        }
+        let growth = self.plan_growth(id, &legs, new_leg.0 - vs.leg_data)?;
         // The array must be able to take the new size before anything changes.
         let dummy: Vec<Option<LegDevs>> = (0..vs.spec.legs)
             .map(|_| {
@@ -273,40 +261,68 @@ impl Engine {
             })
             .collect();
         RaidTable::build(&vs.spec, new_leg, dummy, false, &[])?;
-        let old = vs.leg_data;
+        let extra = new_leg.0 - vs.leg_data;
         vs.leg_data = new_leg.0;
         vs.requested = size;
         let blob = serde_json::to_value(&vs).map_err(|e| Error::Precondition(e.to_string()))?;
         self.edit_labels(|label| {
-            for e in label.extents.iter_mut().filter(|e| {
-                e.volume == id
-                    && e.role == Role::Data
-                    && e.len == old
-                    && e.state == ExtentState::Active
-            }) {
-                // The grown part is the volume's now, no longer free zeroes.
-                allocator::ranges_remove(&mut label.zeroed, (e.start + old, new_leg.0 - old));
-                e.len = new_leg.0;
+            for (leg, (disk, last, how)) in &growth {
+                if label.disk_uuid == *disk {
+                    grow_in_label(label, id, *leg, last, extra, how);
+                }
             }
             if let Some(r) = label.volumes.get_mut(id) {
                 r.spec = blob.clone();
             }
         })?;
         drop(alloc);
-        for (leg, (disk, _, data)) in &legs {
+        let (_, legs) = self
+            .find(id)
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        for (leg, place) in &legs {
             dm::reload(
                 self.dm.as_ref(),
                 &leg_name(id, *leg, Role::Data),
-                &[Target::new(
-                    0,
-                    new_leg.0,
-                    "linear",
-                    format!("{} {data}", disk.devno),
-                )],
+                &place.data_table(),
             )?;
         }
         self.activate_volume(id, false)?;
         self.volume(id)
+    }
+
+    /// Where each leg of `id` grows by `extra` sectors on its own disk:
+    /// (disk uuid, its last segment, how). Refused, naming the leg and the
+    /// disk's free space, when one disk has not `extra` free.
+    #[allow(clippy::type_complexity)]
+    fn plan_growth(
+        &self,
+        id: &str,
+        legs: &BTreeMap<u32, LegPlace>,
+        extra: u64,
+    ) -> Result<BTreeMap<u32, (String, Segment, allocator::Growth)>, Error> {
+        let spaces = self.spaces();
+        let mut plan = BTreeMap::new();
+        for (leg, place) in legs {
+            let uuid = self.uuid_of(&place.disk.path)?;
+            let space = spaces
+                .iter()
+                .find(|s| s.id == uuid)
+                .ok_or_else(|| Error::NotFound(uuid.clone()))?;
+            let last = *place
+                .data
+                .last()
+                .ok_or_else(|| Error::NotFound(format!("data of leg {leg} of {id}")))?;
+            let how = allocator::grow(space, last.start, last.len, extra).ok_or_else(|| {
+                allocator::NoRoom(format!(
+                    "leg {leg} of {id} on {} cannot grow by {}: that disk has {} free, and a leg grows only on its own disk",
+                    place.disk.path.display(),
+                    Bytes(extra * 512),
+                    Bytes(space.free() * 512)
+                ))
+            })?;
+            plan.insert(*leg, (uuid, last, how));
+        }
+        Ok(plan)
     }
 
     /// Remove the volume's devices (array first, then legs). Missing devices are fine.
@@ -388,5 +404,48 @@ impl Engine {
         }
         self.teardown(id)?;
         self.free_extents(id)
+    }
+}
+
+/// Records in `label` that leg `leg` of `id`, whose last data segment is
+/// `last`, grew by `extra` sectors as `how` says; the sectors it takes are
+/// the volume's now, no longer free zeroes.
+fn grow_in_label(
+    label: &mut DiskLabel,
+    id: &str,
+    leg: u32,
+    last: &Segment,
+    extra: u64,
+    how: &allocator::Growth,
+) {
+    match how {
+        allocator::Growth::InPlace => {
+            for e in label.extents.iter_mut().filter(|e| {
+                e.volume == id
+                    && e.leg == leg
+                    && e.role == Role::Data
+                    && e.state == ExtentState::Active
+                    && (e.start, e.offset) == (last.start, last.offset)
+            }) {
+                allocator::ranges_remove(&mut label.zeroed, (e.start + e.len, extra));
+                e.len += extra;
+            }
+        }
+        allocator::Growth::Segments(segments) => {
+            let mut offset = last.offset + last.len;
+            for &(start, len) in segments {
+                allocator::ranges_remove(&mut label.zeroed, (start, len));
+                label.extents.push(Extent {
+                    volume: id.into(),
+                    leg,
+                    role: Role::Data,
+                    start,
+                    len,
+                    offset,
+                    state: ExtentState::Active,
+                });
+                offset += len;
+            }
+        }
     }
 }

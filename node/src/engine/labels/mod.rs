@@ -28,8 +28,19 @@ pub const SLOT_BYTES: u64 = LABEL_AREA.0 * 512 / 2;
 const HEADER: usize = 64;
 /// Identifies our label slots.
 pub const MAGIC: &[u8; 8] = b"DMRCSI\x00L";
-/// The label format this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest label format this code reads (it writes [`format_of`]).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The format a label is written in: 2 when a leg has several data
+/// segments (an extent with an offset, which format 1 cannot express and a
+/// format-1 driver must refuse), else 1, which every driver reads.
+pub fn format_of(label: &DiskLabel) -> u32 {
+    if label.extents.iter().any(|e| e.offset > 0) {
+        2
+    } else {
+        1
+    }
+}
 
 /// Flushing written data to stable storage; a no-op for in-memory buffers.
 pub trait SyncIo {
@@ -88,6 +99,13 @@ pub struct Extent {
     pub start: u64,
     /// Length in sectors.
     pub len: u64,
+    /// Where this extent starts in its leg's data device, in sectors: a
+    /// leg whose data grew where the space after it was taken has several
+    /// data extents on its disk (segments), mapped in this order. 0 for a
+    /// metadata extent and a leg's first segment, and then not written, so
+    /// a label whose legs are one segment each is format 1.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u64,
     /// Life stage.
     #[serde(default)]
     pub state: ExtentState,
@@ -496,7 +514,7 @@ pub fn write_with<D: Read + Write + Seek + SyncIo>(
     let seq = loaded.seq + 1;
     let mut h = [0u8; HEADER];
     h[0..8].copy_from_slice(MAGIC);
-    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&format_of(label).to_le_bytes());
     h[12..20].copy_from_slice(&seq.to_le_bytes());
     h[20..24].copy_from_slice(&(body.len() as u32).to_le_bytes());
     h[24..28].copy_from_slice(&crc32c::crc32c(&body).to_le_bytes());

@@ -45,6 +45,7 @@ fn with_extent(start: u64, len: u64) -> DiskLabel {
         role: Role::Meta,
         start,
         len,
+        offset: 0,
         state: ExtentState::Active,
     });
     l
@@ -58,6 +59,7 @@ fn label(n: u64) -> DiskLabel {
         role: Role::Data,
         start: 2048 + n,
         len: 100,
+        offset: 0,
         state: ExtentState::Active,
     });
     l.volumes.insert(
@@ -161,6 +163,7 @@ fn too_many_extents_is_a_clear_error() {
             role: Role::Meta,
             start: i,
             len: 1,
+            offset: 0,
             state: ExtentState::Active,
         });
     }
@@ -339,6 +342,7 @@ proptest! {
                 role: Role::Data,
                 start,
                 len,
+                offset: 0,
                 state: ExtentState::Active,
             })
             .collect();

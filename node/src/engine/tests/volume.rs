@@ -173,10 +173,12 @@ fn expand_grows_extents_in_place_and_reloads_with_the_new_length() {
         e.expand_volume("g", MIB as u64).unwrap().capacity,
         grown.capacity
     );
-    // Blocked by a neighbour: a clear refusal, nothing changed.
+    // More than a leg's disk has free: a clear refusal naming the disk,
+    // nothing changed.
     e.create_volume("n", &s, 8 * MIB as u64).unwrap();
-    let err = e.expand_volume("g", 100 * MIB as u64).unwrap_err();
-    assert!(matches!(err, Error::Precondition(_)), "{err}");
+    let err = e.expand_volume("g", 250 * MIB as u64).unwrap_err();
+    assert!(matches!(err, Error::NoRoom(_)), "{err}");
+    assert!(err.to_string().contains("free"), "{err}");
     assert_eq!(e.volume("g").unwrap().capacity, grown.capacity);
     // Labels carry the new size across a restart.
     drop(e);
@@ -333,4 +335,81 @@ proptest::proptest! {
             proptest::prop_assert!(a.complete);
         }
     }
+}
+
+/// A volume hemmed in by another grows anyway: each leg gets a second
+/// data segment elsewhere on its disk, its data device maps both in
+/// order, the labels say so in format 2 (which a format-1 driver refuses),
+/// a restart makes the same devices from the labels alone, and once the
+/// volume is gone its labels are format 1 again.
+#[test]
+fn a_volume_hemmed_in_by_another_grows_in_a_second_segment() {
+    let (dm, disks, e) = setup(2, 64 * MIB);
+    let s = params(&[("raidType", "raid1"), ("legs", "2"), ("sync", "nosync")]);
+    let a = e.create_volume("a", &s, 8 * MIB as u64).unwrap();
+    e.create_volume("b", &s, 8 * MIB as u64).unwrap();
+    let grown = e.expand_volume("a", 20 * MIB as u64).unwrap();
+    assert!(grown.capacity >= 20 * MIB as u64, "{grown:?}");
+    let old = a.spec.leg_data;
+    let tables = |dm: &FakeDm| -> Vec<String> {
+        ["dmraid-a+d0", "dmraid-a+d1"]
+            .iter()
+            .map(|n| {
+                dm.table(n)
+                    .unwrap()
+                    .iter()
+                    .map(Target::line)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .collect()
+    };
+    let before = tables(&dm);
+    for (leg, t) in dm_tables_of(&dm, &["dmraid-a+d0", "dmraid-a+d1"])
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(t.len(), 2, "leg {leg}: {t:?}");
+        assert_eq!((t[0].start, t[0].length), (0, old), "leg {leg}");
+        assert_eq!(t[1].start, old, "leg {leg}");
+        assert_eq!(t[0].length + t[1].length, grown.spec.leg_data, "leg {leg}");
+    }
+    let raid = RaidTable::parse(&dm.table("dmraid-a").unwrap()[0].line()).unwrap();
+    assert_eq!(raid.length.bytes().0, grown.capacity);
+    for d in ["/dev/vdb", "/dev/vdc"] {
+        assert_eq!(newest_format(&disks.bytes(d)), 2, "{d}");
+    }
+    // A restart: the same devices from the labels alone.
+    assert!(e.deactivate_all().is_empty());
+    drop(e);
+    let dm2 = Arc::new(FakeDm::new());
+    let e = engine(&dm2, &disks);
+    assert!(e.activate_all().is_empty());
+    assert_eq!(tables(&dm2), before);
+    assert_eq!(e.volume("a").unwrap().capacity, grown.capacity);
+    // Gone, and wiped: format 1 again.
+    e.delete_volume("a").unwrap();
+    e.wipe_pending().unwrap();
+    e.forget_deleted().unwrap();
+    for d in ["/dev/vdb", "/dev/vdc"] {
+        assert_eq!(newest_format(&disks.bytes(d)), 1, "{d}");
+    }
+}
+
+fn dm_tables_of(dm: &FakeDm, names: &[&str]) -> Vec<Vec<Target>> {
+    names.iter().map(|n| dm.table(n).unwrap()).collect()
+}
+
+/// The format version in the header of a disk's newest label copy.
+fn newest_format(disk: &[u8]) -> u32 {
+    let word = |at: usize, n: usize| {
+        let mut b = [0u8; 8];
+        b[..n].copy_from_slice(&disk[at..at + n]);
+        u64::from_le_bytes(b)
+    };
+    let at = [0, labels::SLOT_BYTES as usize]
+        .into_iter()
+        .max_by_key(|&at| word(at + 12, 8))
+        .unwrap();
+    word(at + 8, 4) as u32
 }
