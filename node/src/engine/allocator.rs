@@ -298,6 +298,35 @@ mod tests {
     }
 
     #[test]
+    fn a_leg_grows_in_place_else_in_the_fewest_segments_its_disk_allows() {
+        let l = LABEL_AREA.0;
+        // Used: the leg [l, l+100), a neighbour [l+100, l+110), another
+        // [l+150, l+160); free: 40 at l+110, 20 at l+160 .. disk end l+180.
+        let mut d = DiskSpace::new("d", Sectors(l + 180), &[]);
+        d.used = vec![(l, 100), (l + 100, 10), (l + 150, 10)];
+        // The space after the leg is taken: one new segment in the
+        // smallest gap that holds it.
+        assert_eq!(
+            grow(&d, l, 100, 15),
+            Some(Growth::Segments(vec![(l + 160, 15)]))
+        );
+        assert_eq!(
+            grow(&d, l, 100, 30),
+            Some(Growth::Segments(vec![(l + 110, 30)]))
+        );
+        // No gap holds it: the largest gaps first.
+        assert_eq!(
+            grow(&d, l, 100, 50),
+            Some(Growth::Segments(vec![(l + 110, 40), (l + 160, 10)]))
+        );
+        // More than the disk has free.
+        assert_eq!(grow(&d, l, 100, 61), None);
+        // The neighbour gone: in place.
+        d.used.retain(|u| u.0 != l + 100);
+        assert_eq!(grow(&d, l, 100, 50), Some(Growth::InPlace));
+    }
+
+    #[test]
     fn legs_go_to_distinct_disks_with_most_room_first() {
         let disks = vec![disk("a", 1), disk("b", 3), disk("c", 2)];
         let p = place(&disks, 2, 0, Sectors(8192), Sectors(1 << 20), &[]).unwrap();
