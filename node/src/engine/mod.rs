@@ -231,6 +231,24 @@ fn newer(a: &VolumeRecord, b: &VolumeRecord) -> bool {
     (a.generation, a.complete, a.spec.to_string()) > (b.generation, b.complete, b.spec.to_string())
 }
 
+/// The record as the present legs can hold it. The labels of a volume's
+/// disks are written one by one, so a crash in an expansion can leave a
+/// record of the new size beside a leg that has not grown: the volume is
+/// then the size every present leg has (its filesystem was not grown
+/// yet: that waits for the expansion's answer), and the expansion, asked
+/// again, grows the legs that are short.
+fn cut_short(id: &str, mut r: VolumeRecord, legs: &BTreeMap<u32, LegPlace>) -> VolumeRecord {
+    let Some(shortest) = legs.values().map(LegPlace::data_len).min() else {
+        return r;
+    };
+    let recorded = r.spec.get("legData").and_then(serde_json::Value::as_u64);
+    if let Some(recorded) = recorded.filter(|l| shortest < *l) {
+        tracing::warn!(volume = %id, recorded, shortest, "a leg is shorter than its record (an expansion cut short): the volume keeps the size every leg has until it is expanded again");
+        r.spec["legData"] = shortest.into();
+    }
+    r
+}
+
 /// Whether a tombstone names this record: its uid, or its id for a
 /// deletion made while all its disks were away (sparing a volume of the
 /// same id created after that deletion).
@@ -434,7 +452,7 @@ impl Engine {
     /// The volume's record and where each leg lives, for the legs whose disk is here.
     fn find(&self, id: &str) -> Option<(VolumeRecord, BTreeMap<u32, LegPlace>)> {
         let (record, legs, _) = self.resolve(id);
-        record.map(|r| (r, legs))
+        record.map(|r| (cut_short(id, r, &legs), legs))
     }
 
     /// The volume's record and legs from the present disks' labels. Where

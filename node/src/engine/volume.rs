@@ -250,7 +250,7 @@ impl Engine {
             )));
         }
         let alloc = lock(&self.alloc);
-        let growth = self.plan_growth(id, &legs, new_leg.0 - vs.leg_data)?;
+        let growth = self.plan_growth(id, &legs, new_leg.0)?;
         // The array must be able to take the new size before anything changes.
         let dummy: Vec<Option<LegDevs>> = (0..vs.spec.legs)
             .map(|_| {
@@ -261,14 +261,13 @@ impl Engine {
             })
             .collect();
         RaidTable::build(&vs.spec, new_leg, dummy, false, &[])?;
-        let extra = new_leg.0 - vs.leg_data;
         vs.leg_data = new_leg.0;
         vs.requested = size;
         let blob = serde_json::to_value(&vs).map_err(|e| Error::Precondition(e.to_string()))?;
         self.edit_labels(|label| {
-            for (leg, (disk, last, how)) in &growth {
+            for (leg, (disk, last, extra, how)) in &growth {
                 if label.disk_uuid == *disk {
-                    grow_in_label(label, id, *leg, last, extra, how);
+                    grow_in_label(label, id, *leg, last, *extra, how);
                 }
             }
             if let Some(r) = label.volumes.get_mut(id) {
@@ -290,19 +289,25 @@ impl Engine {
         self.volume(id)
     }
 
-    /// Where each leg of `id` grows by `extra` sectors on its own disk:
-    /// (disk uuid, its last segment, how). Refused, naming the leg and the
-    /// disk's free space, when one disk has not `extra` free.
+    /// Where each leg of `id` grows to `to` sectors on its own disk: (disk
+    /// uuid, its last segment, sectors to add, how); a leg already that
+    /// long (an expansion cut short that got that far) is left as it is.
+    /// Refused, naming the leg and the disk's free space, when one disk has
+    /// not the room.
     #[allow(clippy::type_complexity)]
     fn plan_growth(
         &self,
         id: &str,
         legs: &BTreeMap<u32, LegPlace>,
-        extra: u64,
-    ) -> Result<BTreeMap<u32, (String, Segment, allocator::Growth)>, Error> {
+        to: u64,
+    ) -> Result<BTreeMap<u32, (String, Segment, u64, allocator::Growth)>, Error> {
         let spaces = self.spaces();
         let mut plan = BTreeMap::new();
         for (leg, place) in legs {
+            let extra = to.saturating_sub(place.data_len());
+            if extra == 0 {
+                continue;
+            }
             let uuid = self.uuid_of(&place.disk.path)?;
             let space = spaces
                 .iter()
@@ -320,7 +325,7 @@ impl Engine {
                     Bytes(space.free() * 512)
                 ))
             })?;
-            plan.insert(*leg, (uuid, last, how));
+            plan.insert(*leg, (uuid, last, extra, how));
         }
         Ok(plan)
     }

@@ -413,3 +413,42 @@ fn newest_format(disk: &[u8]) -> u32 {
         .unwrap();
     word(at + 8, 4) as u32
 }
+
+/// A crash in an expansion between two disks' label writes: one leg's disk
+/// records the new size and a second segment, the other neither. The next
+/// start makes the array at the size both legs have (no leg mapped past
+/// what its label gives it), and the expansion asked again grows the short
+/// leg only.
+#[test]
+fn an_expansion_cut_short_between_two_disks_starts_at_the_old_size_and_finishes_when_asked_again() {
+    let (_dm, disks, e) = setup(2, 64 * MIB);
+    let s = params(&[("raidType", "raid1"), ("legs", "2"), ("sync", "nosync")]);
+    let a = e.create_volume("a", &s, 8 * MIB as u64).unwrap();
+    e.create_volume("b", &s, 8 * MIB as u64).unwrap();
+    let area = labels::LABEL_AREA.0 as usize * 512;
+    let vdc_before = disks.bytes("/dev/vdc")[..area].to_vec();
+    let grown = e.expand_volume("a", 20 * MIB as u64).unwrap();
+    assert!(e.deactivate_all().is_empty());
+    drop(e);
+    // vdc's label write never happened.
+    disks.poke("/dev/vdc", 0, &vdc_before);
+    let dm = Arc::new(FakeDm::new());
+    let e = engine(&dm, &disks);
+    assert!(e.activate_all().is_empty());
+    assert_eq!(e.volume("a").unwrap().capacity, a.capacity);
+    let raid = RaidTable::parse(&dm.table("dmraid-a").unwrap()[0].line()).unwrap();
+    assert_eq!(raid.length.bytes().0, a.capacity);
+    let lens: Vec<u64> = ["dmraid-a+d0", "dmraid-a+d1"]
+        .iter()
+        .map(|n| dm.table(n).unwrap().iter().map(|t| t.length).sum())
+        .collect();
+    assert!(lens.contains(&a.spec.leg_data), "{lens:?}");
+    // Asked again: the short leg grows, the grown one stays as it is.
+    let again = e.expand_volume("a", 20 * MIB as u64).unwrap();
+    assert_eq!(again.capacity, grown.capacity);
+    for n in ["dmraid-a+d0", "dmraid-a+d1"] {
+        let t = dm.table(n).unwrap();
+        assert_eq!(t.len(), 2, "{n}: {t:?}");
+        assert_eq!(t.iter().map(|t| t.length).sum::<u64>(), grown.spec.leg_data);
+    }
+}
