@@ -6,7 +6,10 @@
 //! disk are one domain). Disks with the most free space are chosen
 //! first (ties by id), which keeps free space even across disks so later,
 //! wider arrays still fit; on each disk the meta+data pair goes contiguous
-//! into the smallest gap that holds it (best fit), so large gaps stay whole.
+//! into the smallest gap that holds it (best fit), so large gaps stay whole,
+//! and apart (each in the smallest gap that holds it) when no gap holds
+//! both. A leg that grows later grows in place or in further data segments
+//! on its disk ([`grow`]).
 
 use crate::engine::labels::{Extent, LABEL_AREA};
 use dmraid_api::units::{Bytes, Sectors};
@@ -75,6 +78,26 @@ impl DiskSpace {
         self.gaps().iter().map(|g| g.1).sum()
     }
 
+    /// Where a leg of `meta` + `data` sectors goes on this disk, as
+    /// (meta start, data start): contiguous in the smallest gap that holds
+    /// both; else the data in the smallest gap that holds it and the
+    /// metadata in the smallest other gap that holds it (what the capacity
+    /// reported counts on).
+    fn spot(&self, meta: u64, data: u64) -> Option<(u64, u64)> {
+        if let Some(at) = self.best_fit(meta + data) {
+            return Some((at, at + meta));
+        }
+        let gaps = self.gaps();
+        let smallest = |need: u64, not: Option<u64>| {
+            gaps.iter()
+                .filter(|g| g.1 >= need && Some(g.0) != not)
+                .min_by_key(|g| (g.1, g.0))
+                .map(|g| g.0)
+        };
+        let d = smallest(data, None)?;
+        Some((smallest(meta, Some(d))?, d))
+    }
+
     fn best_fit(&self, need: u64) -> Option<u64> {
         self.gaps()
             .into_iter()
@@ -93,7 +116,7 @@ pub struct Placement {
     pub disk: String,
     /// Metadata extent start (sectors).
     pub meta_start: u64,
-    /// Data extent start: right after the metadata.
+    /// Data extent start: right after the metadata when one gap holds both.
     pub data_start: u64,
 }
 
@@ -132,7 +155,7 @@ pub fn place(
     };
     let mut fit: Vec<&DiskSpace> = disks
         .iter()
-        .filter(|d| !avoided(d) && d.best_fit(need).is_some())
+        .filter(|d| !avoided(d) && d.spot(meta.0, data.0).is_some())
         .collect();
     fit.sort_by(|a, b| b.free().cmp(&a.free()).then_with(|| a.id.cmp(&b.id)));
     // One disk per failure domain: the roomiest of each.
@@ -159,7 +182,7 @@ pub fn place(
             }));
         }
         return Err(NoRoom(format!(
-            "needs {legs} distinct disks with {} contiguous free each (data {} + metadata {}); {} have room. Claimed disks: {}",
+            "needs {legs} distinct disks with {} free each (data {} in one piece, metadata {} beside it or in another); {} have room. Claimed disks: {}",
             Bytes(need * 512),
             Bytes(data.0 * 512),
             Bytes(meta.0 * 512),
@@ -172,12 +195,12 @@ pub fn place(
         .take(legs as usize)
         .enumerate()
         .map(|(i, d)| {
-            let start = d.best_fit(need).unwrap_or_default();
+            let (meta_start, data_start) = d.spot(meta.0, data.0).unwrap_or_default();
             Placement {
                 leg: first_leg + i as u32,
                 disk: d.id.clone(),
-                meta_start: start,
-                data_start: start + meta.0,
+                meta_start,
+                data_start,
             }
         })
         .collect())
@@ -283,6 +306,8 @@ pub fn grow(disk: &DiskSpace, start: u64, len: u64, extra: u64) -> Option<Growth
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dmraid_api::capacity::{largest_volume, leg_for_size, META_EXTENT};
+    use dmraid_api::RaidSpec;
     use proptest::prelude::*;
 
     fn disk(id: &str, gib: u64) -> DiskSpace {
@@ -479,6 +504,40 @@ mod tests {
                 u.sort_unstable();
                 for w in u.windows(2) { prop_assert!(w[0].0 + w[0].1 <= w[1].0); }
                 for (s, l) in u { prop_assert!(s >= LABEL_AREA.0 && s + l <= d.size.0); }
+            }
+        }
+
+        /// GetCapacity's answer (largest_volume over the free gaps) is a
+        /// volume the allocator can place, however fragmented the disks.
+        #[test]
+        fn the_capacity_reported_is_a_volume_that_can_be_placed(
+            sizes in proptest::collection::vec(1u64..4, 2..6),
+            reqs in proptest::collection::vec((1u32..3, 1u64..600_000), 1..14),
+            freed in proptest::collection::vec(any::<bool>(), 30),
+            kind in 0usize..3,
+        ) {
+            let mut disks: Vec<DiskSpace> = sizes.iter().enumerate().map(|(i, g)| DiskSpace::new(&format!("d{i}"), Sectors(g << 20), &[])).collect();
+            for (legs, data) in reqs {
+                if let Ok(p) = place(&disks, legs, 0, META_EXTENT, Sectors(data), &[]) {
+                    apply(&mut disks, &p, META_EXTENT.0, data);
+                }
+            }
+            // Some extents freed again: holes between the others.
+            let mut k = 0;
+            for d in &mut disks {
+                d.used.retain(|_| { k += 1; !freed[k % freed.len()] });
+            }
+            let spec = match kind {
+                0 => RaidSpec::from_pairs(&[("raidType", "raid1"), ("legs", "2")]),
+                1 => RaidSpec::from_pairs(&[("raidType", "raid5_ls"), ("legs", "3")]),
+                _ => RaidSpec::from_pairs(&[("raidType", "raid1"), ("legs", "3")]),
+            }.unwrap();
+            let gaps: Vec<Vec<Sectors>> = disks.iter().map(|d| d.gaps().into_iter().map(|g| Sectors(g.1)).collect()).collect();
+            let bytes = largest_volume(&spec, &gaps);
+            if bytes.0 > 0 {
+                let leg = leg_for_size(&spec, bytes).unwrap();
+                let placed = place(&disks, spec.legs, 0, META_EXTENT, leg, &[]);
+                prop_assert!(placed.is_ok(), "{} reported, not placed: {:?}; gaps {:?}", bytes, placed, gaps);
             }
         }
     }

@@ -128,10 +128,8 @@ impl Engine {
         self.edit_labels_with(
             |label| {
                 for p in placements.iter().filter(|p| p.disk == label.disk_uuid) {
-                    allocator::ranges_remove(
-                        &mut label.zeroed,
-                        (p.meta_start, META_EXTENT.0 + leg.0),
-                    );
+                    allocator::ranges_remove(&mut label.zeroed, (p.meta_start, META_EXTENT.0));
+                    allocator::ranges_remove(&mut label.zeroed, (p.data_start, leg.0));
                     label.extents.push(Extent {
                         volume: id.into(),
                         leg: p.leg,
