@@ -2,7 +2,7 @@
 //! each leg's metadata device: parse, count dirty regions, and the one patch
 //! the driver makes after a crash (`array_resync_offset` := 0, so the kernel
 //! resyncs the regions the bitmap marks dirty instead of dropping them; see
-//! VM-NOTES "After a power cut"). Pure byte functions: the node does the I/O.
+//! README "What the kernel really does"). Pure byte functions: the node does the I/O.
 //!
 //! Layouts: `struct dm_raid_superblock` in drivers/md/dm-raid.c (all
 //! little-endian) and `bitmap_super_t` in drivers/md/md-bitmap.h.
@@ -382,7 +382,7 @@ mod tests {
     #[test]
     fn counts_dirty_regions_like_vm_notes() {
         let mut b = meta(MAX_SECTOR, 1);
-        // 516096 sectors at 512 KiB per region = 504 regions (VM-NOTES' array).
+        // 516096 sectors at 512 KiB per region = 504 regions (the array measured in the VM).
         let bits = BITMAP_OFFSET + BITMAP_HEADER;
         for r in [0usize, 7, 8, 100, 503] {
             b[bits + r / 8] |= 1 << (r % 8);

@@ -70,7 +70,7 @@ pub fn remove(vm: &mut Vm, name: &str) -> Result<(), String> {
     vm.run_ok(&format!("dmsetup remove {name}")).map(|_| ())
 }
 
-/// The array's status, read twice (the first read after a load can be stale: VM-NOTES).
+/// The array's status, read twice (the first read after a load can be stale, as measured in the VM).
 pub fn status(vm: &mut Vm, name: &str) -> Result<RaidStatus, String> {
     let _ = vm.run_ok(&format!("dmsetup status {name}"))?;
     let line = vm.run_ok(&format!("dmsetup status {name}"))?;

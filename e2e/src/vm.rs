@@ -1,6 +1,6 @@
 //! A QEMU VM with a real kernel and real (virtual) disks, for the tests that
 //! need device-mapper. Software emulation (`-accel tcg`; the host has no
-//! usable KVM), one vCPU (VM-NOTES: 6.12 panicked once with `-smp 2` under
+//! usable KVM), one vCPU (6.12 panicked once with `-smp 2` under
 //! TCG), virtio disks on sparse files (fully written ones for benches) with
 //! `cache=none` so a power cut keeps exactly what the guest wrote. Commands
 //! run through the guest agent on a virtio-serial port; every wait has a

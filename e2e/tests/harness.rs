@@ -86,7 +86,7 @@ fn raid5_resyncs_and_survives_a_hot_removed_disk_then_sees_a_new_one() {
     let want = vm.run_ok("md5sum < /tmp/pattern").unwrap();
 
     vm.hot_remove_disk(1).unwrap();
-    // The kernel fails a leg only when I/O reaches it (VM-NOTES).
+    // The kernel fails a leg only when I/O reaches it (measured in the VM).
     vm.run_ok("dd if=/dev/zero of=/dev/mapper/r bs=1M seek=16 count=1 oflag=direct 2>/dev/null")
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -1,5 +1,5 @@
 //! Power cuts mid-write, and the kernel bug the driver exists to close
-//! (VM-NOTES, DESIGN "After a crash"): after a cut the dm-raid superblock
+//! (README "What the kernel really does"): after a cut the dm-raid superblock
 //! still says "clean", so on the next activation the kernel drops the
 //! bitmap's dirty bits and resyncs nothing. Both sides are shown, cut after
 //! cut: (a) activated as is: no resync; (b) with `array_resync_offset` set

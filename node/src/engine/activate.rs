@@ -398,7 +398,7 @@ impl Engine {
     }
 
     /// The kernel keeps saying "clean" after a crash and drops the bitmap's
-    /// dirty bits (VM-NOTES); set array_resync_offset to 0 in every leg's
+    /// dirty bits (README, "What the kernel really does"); set array_resync_offset to 0 in every leg's
     /// superblock so it resyncs exactly the dirty regions. Returns (dirty,
     /// regions) and each patched superblock as it was (disk, meta start,
     /// 4 KiB), to put back if the kernel refuses the array.

@@ -117,7 +117,7 @@ impl Engine {
             )?;
         }
         crash_point("rebuild-loaded");
-        // Read twice: the first status after a load can be stale (VM-NOTES).
+        // Read twice: the first status after a load can be stale (measured in the VM).
         let _ = self.dm.status(&name)?;
         let taken = self
             .dm

@@ -169,7 +169,8 @@ impl FakeDisks {
 }
 
 fn fake_devno(path: &Path) -> String {
-    // Stable and distinct: 8:<index> by name order is enough for tests.
+    // Stable, and distinct for the paths the tests use (the sum of the
+    // path's bytes: two anagrams would share one).
     let n: u32 = path.to_string_lossy().bytes().map(u32::from).sum();
     format!("8:{n}")
 }

@@ -23,7 +23,7 @@ struct FakeState {
     io: BTreeMap<String, (u64, u64)>,
     /// Operations in order, for tests that check what the engine did.
     log: Vec<String>,
-    /// Fail the next operation whose log entry starts with this prefix.
+    /// Fail the next operation whose log entry is exactly this line.
     fail_next: Option<String>,
     /// Every table loaded, with the device's name, in order.
     loads: Vec<(String, Vec<Target>)>,

@@ -1,6 +1,6 @@
 //! Device-mapper: the one trait every device-mapper call of the node goes
 //! through, its real implementation (in-process ioctls with the
-//! `devicemapper` crate; VM-NOTES measured 76 ms for a 4-leg array against
+//! `devicemapper` crate; measured in the VM: 76 ms for a 4-leg array against
 //! 930 ms when shelling out to `dmsetup`), and an in-memory fake that lets the
 //! engine's decisions be unit-tested without a kernel.
 
