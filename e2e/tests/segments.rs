@@ -176,3 +176,61 @@ fn volumes_hemmed_in_by_others_grow_online_in_segments_and_come_back_identical()
 }
 
 const GIB: u64 = 1024 * MIB;
+
+/// The driver killed at each step of an expansion into a second segment
+/// (the labels written; the legs' linears grown too): the next start makes
+/// the array the size the labels record, the expansion asked again answers
+/// at once, and every byte written before and after is there.
+#[test]
+fn an_expansion_killed_at_each_step_comes_back_grown() {
+    for point in ["grow-recorded", "grow-linears"] {
+        let mut vm = Vm::builder()
+            .disks(&[128 * MIB; 2])
+            .with_driver()
+            .unwrap()
+            .boot()
+            .unwrap();
+        let pid = e2e::driver::start(&mut vm, &format!("DMRAID_CRASH_AT={point}"), "").unwrap();
+        for (v, size) in [("v", "32Mi"), ("vn", "8Mi")] {
+            vm.run_ok(&format!(
+                "{CSI} create {v} --param raidType=raid1 --param legs=2 --param sync=nosync --size {size} --block"
+            ))
+            .unwrap();
+        }
+        let first = e2e::raid::write_pattern(&mut vm, "/dev/mapper/dmraid-v", 32).unwrap();
+        let out = vm.run(&format!("{CSI} expand v --size 64Mi")).unwrap();
+        assert_ne!(out.code, 0, "{point}: the driver died in the call");
+        vm.wait_until(
+            &format!("grep -q 'DMRAID_CRASH_AT={point}: aborting' /tmp/driver.log && (test ! -e /proc/{pid} || grep -q ') Z' /proc/{pid}/stat)"),
+            std::time::Instant::now() + Duration::from_secs(60),
+        )
+        .unwrap();
+        e2e::driver::start(&mut vm, "", "").unwrap();
+        let out = vm.run_ok(&format!("{CSI} expand v --size 64Mi")).unwrap();
+        assert!(out.contains("capacity_bytes=67108864"), "{point}: {out}");
+        for leg in 0..2 {
+            let t = vm
+                .run_ok(&format!("dmsetup table dmraid-v+d{leg}"))
+                .unwrap();
+            assert_eq!(t.lines().count(), 2, "{point} leg {leg}: {t}");
+        }
+        let size = vm
+            .run_ok("blockdev --getsize64 /dev/mapper/dmraid-v")
+            .unwrap();
+        assert_eq!(size.trim(), "67108864", "{point}");
+        assert_eq!(
+            e2e::raid::read_md5(&mut vm, "/dev/mapper/dmraid-v", 32).unwrap(),
+            first,
+            "{point}: the bytes written before"
+        );
+        let whole = e2e::raid::write_pattern(&mut vm, "/dev/mapper/dmraid-v", 64).unwrap();
+        wait_in_sync(&mut vm, "v");
+        e2e::raid::check_finds_no_mismatch(&mut vm, "v").unwrap();
+        assert_eq!(
+            e2e::raid::read_md5(&mut vm, "/dev/mapper/dmraid-v", 64).unwrap(),
+            whole,
+            "{point}"
+        );
+        vm.shutdown().unwrap();
+    }
+}

@@ -273,6 +273,7 @@ impl Engine {
             }
         })?;
         drop(alloc);
+        crash_point("grow-recorded");
         let (_, legs) = self
             .find(id)
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
@@ -283,6 +284,7 @@ impl Engine {
                 &place.data_table(),
             )?;
         }
+        crash_point("grow-linears");
         self.activate_volume(id, false)?;
         self.volume(id)
     }
