@@ -344,6 +344,7 @@ async fn main() -> ExitCode {
             dmraid_node::cli::csi_client::volumes(&args.client.endpoint, args.wait).await
         }
         Command::Disks(args) => dmraid_node::cli::csi_client::disks(&args.disks),
+        Command::DmContract { disk } => dm_contract(&disk),
         Command::Describe { id, client } => {
             dmraid_node::cli::csi_client::describe(&client.endpoint, &id).await
         }
@@ -355,4 +356,16 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `dmraid-csi dm-contract`: the device-mapper contract on the kernel.
+fn dm_contract(disk: &std::path::Path) -> Result<(), String> {
+    use dmraid_node::kernel::dm::contract;
+    let dm = KernelDm::open().map_err(|e| e.to_string())?;
+    let devno = dmraid_node::kernel::disks::devno_of(disk)
+        .map_err(|e| format!("{}: {e}", disk.display()))?;
+    for held in contract::run(&dm, &devno)? {
+        println!("held: {held}");
+    }
+    Ok(())
 }

@@ -69,6 +69,15 @@ pub enum Command {
     /// server (for tests and for recovery by hand).
     #[command(hide = true)]
     Engine(EngineArgs),
+    /// Hold the kernel's device-mapper to the contract the engine relies on
+    /// (the same checks the tests run on the fake), on scratch extents of
+    /// DISK, whose first sectors it maps and overwrites (for tests).
+    #[command(hide = true)]
+    DmContract {
+        /// A scratch block device: its first 61 MiB are used.
+        #[arg(long)]
+        disk: PathBuf,
+    },
 }
 
 /// Flags of `dmraid-csi engine`.

@@ -19,7 +19,7 @@ mod real;
 pub use eligibility::{refusal, DeviceFacts};
 #[cfg(test)]
 pub use fake::FakeDisks;
-pub use real::{is_exact, RealDisks};
+pub use real::{devno_of, is_exact, RealDisks};
 
 use crate::engine::labels::SyncIo;
 use crate::kernel::signature::Found;

@@ -93,7 +93,8 @@ fn size_of(f: &std::fs::File) -> std::io::Result<u64> {
     Ok(size)
 }
 
-pub(super) fn devno_of(path: &Path) -> std::io::Result<String> {
+/// A block device's `major:minor`.
+pub fn devno_of(path: &Path) -> std::io::Result<String> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path)?;
     let rdev = meta.rdev();

@@ -140,7 +140,22 @@ impl FakeDm {
             .and_then(|w| w.parse().ok())
             .unwrap_or(0);
         let health = "A".repeat(ndevs);
-        format!("{kind} {ndevs} {health} {0}/{0} idle 0 0 -", target.length)
+        // md counts sync progress in sectors of one leg, as the kernel's
+        // status does (`--test dm_contract`).
+        let copies: u64 = words
+            .iter()
+            .position(|w| *w == "raid10_copies")
+            .and_then(|i| words.get(i + 1)?.parse().ok())
+            .unwrap_or(2);
+        let per_leg = match dmraid_api::RaidType::parse(kind) {
+            Ok(dmraid_api::RaidType::Raid10) => target.length * copies / (ndevs as u64).max(1),
+            Ok(t) => {
+                target.length
+                    / u64::from(dmraid_api::capacity::data_stripes(t, ndevs as u32)).max(1)
+            }
+            Err(_) => target.length,
+        };
+        format!("{kind} {ndevs} {health} {per_leg}/{per_leg} idle 0 0 -")
     }
 }
 

@@ -35,12 +35,20 @@ fn dm_name(name: &str) -> Result<&DmName, DmError> {
     DmName::new(name).map_err(|_| DmError::BadName(name.to_string()))
 }
 
+/// The error of an ioctl on device `name`: `NotFound` when the kernel
+/// says there is no such device (ENXIO), as the fake does and the engine
+/// expects (`--test dm_contract`), else the kernel's words.
 fn kernel_err(op: &'static str, name: &str) -> impl FnOnce(devicemapper::DmError) -> DmError {
     let name = name.to_string();
-    move |e| DmError::Kernel {
-        op,
-        name,
-        reason: super::ioctl_words(&e.to_string()),
+    move |e| {
+        if !name.is_empty() && op != "create" && is_enxio(&e) {
+            return DmError::NotFound(name);
+        }
+        DmError::Kernel {
+            op,
+            name,
+            reason: super::ioctl_words(&e.to_string()),
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! 930 ms when shelling out to `dmsetup`), and an in-memory fake that lets the
 //! engine's decisions be unit-tested without a kernel.
 
+pub mod contract;
 #[cfg(test)]
 mod fake;
 mod kernel;

@@ -74,7 +74,8 @@ fn fake_raid_status_defaults_to_all_legs_in_sync() {
     )];
     activate(&dm, "r", None, &raid).unwrap();
     let st = dm.status("r").unwrap();
-    assert_eq!(st[0].params, "raid5_ls 3 AAA 1024/1024 idle 0 0 -");
+    // In sectors of one leg, as the kernel counts (two data legs here).
+    assert_eq!(st[0].params, "raid5_ls 3 AAA 512/512 idle 0 0 -");
     dm.set_status("r", "raid5_ls 3 ADA 1024/1024 idle 0 0 -");
     assert_eq!(
         dm.status("r").unwrap()[0].params,
@@ -100,4 +101,13 @@ fn an_ioctl_dump_becomes_words() {
         "EINVAL: Invalid argument; the kernel's reason is in dmesg"
     );
     assert_eq!(super::ioctl_words("plain"), "plain");
+}
+
+/// The contract the kernel is held to in the VM (`--test dm_contract`)
+/// holds for the fake too.
+#[test]
+fn the_fake_keeps_the_kernels_contract() {
+    let dm = FakeDm::new();
+    let held = super::contract::run(&dm, "8:16").unwrap();
+    assert!(held.len() >= 20, "{held:?}");
 }
