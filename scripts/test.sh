@@ -39,11 +39,11 @@ cargo test --workspace
 # The suites that touch kernel behaviour (the model against dm-raid, power
 # cuts and the crash fix, the driver's crash points) again on Debian's 6.12
 # kernel line; everything above ran on 6.1 (README "Kernels").
-step "kernel 6.12: kernel, power_cut, crash and catch_up suites"
+step "kernel 6.12: kernel, power_cut, dm_contract, crash and catch_up suites"
 DMRAID_KERNEL=6.12 bash e2e/scripts/provision.sh
 # (4 power cuts per RAID type at the kernel level and 2 through the driver,
 # against 10 and 3 on 6.1: the bug and the fix show on either count.)
-DMRAID_KERNEL=6.12 DMRAID_POWER_CUTS=4 cargo test -p e2e --test kernel --test power_cut
+DMRAID_KERNEL=6.12 DMRAID_POWER_CUTS=4 cargo test -p e2e --test kernel --test power_cut --test dm_contract
 # The catch-up of a returned disk rests on how the kernel revives a leg
 # and loads a degraded array's bitmap: shown on 6.12 too.
 DMRAID_KERNEL=6.12 DMRAID_POWER_CUTS=2 cargo test -p e2e --test crash --test catch_up
