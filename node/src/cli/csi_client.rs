@@ -400,23 +400,20 @@ fn disk_line(d: &crate::kernel::disks::DiskInfo) -> Result<String, String> {
             let space =
                 crate::engine::allocator::DiskSpace::new(&l.disk_uuid, size.sectors(), &l.extents);
             let vols: Vec<&str> = l.volumes.keys().map(String::as_str).collect();
-            let wiping: u64 = l
+            let wiping: dmraid_api::units::Sectors = l
                 .extents
                 .iter()
                 .filter(|e| e.state == crate::engine::labels::ExtentState::Wiping)
-                .map(|e| e.len * 512)
+                .map(|e| e.len)
                 .sum();
-            let note = if wiping > 0 {
-                format!(
-                    " (wiping {} of deleted volumes)",
-                    dmraid_api::units::Bytes(wiping)
-                )
+            let note = if !wiping.is_zero() {
+                format!(" (wiping {} of deleted volumes)", wiping.bytes())
             } else {
                 String::new()
             };
             format!(
                 "{:>10}  {:<16} {}{note}",
-                dmraid_api::units::Bytes(space.free() * 512).to_string(),
+                space.free().bytes().to_string(),
                 l.node,
                 vols.join(",")
             )

@@ -212,7 +212,7 @@ impl Engine {
                 0,
                 META_EXTENT.0,
                 "linear",
-                format!("{} {}", place.disk.devno, place.meta),
+                format!("{} {}", place.disk.devno, place.meta.0),
             );
             let m = linear(Role::Meta, &[meta])?;
             let d = linear(Role::Data, &place.data_table())?;
@@ -233,7 +233,7 @@ impl Engine {
         for (leg, place) in legs {
             let mut head = vec![0u8; 4096];
             let read = self.disks.open(&place.disk.path).and_then(|mut dev| {
-                dev.seek(SeekFrom::Start(place.meta * 512))?;
+                dev.seek(SeekFrom::Start(place.meta.bytes().0))?;
                 dev.read_exact(&mut head)
             });
             match read {
@@ -372,12 +372,12 @@ impl Engine {
         id: &str,
         refused: Error,
         (dirty, regions): (u64, u64),
-        originals: &[(PathBuf, u64, Vec<u8>)],
+        originals: &[(PathBuf, Sectors, Vec<u8>)],
     ) -> Result<(), Error> {
         tracing::warn!(volume = %id, error = %refused, dirty, regions, "the kernel refused the dirty degraded array: starting it without the resync; the regions written at the crash are checked once redundancy is back");
         for (path, meta, head) in originals {
             let mut dev = self.disks.open(path).map_err(Self::io_err(path))?;
-            dev.seek(SeekFrom::Start(meta * 512))
+            dev.seek(SeekFrom::Start(meta.bytes().0))
                 .map_err(Self::io_err(path))?;
             dev.write_all(head).map_err(Self::io_err(path))?;
             dev.sync_data().map_err(Self::io_err(path))?;
@@ -406,7 +406,7 @@ impl Engine {
     pub(super) fn repair_after_crash(
         &self,
         legs: &BTreeMap<u32, LegPlace>,
-    ) -> Result<((u64, u64), Vec<(PathBuf, u64, Vec<u8>)>), Error> {
+    ) -> Result<((u64, u64), Vec<(PathBuf, Sectors, Vec<u8>)>), Error> {
         let mut originals = Vec::new();
         let mut worst = (0, 0);
         // Every leg's superblock is read and checked before any is written:
@@ -434,7 +434,7 @@ impl Engine {
             patched.push((path, *meta, head, dev));
         }
         for (path, meta, head, mut dev) in patched {
-            dev.seek(SeekFrom::Start(meta * 512))
+            dev.seek(SeekFrom::Start(meta.bytes().0))
                 .map_err(Self::io_err(path))?;
             dev.write_all(&head[..4096]).map_err(Self::io_err(path))?;
             dev.sync_data().map_err(Self::io_err(path))?;

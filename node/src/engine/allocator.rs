@@ -12,7 +12,7 @@
 //! on its disk ([`grow`]).
 
 use crate::engine::labels::{Extent, LABEL_AREA};
-use dmraid_api::units::{Bytes, Sectors};
+use dmraid_api::units::Sectors;
 
 /// One claimed disk as the allocator sees it.
 #[derive(Debug, Clone)]
@@ -22,7 +22,7 @@ pub struct DiskSpace {
     /// Size of the disk in sectors.
     pub size: Sectors,
     /// Extents already allocated.
-    pub used: Vec<(u64, u64)>,
+    pub used: Vec<(Sectors, Sectors)>,
     /// The failure domain: the whole disk's device number for a
     /// partition, the disk's own id otherwise. No two legs of a volume
     /// share one.
@@ -56,25 +56,25 @@ impl DiskSpace {
     }
 
     /// Free gaps `(start, len)` after the label area, in disk order.
-    pub fn gaps(&self) -> Vec<(u64, u64)> {
+    pub fn gaps(&self) -> Vec<(Sectors, Sectors)> {
         let mut used = self.used.clone();
         used.sort_unstable();
         let mut gaps = Vec::new();
-        let mut at = LABEL_AREA.0;
+        let mut at = LABEL_AREA;
         for (s, l) in used {
             if s > at {
                 gaps.push((at, s - at));
             }
             at = at.max(s + l);
         }
-        if self.size.0 > at {
-            gaps.push((at, self.size.0 - at));
+        if self.size > at {
+            gaps.push((at, self.size - at));
         }
         gaps
     }
 
     /// Total free sectors.
-    pub fn free(&self) -> u64 {
+    pub fn free(&self) -> Sectors {
         self.gaps().iter().map(|g| g.1).sum()
     }
 
@@ -83,12 +83,12 @@ impl DiskSpace {
     /// both; else the data in the smallest gap that holds it and the
     /// metadata in the smallest other gap that holds it (what the capacity
     /// reported counts on).
-    fn spot(&self, meta: u64, data: u64) -> Option<(u64, u64)> {
+    fn spot(&self, meta: Sectors, data: Sectors) -> Option<(Sectors, Sectors)> {
         if let Some(at) = self.best_fit(meta + data) {
             return Some((at, at + meta));
         }
         let gaps = self.gaps();
-        let smallest = |need: u64, not: Option<u64>| {
+        let smallest = |need: Sectors, not: Option<Sectors>| {
             gaps.iter()
                 .filter(|g| g.1 >= need && Some(g.0) != not)
                 .min_by_key(|g| (g.1, g.0))
@@ -98,7 +98,7 @@ impl DiskSpace {
         Some((smallest(meta, Some(d))?, d))
     }
 
-    fn best_fit(&self, need: u64) -> Option<u64> {
+    fn best_fit(&self, need: Sectors) -> Option<Sectors> {
         self.gaps()
             .into_iter()
             .filter(|g| g.1 >= need)
@@ -115,9 +115,9 @@ pub struct Placement {
     /// Disk id.
     pub disk: String,
     /// Metadata extent start (sectors).
-    pub meta_start: u64,
+    pub meta_start: Sectors,
     /// Data extent start: right after the metadata when one gap holds both.
-    pub data_start: u64,
+    pub data_start: Sectors,
 }
 
 /// Not enough room: the message says what would fit.
@@ -131,7 +131,7 @@ fn describe(disks: &[&DiskSpace]) -> String {
     }
     disks
         .iter()
-        .map(|d| format!("{} {} free", d.name, Bytes(d.free() * 512)))
+        .map(|d| format!("{} {} free", d.name, d.free().bytes()))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -146,7 +146,7 @@ pub fn place(
     data: Sectors,
     avoid: &[String],
 ) -> Result<Vec<Placement>, NoRoom> {
-    let need = meta.0 + data.0;
+    let need = meta + data;
     let avoided = |d: &DiskSpace| {
         avoid.contains(&d.id)
             || disks
@@ -155,7 +155,7 @@ pub fn place(
     };
     let mut fit: Vec<&DiskSpace> = disks
         .iter()
-        .filter(|d| !avoided(d) && d.spot(meta.0, data.0).is_some())
+        .filter(|d| !avoided(d) && d.spot(meta, data).is_some())
         .collect();
     fit.sort_by(|a, b| b.free().cmp(&a.free()).then_with(|| a.id.cmp(&b.id)));
     // One disk per failure domain: the roomiest of each.
@@ -183,9 +183,9 @@ pub fn place(
         }
         return Err(NoRoom(format!(
             "needs {legs} distinct disks with {} free each (data {} in one piece, metadata {} beside it or in another); {} have room. Claimed disks: {}",
-            Bytes(need * 512),
-            Bytes(data.0 * 512),
-            Bytes(meta.0 * 512),
+            need.bytes(),
+            data.bytes(),
+            meta.bytes(),
             fit.len(),
             describe(&others)
         )));
@@ -195,7 +195,7 @@ pub fn place(
         .take(legs as usize)
         .enumerate()
         .map(|(i, d)| {
-            let (meta_start, data_start) = d.spot(meta.0, data.0).unwrap_or_default();
+            let (meta_start, data_start) = d.spot(meta, data).unwrap_or_default();
             Placement {
                 leg: first_leg + i as u32,
                 disk: d.id.clone(),
@@ -207,7 +207,8 @@ pub fn place(
 }
 
 /// Add `r` to sorted, disjoint sector ranges `(start, len)`, merging
-/// neighbours.
+/// neighbours. The `ranges_*` helpers take plain numbers: they edit a
+/// label's `zeroed` list as it is stored.
 pub fn ranges_add(ranges: &mut Vec<(u64, u64)>, r: (u64, u64)) {
     if r.1 == 0 {
         return;
@@ -256,9 +257,9 @@ pub fn ranges_cover(ranges: &[(u64, u64)], r: (u64, u64)) -> bool {
 
 /// Whether the data extent at `start` of `len` can grow to `new_len` in
 /// place (the sectors after it are free and on the disk).
-pub fn can_grow(disk: &DiskSpace, start: u64, len: u64, new_len: u64) -> bool {
+pub fn can_grow(disk: &DiskSpace, start: Sectors, len: Sectors, new_len: Sectors) -> bool {
     let end = start + new_len;
-    end <= disk.size.0
+    end <= disk.size
         && disk
             .used
             .iter()
@@ -272,7 +273,7 @@ pub enum Growth {
     InPlace,
     /// New segments `(start, len)` in the disk's free gaps, mapped after
     /// the leg's end in this order.
-    Segments(Vec<(u64, u64)>),
+    Segments(Vec<(Sectors, Sectors)>),
 }
 
 /// How the leg whose last data segment is `len` sectors at `start` grows
@@ -281,7 +282,7 @@ pub enum Growth {
 /// smallest gap that holds it all; else the largest gaps first, so the
 /// leg gets as few segments as the disk allows. None when the disk has
 /// fewer than `extra` free sectors.
-pub fn grow(disk: &DiskSpace, start: u64, len: u64, extra: u64) -> Option<Growth> {
+pub fn grow(disk: &DiskSpace, start: Sectors, len: Sectors, extra: Sectors) -> Option<Growth> {
     if can_grow(disk, start, len, len + extra) {
         return Some(Growth::InPlace);
     }
@@ -293,14 +294,14 @@ pub fn grow(disk: &DiskSpace, start: u64, len: u64, extra: u64) -> Option<Growth
     let mut segments = Vec::new();
     let mut left = extra;
     for (at, gap) in gaps {
-        if left == 0 {
+        if left.is_zero() {
             break;
         }
         let take = gap.min(left);
         segments.push((at, take));
         left -= take;
     }
-    (left == 0).then_some(Growth::Segments(segments))
+    left.is_zero().then_some(Growth::Segments(segments))
 }
 
 #[cfg(test)]
@@ -317,9 +318,14 @@ mod tests {
     fn apply(disks: &mut [DiskSpace], p: &[Placement], meta: u64, data: u64) {
         for pl in p {
             let d = disks.iter_mut().find(|d| d.id == pl.disk).unwrap();
-            d.used.push((pl.meta_start, meta));
-            d.used.push((pl.data_start, data));
+            d.used.push((pl.meta_start, Sectors(meta)));
+            d.used.push((pl.data_start, Sectors(data)));
         }
+    }
+
+    /// Sector spans `(start, len)` from plain numbers.
+    fn spans(raw: &[(u64, u64)]) -> Vec<(Sectors, Sectors)> {
+        raw.iter().map(|&(s, l)| (Sectors(s), Sectors(l))).collect()
     }
 
     #[test]
@@ -328,27 +334,25 @@ mod tests {
         // Used: the leg [l, l+100), a neighbour [l+100, l+110), another
         // [l+150, l+160); free: 40 at l+110, 20 at l+160 .. disk end l+180.
         let mut d = DiskSpace::new("d", Sectors(l + 180), &[]);
-        d.used = vec![(l, 100), (l + 100, 10), (l + 150, 10)];
+        d.used = spans(&[(l, 100), (l + 100, 10), (l + 150, 10)]);
+        let grow = |extra| grow(&d, Sectors(l), Sectors(100), Sectors(extra));
         // The space after the leg is taken: one new segment in the
         // smallest gap that holds it.
-        assert_eq!(
-            grow(&d, l, 100, 15),
-            Some(Growth::Segments(vec![(l + 160, 15)]))
-        );
-        assert_eq!(
-            grow(&d, l, 100, 30),
-            Some(Growth::Segments(vec![(l + 110, 30)]))
-        );
+        assert_eq!(grow(15), Some(Growth::Segments(spans(&[(l + 160, 15)]))));
+        assert_eq!(grow(30), Some(Growth::Segments(spans(&[(l + 110, 30)]))));
         // No gap holds it: the largest gaps first.
         assert_eq!(
-            grow(&d, l, 100, 50),
-            Some(Growth::Segments(vec![(l + 110, 40), (l + 160, 10)]))
+            grow(50),
+            Some(Growth::Segments(spans(&[(l + 110, 40), (l + 160, 10)])))
         );
         // More than the disk has free.
-        assert_eq!(grow(&d, l, 100, 61), None);
+        assert_eq!(grow(61), None);
         // The neighbour gone: in place.
-        d.used.retain(|u| u.0 != l + 100);
-        assert_eq!(grow(&d, l, 100, 50), Some(Growth::InPlace));
+        d.used.retain(|u| u.0 != Sectors(l + 100));
+        assert_eq!(
+            super::grow(&d, Sectors(l), Sectors(100), Sectors(50)),
+            Some(Growth::InPlace)
+        );
     }
 
     #[test]
@@ -361,7 +365,7 @@ mod tests {
         );
         assert!(p
             .iter()
-            .all(|p| p.meta_start >= LABEL_AREA.0 && p.data_start == p.meta_start + 8192));
+            .all(|p| p.meta_start >= LABEL_AREA && p.data_start == p.meta_start + Sectors(8192)));
     }
 
     #[test]
@@ -452,10 +456,13 @@ mod tests {
     #[test]
     fn grow_in_place_only_into_free_space() {
         let mut d = disk("a", 1);
-        d.used = vec![(2048, 8192), (10240, 1000), (20000, 10)];
-        assert!(can_grow(&d, 10240, 1000, 9760));
-        assert!(!can_grow(&d, 10240, 1000, 9761));
-        assert!(!can_grow(&disk("b", 1), 2048, 10, 1 << 22));
+        d.used = spans(&[(2048, 8192), (10240, 1000), (20000, 10)]);
+        let can = |d: &DiskSpace, start, len, new_len| {
+            can_grow(d, Sectors(start), Sectors(len), Sectors(new_len))
+        };
+        assert!(can(&d, 10240, 1000, 9760));
+        assert!(!can(&d, 10240, 1000, 9761));
+        assert!(!can(&disk("b", 1), 2048, 10, 1 << 22));
     }
 
     proptest! {
@@ -503,7 +510,7 @@ mod tests {
                 let mut u = d.used.clone();
                 u.sort_unstable();
                 for w in u.windows(2) { prop_assert!(w[0].0 + w[0].1 <= w[1].0); }
-                for (s, l) in u { prop_assert!(s >= LABEL_AREA.0 && s + l <= d.size.0); }
+                for (s, l) in u { prop_assert!(s >= LABEL_AREA && s + l <= d.size); }
             }
         }
 
@@ -532,7 +539,7 @@ mod tests {
                 1 => RaidSpec::from_pairs(&[("raidType", "raid5_ls"), ("legs", "3")]),
                 _ => RaidSpec::from_pairs(&[("raidType", "raid1"), ("legs", "3")]),
             }.unwrap();
-            let gaps: Vec<Vec<Sectors>> = disks.iter().map(|d| d.gaps().into_iter().map(|g| Sectors(g.1)).collect()).collect();
+            let gaps: Vec<Vec<Sectors>> = disks.iter().map(|d| d.gaps().into_iter().map(|g| g.1).collect()).collect();
             let bytes = largest_volume(&spec, &gaps);
             if bytes.0 > 0 {
                 let leg = leg_for_size(&spec, bytes).unwrap();

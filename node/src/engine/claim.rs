@@ -168,7 +168,7 @@ impl Engine {
                 (
                     c.info.path.clone(),
                     c.info.size,
-                    space.free() * 512,
+                    space.free().bytes().0,
                     c.label().disk_uuid.clone(),
                 )
             })
@@ -189,12 +189,8 @@ impl Engine {
                     path: c.info.path.clone(),
                     id: c.label().disk_uuid.clone(),
                     size: c.info.size,
-                    free: space.free() * 512,
-                    gaps: space
-                        .gaps()
-                        .into_iter()
-                        .map(|(_, len)| Sectors(len))
-                        .collect(),
+                    free: space.free().bytes().0,
+                    gaps: space.gaps().into_iter().map(|(_, len)| len).collect(),
                     present: self.disks.present(&c.info),
                 }
             })

@@ -10,7 +10,7 @@ pub struct LegPlace {
     /// The disk holding the leg.
     pub disk: DiskInfo,
     /// Start of the metadata extent (sectors).
-    pub meta: u64,
+    pub meta: Sectors,
     /// The data segments in leg order: one unless the leg grew where the
     /// space after it was taken.
     pub data: Vec<Segment>,
@@ -21,11 +21,11 @@ pub struct LegPlace {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
     /// Where it starts in the leg's data device.
-    pub offset: u64,
+    pub offset: Sectors,
     /// Where it starts on the disk.
-    pub start: u64,
+    pub start: Sectors,
     /// Its length.
-    pub len: u64,
+    pub len: Sectors,
 }
 
 impl LegPlace {
@@ -35,17 +35,17 @@ impl LegPlace {
             .iter()
             .map(|s| {
                 Target::new(
-                    s.offset,
-                    s.len,
+                    s.offset.0,
+                    s.len.0,
                     "linear",
-                    format!("{} {}", self.disk.devno, s.start),
+                    format!("{} {}", self.disk.devno, s.start.0),
                 )
             })
             .collect()
     }
 
     /// Sectors of data the segments map.
-    pub fn data_len(&self) -> u64 {
+    pub fn data_len(&self) -> Sectors {
         self.data.iter().map(|s| s.len).sum()
     }
 }

@@ -217,7 +217,7 @@ pub use dmraid_api::table::UNLIMITED_RECOVERY_RATE as UNLIMITED_RATE;
 
 /// Bytes of the smallest disk worth claiming: a label and one leg.
 pub fn smallest_disk() -> u64 {
-    (labels::LABEL_AREA.0 + META_EXTENT.0 + 8) * 512
+    (labels::LABEL_AREA + META_EXTENT + Sectors(8)).bytes().0
 }
 
 /// Sectors zeroed per step of a wipe (64 MiB).
@@ -242,9 +242,9 @@ fn cut_short(id: &str, mut r: VolumeRecord, legs: &BTreeMap<u32, LegPlace>) -> V
         return r;
     };
     let recorded = r.spec.get("legData").and_then(serde_json::Value::as_u64);
-    if let Some(recorded) = recorded.filter(|l| shortest < *l) {
-        tracing::warn!(volume = %id, recorded, shortest, "a leg is shorter than its record (an expansion cut short): the volume keeps the size every leg has until it is expanded again");
-        r.spec["legData"] = shortest.into();
+    if let Some(recorded) = recorded.filter(|l| shortest.0 < *l) {
+        tracing::warn!(volume = %id, recorded, shortest = shortest.0, "a leg is shorter than its record (an expansion cut short): the volume keeps the size every leg has until it is expanded again");
+        r.spec["legData"] = shortest.0.into();
     }
     r
 }
@@ -434,7 +434,7 @@ impl Engine {
     pub fn free_gaps(&self) -> Vec<Vec<Sectors>> {
         self.spaces_for_legs()
             .iter()
-            .map(|d| d.gaps().into_iter().map(|(_, len)| Sectors(len)).collect())
+            .map(|d| d.gaps().into_iter().map(|(_, len)| len).collect())
             .collect()
     }
 
@@ -470,7 +470,7 @@ impl Engine {
     ) {
         let claimed = lock(&self.claimed);
         let mut record: Option<VolumeRecord> = None;
-        let mut holders: BTreeMap<u32, Vec<(u64, usize, u64, Vec<Segment>)>> = BTreeMap::new();
+        let mut holders: BTreeMap<u32, Vec<(u64, usize, Sectors, Vec<Segment>)>> = BTreeMap::new();
         for (i, c) in claimed.iter().enumerate() {
             if !self.disks.present(&c.info) {
                 continue;

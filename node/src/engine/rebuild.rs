@@ -80,12 +80,12 @@ impl Engine {
     pub(super) fn meta_head(
         &self,
         path: &std::path::Path,
-        meta: u64,
+        meta: Sectors,
     ) -> Result<(Box<dyn crate::kernel::disks::BlockIo>, Vec<u8>), Error> {
         let mut dev = self.disks.open(path).map_err(Self::io_err(path))?;
         let mut head =
             vec![0u8; superblock::BITMAP_OFFSET + superblock::BITMAP_HEADER + 256 * 1024];
-        dev.seek(SeekFrom::Start(meta * 512))
+        dev.seek(SeekFrom::Start(meta.bytes().0))
             .map_err(Self::io_err(path))?;
         dev.read_exact(&mut head).map_err(Self::io_err(path))?;
         Ok((dev, head))
@@ -229,7 +229,7 @@ impl Engine {
         let generation = record.generation + 1;
         let blank = |disk: &str, dev: &mut Box<dyn crate::kernel::disks::BlockIo>| {
             if disk == placement.disk {
-                dev.write_zeroes(placement.meta_start * 512, META_WIPE)?;
+                dev.write_zeroes(placement.meta_start.bytes().0, META_WIPE)?;
             }
             Ok(())
         };
@@ -248,8 +248,8 @@ impl Engine {
                         leg,
                         role: Role::Meta,
                         start: placement.meta_start,
-                        len: META_EXTENT.0,
-                        offset: 0,
+                        len: META_EXTENT,
+                        offset: Sectors(0),
                         state: ExtentState::Active,
                     });
                     label.extents.push(Extent {
@@ -257,8 +257,8 @@ impl Engine {
                         leg,
                         role: Role::Data,
                         start: placement.data_start,
-                        len: vs.leg_data,
-                        offset: 0,
+                        len: Sectors(vs.leg_data),
+                        offset: Sectors(0),
                         state: ExtentState::Active,
                     });
                     label

@@ -99,7 +99,7 @@ impl Engine {
                 .filter(|p| {
                     !claimed.iter().any(|c| {
                         c.label().disk_uuid == p.disk
-                            && allocator::ranges_cover(&c.label().zeroed, (p.data_start, leg.0))
+                            && allocator::ranges_cover(&c.label().zeroed, (p.data_start.0, leg.0))
                     })
                 })
                 .collect()
@@ -111,32 +111,32 @@ impl Engine {
         // leg reads the same (zeroes) from the start, else parity and
         // mirrors disagree and a rebuild writes garbage; data extents not
         // known to read as zeroes are zeroed whole.
-        let data_wipe = DATA_WIPE.max(spec.chunk_size.0).min(leg.0 * 512);
+        let data_wipe = DATA_WIPE.max(spec.chunk_size.0).min(leg.bytes().0);
         let nosync = spec.sync == dmraid_api::params::SyncPolicy::Nosync;
         let blank = |disk: &str, dev: &mut Box<dyn crate::kernel::disks::BlockIo>| {
             for p in placements.iter().filter(|p| p.disk == disk) {
-                dev.write_zeroes(p.meta_start * 512, META_WIPE)?;
+                dev.write_zeroes(p.meta_start.bytes().0, META_WIPE)?;
                 let whole = nosync && unzeroed.iter().any(|u| std::ptr::eq(*u, p));
                 if whole {
                     tracing::info!(volume = %id, disk = %disk, "nosync on space not known to be zeroed: zeroing the data extent first");
                 }
-                let len = if whole { leg.0 * 512 } else { data_wipe };
-                dev.write_zeroes(p.data_start * 512, len)?;
+                let len = if whole { leg.bytes().0 } else { data_wipe };
+                dev.write_zeroes(p.data_start.bytes().0, len)?;
             }
             Ok(())
         };
         self.edit_labels_with(
             |label| {
                 for p in placements.iter().filter(|p| p.disk == label.disk_uuid) {
-                    allocator::ranges_remove(&mut label.zeroed, (p.meta_start, META_EXTENT.0));
-                    allocator::ranges_remove(&mut label.zeroed, (p.data_start, leg.0));
+                    allocator::ranges_remove(&mut label.zeroed, (p.meta_start.0, META_EXTENT.0));
+                    allocator::ranges_remove(&mut label.zeroed, (p.data_start.0, leg.0));
                     label.extents.push(Extent {
                         volume: id.into(),
                         leg: p.leg,
                         role: Role::Meta,
                         start: p.meta_start,
-                        len: META_EXTENT.0,
-                        offset: 0,
+                        len: META_EXTENT,
+                        offset: Sectors(0),
                         state: ExtentState::Active,
                     });
                     label.extents.push(Extent {
@@ -144,8 +144,8 @@ impl Engine {
                         leg: p.leg,
                         role: Role::Data,
                         start: p.data_start,
-                        len: leg.0,
-                        offset: 0,
+                        len: leg,
+                        offset: Sectors(0),
                         state: ExtentState::Active,
                     });
                     label.volumes.insert(
@@ -248,7 +248,7 @@ impl Engine {
             )));
         }
         let alloc = lock(&self.alloc);
-        let growth = self.plan_growth(id, &legs, new_leg.0)?;
+        let growth = self.plan_growth(id, &legs, new_leg)?;
         // The array must be able to take the new size before anything changes.
         let dummy: Vec<Option<LegDevs>> = (0..vs.spec.legs)
             .map(|_| {
@@ -299,13 +299,13 @@ impl Engine {
         &self,
         id: &str,
         legs: &BTreeMap<u32, LegPlace>,
-        to: u64,
-    ) -> Result<BTreeMap<u32, (String, Segment, u64, allocator::Growth)>, Error> {
+        to: Sectors,
+    ) -> Result<BTreeMap<u32, (String, Segment, Sectors, allocator::Growth)>, Error> {
         let spaces = self.spaces();
         let mut plan = BTreeMap::new();
         for (leg, place) in legs {
             let extra = to.saturating_sub(place.data_len());
-            if extra == 0 {
+            if extra.is_zero() {
                 continue;
             }
             let uuid = self.uuid_of(&place.disk.path)?;
@@ -321,8 +321,8 @@ impl Engine {
                 allocator::NoRoom(format!(
                     "leg {leg} of {id} on {} cannot grow by {}: that disk has {} free, and a leg grows only on its own disk",
                     place.disk.path.display(),
-                    Bytes(extra * 512),
-                    Bytes(space.free() * 512)
+                    extra.bytes(),
+                    space.free().bytes()
                 ))
             })?;
             plan.insert(*leg, (uuid, last, extra, how));
@@ -420,7 +420,7 @@ fn grow_in_label(
     id: &str,
     leg: u32,
     last: &Segment,
-    extra: u64,
+    extra: Sectors,
     how: &allocator::Growth,
 ) {
     match how {
@@ -432,14 +432,14 @@ fn grow_in_label(
                     && e.state == ExtentState::Active
                     && (e.start, e.offset) == (last.start, last.offset)
             }) {
-                allocator::ranges_remove(&mut label.zeroed, (e.start + e.len, extra));
+                allocator::ranges_remove(&mut label.zeroed, ((e.start + e.len).0, extra.0));
                 e.len += extra;
             }
         }
         allocator::Growth::Segments(segments) => {
             let mut offset = last.offset + last.len;
             for &(start, len) in segments {
-                allocator::ranges_remove(&mut label.zeroed, (start, len));
+                allocator::ranges_remove(&mut label.zeroed, (start.0, len.0));
                 label.extents.push(Extent {
                     volume: id.into(),
                     leg,

@@ -10,7 +10,7 @@ impl Engine {
     /// interrupted: the mark stays in the labels until the wipe is done.
     /// Returns how many extents were freed.
     pub fn wipe_pending(&self) -> Result<usize, Error> {
-        let pending: Vec<(PathBuf, String, u64, u64)> = lock(&self.claimed)
+        let pending: Vec<(PathBuf, String, Sectors, Sectors)> = lock(&self.claimed)
             .iter()
             .filter(|c| self.disks.present(&c.info))
             .flat_map(|c| {
@@ -35,10 +35,10 @@ impl Engine {
             .map(std::time::Duration::from_millis);
         for (path, uuid, start, len) in &pending {
             let mut dev = self.disks.open(path).map_err(Self::io_err(path))?;
-            let mut at = 0;
+            let mut at = Sectors(0);
             while at < *len {
-                let n = WIPE_STEP.0.min(len - at);
-                dev.zero_range((start + at) * 512, n * 512)
+                let n = WIPE_STEP.min(*len - at);
+                dev.zero_range((*start + at).bytes().0, n.bytes().0)
                     .map_err(Self::io_err(path))?;
                 at += n;
                 if let Some(p) = pause {
@@ -55,10 +55,10 @@ impl Engine {
                     !(e.state == ExtentState::Wiping && e.start == *start && e.len == *len)
                 });
                 if label.extents.len() < before {
-                    allocator::ranges_add(&mut label.zeroed, (*start, *len));
+                    allocator::ranges_add(&mut label.zeroed, (start.0, len.0));
                 }
             })?;
-            tracing::info!(disk = %path.display(), start, sectors = len, "extent wiped and freed");
+            tracing::info!(disk = %path.display(), start = start.0, sectors = len.0, "extent wiped and freed");
         }
         Ok(pending.len())
     }

@@ -4,6 +4,7 @@
 
 use crate::engine::VolumeInfo;
 use dmraid_api::status::{LegState, SyncAction};
+use dmraid_api::units::Sectors;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -132,14 +133,14 @@ impl Metrics {
             if st.synced > prev {
                 self.rebuilt
                     .get_or_create(&label)
-                    .inc_by((st.synced - prev) * 512);
+                    .inc_by(Sectors(st.synced - prev).bytes().0);
             }
         } else if let Some(prev) = last.remove(&v.id) {
             // The recovery finished between two looks: count the rest.
             if st.total > prev && st.healthy() {
                 self.rebuilt
                     .get_or_create(&label)
-                    .inc_by((st.total - prev) * 512);
+                    .inc_by(Sectors(st.total - prev).bytes().0);
             }
         }
     }

@@ -16,7 +16,7 @@
 //! re-reads the slots and refuses if another process wrote since
 //! (compare-and-swap); holding writers off in between is the caller's job.
 
-use dmraid_api::units::Sectors;
+use dmraid_api::units::{Bytes, Sectors};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -24,7 +24,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 /// Sectors reserved for the label at the start of each disk (1 MiB).
 pub const LABEL_AREA: Sectors = Sectors(2048);
 /// Bytes of one of the two label copies.
-pub const SLOT_BYTES: u64 = LABEL_AREA.0 * 512 / 2;
+pub const SLOT_BYTES: u64 = LABEL_AREA.bytes().0 / 2;
 const HEADER: usize = 64;
 /// Identifies our label slots.
 pub const MAGIC: &[u8; 8] = b"DMRCSI\x00L";
@@ -35,7 +35,7 @@ pub const FORMAT_VERSION: u32 = 2;
 /// segments (an extent with an offset, which format 1 cannot express and a
 /// format-1 driver must refuse), else 1, which every driver reads.
 pub fn format_of(label: &DiskLabel) -> u32 {
-    if label.extents.iter().any(|e| e.offset > 0) {
+    if label.extents.iter().any(|e| !e.offset.is_zero()) {
         2
     } else {
         1
@@ -96,16 +96,16 @@ pub struct Extent {
     /// Metadata or data.
     pub role: Role,
     /// First sector on the disk.
-    pub start: u64,
+    pub start: Sectors,
     /// Length in sectors.
-    pub len: u64,
+    pub len: Sectors,
     /// Where this extent starts in its leg's data device, in sectors: a
     /// leg whose data grew where the space after it was taken has several
     /// data extents on its disk (segments), mapped in this order. 0 for a
     /// metadata extent and a leg's first segment, and then not written, so
     /// a label whose legs are one segment each is format 1.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub offset: u64,
+    #[serde(default, skip_serializing_if = "Sectors::is_zero")]
+    pub offset: Sectors,
     /// Life stage.
     #[serde(default)]
     pub state: ExtentState,
@@ -253,27 +253,27 @@ pub fn validate(label: &DiskLabel, disk: Sectors) -> Result<(), String> {
         let name = || {
             format!(
                 "extent of volume {} leg {} ({:?}, {} sectors at {})",
-                e.volume, e.leg, e.role, e.len, e.start
+                e.volume, e.leg, e.role, e.len.0, e.start.0
             )
         };
         let Some(end) = e.start.checked_add(e.len) else {
             return Err(format!("{} ends past the largest sector number", name()));
         };
-        if e.start < LABEL_AREA.0 {
+        if e.start < LABEL_AREA {
             return Err(format!(
                 "{} lies inside the label area (the first {} sectors)",
                 name(),
                 LABEL_AREA.0
             ));
         }
-        if end > disk.0 {
+        if end > disk {
             return Err(format!(
                 "{} lies past the disk's end ({} sectors)",
                 name(),
                 disk.0
             ));
         }
-        if e.len > 0 {
+        if !e.len.is_zero() {
             spans.push((e.start, end, e));
         }
     }
@@ -282,8 +282,8 @@ pub fn validate(label: &DiskLabel, disk: Sectors) -> Result<(), String> {
         let ((_, end, a), (start, _, b)) = (pair[0], pair[1]);
         if start < end {
             return Err(format!(
-                "extents of volume {} leg {} and volume {} leg {} overlap at sector {start}",
-                a.volume, a.leg, b.volume, b.leg
+                "extents of volume {} leg {} and volume {} leg {} overlap at sector {}",
+                a.volume, a.leg, b.volume, b.leg, start.0
             ));
         }
     }
@@ -394,7 +394,7 @@ impl Loaded {
 /// [`read_within`].
 pub fn read<D: Read + Seek>(dev: &mut D) -> Result<Loaded, LabelError> {
     let end = dev.seek(SeekFrom::End(0))?;
-    read_within(dev, Sectors(end / 512))
+    read_within(dev, Bytes(end).sectors())
 }
 
 /// Read the newest valid label of a disk of `disk` sectors. `Ok(label:

@@ -8,7 +8,7 @@ use std::io::Cursor;
 const DISK: u64 = 2 * LABEL_AREA.0;
 
 fn disk() -> Cursor<Vec<u8>> {
-    Cursor::new(vec![0u8; (DISK * 512) as usize])
+    Cursor::new(vec![0u8; Sectors(DISK).bytes().0 as usize])
 }
 
 /// Put `body` into slot `index` with sequence `seq` and good checksums,
@@ -43,9 +43,9 @@ fn with_extent(start: u64, len: u64) -> DiskLabel {
         volume: "w".into(),
         leg: 1,
         role: Role::Meta,
-        start,
-        len,
-        offset: 0,
+        start: Sectors(start),
+        len: Sectors(len),
+        offset: Sectors(0),
         state: ExtentState::Active,
     });
     l
@@ -57,9 +57,9 @@ fn label(n: u64) -> DiskLabel {
         volume: "v".into(),
         leg: 0,
         role: Role::Data,
-        start: 2048 + n,
-        len: 100,
-        offset: 0,
+        start: Sectors(2048 + n),
+        len: Sectors(100),
+        offset: Sectors(0),
         state: ExtentState::Active,
     });
     l.volumes.insert(
@@ -88,6 +88,19 @@ fn blank_disk_has_no_label_and_round_trips() {
     assert_eq!(back.label, Some(label(2)));
     assert_eq!(back.seq, 2);
     assert!(has_magic(d.get_ref()));
+}
+
+#[test]
+fn an_extent_is_written_as_plain_sector_numbers_without_a_zero_offset() {
+    let mut e = label(0).extents.remove(0);
+    assert_eq!(
+        serde_json::to_string(&e).unwrap(),
+        r#"{"volume":"v","leg":0,"role":"data","start":2048,"len":100,"state":"active"}"#
+    );
+    e.offset = Sectors(100);
+    let json = serde_json::to_string(&e).unwrap();
+    assert!(json.contains(r#""len":100,"offset":100,"#), "{json}");
+    assert_eq!(serde_json::from_str::<Extent>(&json).unwrap(), e);
 }
 
 #[test]
@@ -161,9 +174,9 @@ fn too_many_extents_is_a_clear_error() {
             volume: format!("volume-{i}"),
             leg: 0,
             role: Role::Meta,
-            start: i,
-            len: 1,
-            offset: 0,
+            start: Sectors(i),
+            len: Sectors(1),
+            offset: Sectors(0),
             state: ExtentState::Active,
         });
     }
@@ -340,9 +353,9 @@ proptest! {
                 volume: format!("v{i}"),
                 leg: 0,
                 role: Role::Data,
-                start,
-                len,
-                offset: 0,
+                start: Sectors(start),
+                len: Sectors(len),
+                offset: Sectors(0),
                 state: ExtentState::Active,
             })
             .collect();
@@ -368,7 +381,7 @@ proptest! {
 
     #[test]
     fn read_never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
-        let mut v = vec![0u8; (LABEL_AREA.0 * 512) as usize];
+        let mut v = vec![0u8; LABEL_AREA.bytes().0 as usize];
         v[..bytes.len()].copy_from_slice(&bytes);
         v[0..8].copy_from_slice(MAGIC);
         let _ = read(&mut Cursor::new(v));

@@ -64,7 +64,7 @@ fn wipe_disks_erases_exactly_the_signatures_then_claims() {
     let after = disks.bytes("/dev/vdb");
     // Past the label area, only the bytes libblkid names changed (FAT32
     // keeps a backup boot sector at sector 6, which it also reports).
-    let changed: Vec<usize> = (labels::LABEL_AREA.0 as usize * 512..esp.len())
+    let changed: Vec<usize> = (labels::LABEL_AREA.bytes().0 as usize..esp.len())
         .filter(|i| esp[*i] != after[*i])
         .collect();
     assert!(changed.len() < 64, "{} bytes changed", changed.len());

@@ -67,14 +67,17 @@ fn data_heads(e: &Engine, dm: &FakeDm, id: &str) -> Vec<(String, usize)> {
         .iter()
         .map(|l| {
             let t = dm.table(&leg_name(id, l.leg, Role::Data)).unwrap();
-            let start: usize = t[0]
+            let start: u64 = t[0]
                 .params
                 .split_whitespace()
                 .nth(1)
                 .unwrap()
                 .parse()
                 .unwrap();
-            (l.disk.as_ref().unwrap().display().to_string(), start * 512)
+            (
+                l.disk.as_ref().unwrap().display().to_string(),
+                Sectors(start).bytes().0 as usize,
+            )
         })
         .collect()
 }
@@ -91,8 +94,8 @@ fn all_extents(e: &Engine) -> Vec<(String, u64, u64, String)> {
                 .map(move |x| {
                     (
                         disk.clone(),
-                        x.start,
-                        x.start + x.len,
+                        x.start.0,
+                        (x.start + x.len).0,
                         format!("{}/{}/{:?}", x.volume, x.leg, x.role),
                     )
                 })
@@ -112,7 +115,12 @@ fn meta_extents(e: &Engine, id: &str) -> Vec<(String, usize)> {
                 .filter(|x| {
                     x.volume == id && x.role == Role::Meta && x.state == ExtentState::Active
                 })
-                .map(|x| (c.info.path.display().to_string(), x.start as usize * 512))
+                .map(|x| {
+                    (
+                        c.info.path.display().to_string(),
+                        x.start.bytes().0 as usize,
+                    )
+                })
                 .collect::<Vec<_>>()
         })
         .collect()
@@ -179,8 +187,8 @@ fn data_extents(e: &Engine, id: &str) -> Vec<(String, usize, usize)> {
                 .map(|x| {
                     (
                         c.info.path.display().to_string(),
-                        x.start as usize * 512,
-                        x.len as usize * 512,
+                        x.start.bytes().0 as usize,
+                        x.len.bytes().0 as usize,
                     )
                 })
                 .collect::<Vec<_>>()

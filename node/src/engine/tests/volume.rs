@@ -425,7 +425,7 @@ fn an_expansion_cut_short_between_two_disks_starts_at_the_old_size_and_finishes_
     let s = params(&[("raidType", "raid1"), ("legs", "2"), ("sync", "nosync")]);
     let a = e.create_volume("a", &s, 8 * MIB as u64).unwrap();
     e.create_volume("b", &s, 8 * MIB as u64).unwrap();
-    let area = labels::LABEL_AREA.0 as usize * 512;
+    let area = labels::LABEL_AREA.bytes().0 as usize;
     let vdc_before = disks.bytes("/dev/vdc")[..area].to_vec();
     let grown = e.expand_volume("a", 20 * MIB as u64).unwrap();
     assert!(e.deactivate_all().is_empty());

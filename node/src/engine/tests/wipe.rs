@@ -116,7 +116,10 @@ fn a_deleted_volumes_bytes_never_reach_the_next_volume() {
             .zeroed
             .iter()
             .all(|z| old.iter().all(|(_, at, len)| {
-                let (zs, ze) = (z.0 as usize * 512, (z.0 + z.1) as usize * 512);
+                let (zs, ze) = (
+                    Sectors(z.0).bytes().0 as usize,
+                    Sectors(z.0 + z.1).bytes().0 as usize,
+                );
                 ze <= *at || zs >= at + len
             }))));
 }

@@ -3,6 +3,7 @@
 //! ([`refusal`]).
 
 use super::real::devno_of;
+use dmraid_api::units::Sectors;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -153,10 +154,13 @@ pub(super) fn facts(devno: &str, uses: &BTreeMap<String, String>) -> std::io::Re
         domain: read_trim(&whole.join("dev")).unwrap_or_else(|| devno.to_string()),
         read_only: read_trim(&sys.join("ro")).as_deref() == Some("1"),
         holders: holders_of(&sys),
-        size: read_trim(&sys.join("size"))
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 512,
+        size: Sectors(
+            read_trim(&sys.join("size"))
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0),
+        )
+        .bytes()
+        .0,
         name: name.clone(),
         ..DeviceFacts::default()
     };
