@@ -215,9 +215,14 @@ async fn expand(
         r.capacity_bytes, r.node_expansion_required
     );
     if let Some(path) = path {
+        // As the kubelet asks: the size the claim wants.
         node.node_expand_volume(NodeExpandVolumeRequest {
             volume_id: id,
             volume_path: path,
+            capacity_range: Some(CapacityRange {
+                required_bytes: bytes,
+                limit_bytes: 0,
+            }),
             ..Default::default()
         })
         .await

@@ -7,6 +7,7 @@ use crate::engine::Engine;
 use crate::error::Error;
 use crate::health::condition as health;
 use crate::kernel::{mount, paths, signature};
+use dmraid_api::units::Bytes;
 use dmraid_proto::csi::node_server::Node;
 use dmraid_proto::csi::volume_capability::AccessType;
 use dmraid_proto::csi::*;
@@ -433,6 +434,20 @@ impl Node for NodeService {
         }
         let path = self.existing_volume_path(&r.volume_path)?;
         let vol = self.volume(&r.volume_id).await?;
+        // The array grows first (ControllerExpandVolume); a filesystem grown
+        // before it would stay the old size while the call said done.
+        let required = r
+            .capacity_range
+            .as_ref()
+            .map_or(0, |c| u64::try_from(c.required_bytes).unwrap_or(0));
+        if required > vol.capacity {
+            return Err(Status::failed_precondition(format!(
+                "volume {} is {} and {} was asked: its array has not grown yet (ControllerExpandVolume grows it); try again once it has",
+                vol.id,
+                Bytes(vol.capacity),
+                Bytes(required)
+            )));
+        }
         let fs_mount = path.is_dir();
         self.volume_is_at(&vol.id, &path, &vol.devno, !fs_mount)?;
         if fs_mount {
