@@ -327,19 +327,27 @@ fn raid_volume_lifecycle_health_and_events_through_a_real_api_server() {
     println!("status after the fault: {health}, Degraded condition {degraded:?}");
     assert_eq!(degraded.map(|d| d.0).as_deref(), Some("True"));
     // Healed onto the spare by itself.
-    rt.block_on(wait_for(
-        "healthy again after the rebuild",
-        Duration::from_secs(180),
-        || {
-            let volumes = volumes.clone();
-            async move {
-                let v = volumes.get_opt(id).await.ok()??;
-                let st = v.status?;
-                (st.health == "healthy" && st.legs.iter().all(|l| l.state == "in-sync"))
-                    .then_some(())
+    let healed = rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while Instant::now() < deadline {
+            if let Ok(Some(v)) = volumes.get_opt(id).await {
+                if let Some(st) = v.status {
+                    if st.health == "healthy" && st.legs.iter().all(|l| l.state == "in-sync") {
+                        return true;
+                    }
+                }
             }
-        },
-    ));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        false
+    });
+    assert!(
+        healed,
+        "healthy again after the rebuild: not within 180 s; status {:?}\n--- dmsetup ---\n{}\n--- node log ---\n{}",
+        rt.block_on(volumes.get_opt(id)).ok().flatten().and_then(|v| v.status),
+        vm.run_ok("dmsetup table; dmsetup status").unwrap_or_default(),
+        vm.run_ok("tr -d '\\033' < /tmp/node.log | tail -60").unwrap_or_default()
+    );
     // Events are written as the monitor sees things happen: wait for the last one.
     let reasons: Vec<String> = rt.block_on(wait_for(
         "a RebuildFinished event",
