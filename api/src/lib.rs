@@ -7,6 +7,7 @@
 pub mod capacity;
 pub mod crd;
 pub mod error;
+pub mod ids;
 pub mod params;
 pub mod quantity;
 pub mod raid_type;
@@ -19,6 +20,7 @@ pub mod table;
 pub mod units;
 
 pub use error::{Error, ErrorKind};
+pub use ids::VolumeId;
 pub use params::RaidSpec;
 pub use raid_type::RaidType;
 pub use reasons::{EventReason, FailureReason};

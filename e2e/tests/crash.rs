@@ -118,3 +118,67 @@ fn raid1_survives_power_cuts_mid_write_resyncing_only_dirty_regions() {
 fn raid5_survives_power_cuts_mid_write_resyncing_only_dirty_regions() {
     cuts("raid5_ls", 3);
 }
+
+/// The driver killed at each layer boundary of a create (`linear-live`: the
+/// legs' linears made, the array not; `raid-live`: the array made, the
+/// create not yet recorded as finished): the next start rolls the create
+/// back (no device of it left, its space free again: GetCapacity says what
+/// it said before), and the same create then succeeds.
+#[test]
+fn a_create_killed_at_each_layer_boundary_is_rolled_back_and_made_again() {
+    let mut vm = Vm::builder()
+        .disks(&[64 * MIB; 2])
+        .with_driver()
+        .unwrap()
+        .boot()
+        .unwrap();
+    let create = |v: &str| {
+        format!("{CSI} create {v} --param raidType=raid1 --param legs=2 --size 16Mi --block")
+    };
+    let capacity = format!("{CSI} capacity --param raidType=raid1 --param legs=2");
+    let mut free = None;
+    for (v, point) in [("a", "linear-live"), ("b", "raid-live")] {
+        let pid = e2e::driver::start(&mut vm, &format!("DMRAID_CRASH_AT={point}"), "").unwrap();
+        let before = vm.run_ok(&capacity).unwrap();
+        if let Some(f) = &free {
+            assert_eq!(
+                &before, f,
+                "{point}: the space of the volume made and deleted before"
+            );
+        }
+        free = Some(before.clone());
+        let out = vm.run(&create(v)).unwrap();
+        assert_ne!(out.code, 0, "{point}: the driver died in the call");
+        vm.wait_until(
+            &format!("grep -q 'DMRAID_CRASH_AT={point}: aborting' /tmp/driver.log && (test ! -e /proc/{pid} || grep -q ') Z' /proc/{pid}/stat)"),
+            Instant::now() + Duration::from_secs(60),
+        )
+        .unwrap();
+        let left = vm.run_ok("dmsetup ls | awk '{print $1}' | sort").unwrap();
+        let want_left = if point == "linear-live" {
+            format!("dmraid-{v}+d0\ndmraid-{v}+d1\ndmraid-{v}+m0\ndmraid-{v}+m1")
+        } else {
+            format!("dmraid-{v}\ndmraid-{v}+d0\ndmraid-{v}+d1\ndmraid-{v}+m0\ndmraid-{v}+m1")
+        };
+        assert_eq!(left.trim(), want_left, "{point}: what the crash left");
+        let pid = e2e::driver::start(&mut vm, "", "").unwrap();
+        let left = vm.run_ok("dmsetup ls | grep dmraid || true").unwrap();
+        assert_eq!(
+            left.trim(),
+            "",
+            "{point}: the half-made create is rolled back"
+        );
+        assert_eq!(
+            vm.run_ok(&capacity).unwrap(),
+            before,
+            "{point}: its space is free again"
+        );
+        vm.run_ok(&create(v)).unwrap();
+        let table = vm.run_ok(&format!("dmsetup table dmraid-{v}")).unwrap();
+        assert!(table.contains(" raid raid1 "), "{point}: {table}");
+        vm.run_ok(&format!("{CSI} delete {v}")).unwrap();
+        e2e::driver::stop(&mut vm, pid).unwrap();
+        vm.run_ok("rm -f /tmp/driver.log").unwrap();
+    }
+    vm.shutdown().unwrap();
+}

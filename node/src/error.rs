@@ -66,9 +66,7 @@ pub enum Error {
     #[error("{0}")]
     Precondition(String),
     /// A volume id the node cannot use.
-    #[error(
-        "volume id {0:?} is not usable: use 1-100 characters of a-z, A-Z, 0-9, '.', '_' and '-'"
-    )]
+    #[error("volume id {0:?} is not usable: use {rule}", rule = dmraid_api::ids::VOLUME_ID_RULE)]
     BadId(String),
     /// A staging, target or volume path the node will not use.
     #[error("{what} {source}")]

@@ -2,7 +2,9 @@
 //! every volume re-activated at start-up (with the crash fix when the
 //! clean-shutdown marker is missing) and deactivated at an orderly stop.
 
+use super::stack::{self, Layer, Stack};
 use super::*;
+use crate::kernel::dm::DmInfo;
 
 impl Engine {
     /// Make the volume's devices live from its labels; `new_array`: first activation.
@@ -11,6 +13,8 @@ impl Engine {
             .find(id)
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
         let vs = Self::spec_of(&record)?;
+        stack::check_recorded(&record.stack)
+            .map_err(|e| Error::Precondition(format!("volume {id}: {e}")))?;
         let name = array_name(id);
         let live = self.dm.info(&name)?.is_some_and(|i| i.live_table);
         // Legs on a disk that went away and came back: their linears still
@@ -36,12 +40,8 @@ impl Engine {
                 lock(&self.rates).entry(id.to_string()).or_insert(rate);
             }
         }
-        let devs = self.leg_devs(id, &vs, &legs, &returned)?;
-        let steady = self.with_rate(
-            id,
-            &vs,
-            RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs.clone(), new_array, &[])?,
-        );
+        let stack = self.volume_stack(id, &vs, &legs, new_array)?;
+        let reload = Self::leg_device_names(id, &returned);
         // A replacement leg whose metadata the kernel never wrote (the driver
         // died between recording it and loading `rebuild`) still needs
         // `rebuild`: without it the kernel refuses the array.
@@ -50,6 +50,11 @@ impl Engine {
         } else {
             self.blank_meta_legs(&legs)
         };
+        if !live && blank.is_empty() {
+            stack::activate(self.dm.as_ref(), &stack, &reload)?;
+            return Ok(());
+        }
+        let (devs, steady) = self.activate_legs(&stack, &reload)?;
         if !blank.is_empty() {
             tracing::warn!(volume = %id, legs = ?blank, "legs without dm-raid metadata: rebuilding them");
             let rebuilding = self.with_rate(
@@ -60,50 +65,41 @@ impl Engine {
             return self.load_rebuild(id, &blank, &rebuilding, &steady, live);
         }
         let target = [Target::new(0, steady.length.0, "raid", steady.params())];
-        if live {
-            let dirty = if returned.is_empty() {
-                None
-            } else {
-                self.bitmap_dirty(&legs, &returned)
-            };
-            // `nosync` only matters to a new array: a live one made with it
-            // is the same array without it.
-            let same = current.as_ref().is_some_and(|c| {
-                let mut c = c.clone();
-                c.sync = steady.sync;
-                c == steady
-            });
-            if !same {
-                dm::reload(self.dm.as_ref(), &name, &target)?;
-            } else if !returned.is_empty() {
-                // The same table, suspended and resumed: dm-raid's second
-                // resume revives each failed leg whose superblock reads
-                // again, and md recovers only the regions the write-intent
-                // bitmap kept dirty while it was away. A new table would
-                // not: a degraded array's bitmap loads as out of date and
-                // the leg is recovered in full (README, "What the kernel really does").
-                self.dm.suspend(&name)?;
-                self.dm.resume(&name)?;
-            }
-            if !returned.is_empty() {
-                tracing::info!(volume = %id, legs = ?returned, dirty = ?dirty, "legs back with their disk: they catch up from the write-intent bitmap");
-                lock(&self.readded).push(ReAdded {
-                    id: id.to_string(),
-                    legs: returned
-                        .iter()
-                        .filter_map(|l| legs.get(l).map(|p| (*l, p.disk.path.clone())))
-                        .collect(),
-                    dirty,
-                });
-            }
-            return Ok(());
+        let dirty = if returned.is_empty() {
+            None
+        } else {
+            self.bitmap_dirty(&legs, &returned)
+        };
+        // `nosync` only matters to a new array: a live one made with it
+        // is the same array without it.
+        let same = current.as_ref().is_some_and(|c| {
+            let mut c = c.clone();
+            c.sync = steady.sync;
+            c == steady
+        });
+        if !same {
+            dm::reload(self.dm.as_ref(), &name, &target)?;
+        } else if !returned.is_empty() {
+            // The same table, suspended and resumed: dm-raid's second
+            // resume revives each failed leg whose superblock reads
+            // again, and md recovers only the regions the write-intent
+            // bitmap kept dirty while it was away. A new table would
+            // not: a degraded array's bitmap loads as out of date and
+            // the leg is recovered in full (README, "What the kernel really does").
+            self.dm.suspend(&name)?;
+            self.dm.resume(&name)?;
         }
-        dm::activate(
-            self.dm.as_ref(),
-            &name,
-            Some(&format!("DMRAID-{id}")),
-            &target,
-        )?;
+        if !returned.is_empty() {
+            tracing::info!(volume = %id, legs = ?returned, dirty = ?dirty, "legs back with their disk: they catch up from the write-intent bitmap");
+            lock(&self.readded).push(ReAdded {
+                id: id.to_string(),
+                legs: returned
+                    .iter()
+                    .filter_map(|l| legs.get(l).map(|p| (*l, p.disk.path.clone())))
+                    .collect(),
+                dirty,
+            });
+        }
         Ok(())
     }
 
@@ -183,45 +179,52 @@ impl Engine {
             .map(|(ios, _)| ios)
     }
 
+    /// The names of the meta and data devices of `legs`.
+    pub(super) fn leg_device_names(id: &str, legs: &BTreeSet<u32>) -> BTreeSet<String> {
+        legs.iter()
+            .flat_map(|l| [leg_name(id, *l, Role::Meta), leg_name(id, *l, Role::Data)])
+            .collect()
+    }
+
+    /// Make every layer of `stack` but the array live (devices in `reload`
+    /// reloaded even when their table reads the same: their disk vanished
+    /// and came back, the old mapping holds a dead device). Returns the
+    /// legs' devices by number and the array's table over them.
+    pub(super) fn activate_legs(
+        &self,
+        stack: &Stack,
+        reload: &BTreeSet<String>,
+    ) -> Result<(Vec<Option<LegDevs>>, RaidTable), Error> {
+        let (top, below) = stack
+            .layers
+            .split_last()
+            .ok_or_else(|| Error::Precondition("an empty device stack".into()))?;
+        let below = Stack {
+            layers: below.to_vec(),
+        };
+        let made = stack::activate(self.dm.as_ref(), &below, reload)?;
+        match top
+            .first()
+            .map(|d| d.layer.resolve(|n| made.get(n).map(DmInfo::devno)))
+        {
+            Some(Layer::Raid(table)) => Ok((table.legs.clone(), table)),
+            other => Err(Error::Precondition(format!(
+                "the top of a volume's stack is its array, not {:?}",
+                other.map(|l| l.kind())
+            ))),
+        }
+    }
+
     /// The meta/data linears of every leg whose disk is here (made or
-    /// reloaded to the labels' extents), `None` for the others. Legs in
-    /// `fresh` are reloaded even when their table reads the same (their
-    /// disk vanished and came back: the old mapping holds a dead device).
+    /// reloaded to the labels' extents), `None` for the others.
     pub(super) fn leg_devs(
         &self,
         id: &str,
         vs: &VolumeSpec,
         legs: &BTreeMap<u32, LegPlace>,
-        fresh: &BTreeSet<u32>,
     ) -> Result<Vec<Option<LegDevs>>, Error> {
-        let mut devs = Vec::new();
-        for leg in 0..vs.spec.legs {
-            let Some(place) = legs.get(&leg) else {
-                devs.push(None);
-                continue;
-            };
-            let linear = |role: Role, table: &[Target]| {
-                let name = leg_name(id, leg, role);
-                if fresh.contains(&leg) && self.dm.info(&name)?.is_some() {
-                    dm::reload(self.dm.as_ref(), &name, table)
-                } else {
-                    dm::activate(self.dm.as_ref(), &name, None, table)
-                }
-            };
-            let meta = Target::new(
-                0,
-                META_EXTENT.0,
-                "linear",
-                format!("{} {}", place.disk.devno, place.meta.0),
-            );
-            let m = linear(Role::Meta, &[meta])?;
-            let d = linear(Role::Data, &place.data_table())?;
-            devs.push(Some(LegDevs {
-                meta: m.devno(),
-                data: d.devno(),
-            }));
-        }
-        Ok(devs)
+        let stack = self.volume_stack(id, vs, legs, false)?;
+        Ok(self.activate_legs(&stack, &BTreeSet::new())?.0)
     }
 
     /// Legs whose metadata extent holds no dm-raid superblock, when some
@@ -276,6 +279,10 @@ impl Engine {
                     self.teardown(&id)?;
                     return self.free_extents(&id);
                 }
+                // A stack this driver does not make (a newer driver's):
+                // nothing is written or loaded for it.
+                stack::check_recorded(&record.stack)
+                    .map_err(|e| Error::Precondition(format!("volume {id}: {e}")))?;
                 // Legs whose disks are away, more than the level survives
                 // (both disks of a raid10 mirror): the kernel would refuse
                 // the table, and nothing is written to the disks that are

@@ -17,6 +17,7 @@ pub use leg::{LegPlace, Segment};
 pub mod labels;
 mod rebuild;
 mod record;
+pub mod stack;
 mod volume;
 mod wipe;
 
@@ -271,12 +272,12 @@ fn retire(label: &mut DiskLabel, id: &str) {
 /// Held while an operation on a volume runs; a second one gets `Busy`.
 pub struct VolumeLock<'a> {
     engine: &'a Engine,
-    id: String,
+    id: dmraid_api::VolumeId,
 }
 
 impl Drop for VolumeLock<'_> {
     fn drop(&mut self) {
-        lock(&self.engine.busy).remove(&self.id);
+        lock(&self.engine.busy).remove(self.id.as_str());
     }
 }
 
@@ -286,28 +287,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Crash-consistency test hook: when `DMRAID_CRASH_AT` names this point the
 /// process aborts right here, leaving disks and devices as a `kill -9` at
-/// that instant would. Points: `leg-recorded` (a replacement leg is in the
-/// labels, nothing loaded yet), `rebuild-loaded` (the array runs with
-/// `rebuild`, the steady table not loaded yet).
-fn crash_point(name: &str) {
+/// that instant would. Points: every layer boundary of a device stack
+/// (`linear-live`: the legs' linears live, the array not yet loaded;
+/// `raid-live`: the array live, a create not yet recorded as finished),
+/// `leg-recorded` (a replacement leg is in the labels, nothing loaded yet),
+/// `rebuild-loaded` (the array runs with `rebuild`, the steady table not
+/// loaded yet), `grow-recorded` and `grow-linears` (an expansion).
+pub(crate) fn crash_point(name: &str) {
     if std::env::var("DMRAID_CRASH_AT").is_ok_and(|v| v == name) {
         eprintln!("DMRAID_CRASH_AT={name}: aborting here");
         std::process::abort();
     }
 }
 
-/// A volume id the engine accepts: 1–100 of `[A-Za-z0-9._-]`.
-pub fn check_id(id: &str) -> Result<(), Error> {
-    let ok = !id.is_empty()
-        && id.len() <= 100
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::BadId(id.to_string()))
-    }
+/// Parse a volume id the engine accepts ([`dmraid_api::VolumeId`]).
+pub fn parse_id(id: &str) -> Result<dmraid_api::VolumeId, Error> {
+    id.parse().map_err(|_| Error::BadId(id.to_string()))
 }
 
 /// The running kernel's release (uname -r), for log lines about kernel
@@ -439,14 +434,11 @@ impl Engine {
     }
 
     fn lock_volume(&self, id: &str) -> Result<VolumeLock<'_>, Error> {
-        check_id(id)?;
+        let id = parse_id(id)?;
         if !lock(&self.busy).insert(id.to_string()) {
             return Err(Error::Busy(id.to_string()));
         }
-        Ok(VolumeLock {
-            engine: self,
-            id: id.to_string(),
-        })
+        Ok(VolumeLock { engine: self, id })
     }
 
     /// The volume's record and where each leg lives, for the legs whose disk is here.

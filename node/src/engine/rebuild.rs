@@ -283,7 +283,7 @@ impl Engine {
         let (_, legs) = self
             .find(id)
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
-        let devs = self.leg_devs(id, vs, &legs, &BTreeSet::new())?;
+        let devs = self.leg_devs(id, vs, &legs)?;
         let rebuilding = self.with_rate(
             id,
             vs,

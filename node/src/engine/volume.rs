@@ -1,6 +1,7 @@
 //! A volume's life: created (recorded, blanked, made, marked complete),
 //! expanded, deleted (devices removed before extents are freed).
 
+use super::stack;
 use super::*;
 
 impl Engine {
@@ -158,6 +159,10 @@ impl Engine {
                             uid: uid.clone(),
                             created: now(),
                             last_check: 0,
+                            stack: stack::VOLUME_STACK
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect(),
                         },
                     );
                 }
@@ -281,7 +286,7 @@ impl Engine {
             dm::reload(
                 self.dm.as_ref(),
                 &leg_name(id, *leg, Role::Data),
-                &place.data_table(),
+                &place.data_table().targets(),
             )?;
         }
         crash_point("grow-linears");
@@ -330,7 +335,9 @@ impl Engine {
         Ok(plan)
     }
 
-    /// Remove the volume's devices (array first, then legs). Missing devices are fine.
+    /// Remove the volume's devices top-down (array first, then legs).
+    /// Missing devices are fine; every leg device of the volume goes, also
+    /// one its labels no longer name (a replaced leg, a create cut short).
     pub(super) fn teardown(&self, id: &str) -> Result<(), Error> {
         let name = array_name(id);
         if let Some(info) = self.dm.info(&name)? {
@@ -340,15 +347,16 @@ impl Engine {
                     info.open_count
                 )));
             }
-            self.dm.remove(&name)?;
         }
         lock(&self.rates).remove(id);
         let prefix = format!("dmraid-{id}+");
-        for dev in self.dm.names()? {
-            if dev.starts_with(&prefix) {
-                self.dm.remove(&dev)?;
-            }
-        }
+        let legs: Vec<String> = self
+            .dm
+            .names()?
+            .into_iter()
+            .filter(|d| d.starts_with(&prefix))
+            .collect();
+        stack::teardown(self.dm.as_ref(), &[legs, vec![name]])?;
         Ok(())
     }
 

@@ -33,7 +33,12 @@ pub fn dir(state_dir: &Path) -> PathBuf {
 }
 
 fn check_volume(id: &str) -> Result<(), String> {
-    crate::engine::check_id(id).map_err(|_| format!("{id:?} is not a volume id"))
+    crate::engine::parse_id(id).map(|_| ()).map_err(|_| {
+        format!(
+            "{id:?} is not a volume id: use {}",
+            dmraid_api::ids::VOLUME_ID_RULE
+        )
+    })
 }
 
 /// CLI side: hand the request to the running driver and wait for its outcome.

@@ -140,6 +140,15 @@ pub struct VolumeRecord {
     /// never), so the monthly check keeps its rhythm across restarts.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub last_check: u64,
+    /// The layers of its device stack, bottom first (`linear`, `raid`);
+    /// empty in labels written before it was recorded, which means the
+    /// same. A driver that finds a layer it does not know refuses the
+    /// volume rather than activate part of it. A driver that writes any
+    /// other stack must also raise the label format, so drivers that do
+    /// not read this field refuse the disk instead of activating the
+    /// volume without its other layers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stack: Vec<String>,
 }
 
 fn is_zero(n: &u64) -> bool {

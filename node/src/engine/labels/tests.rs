@@ -72,6 +72,7 @@ fn label(n: u64) -> DiskLabel {
             uid: format!("uid-{n}"),
             created: 0,
             last_check: 0,
+            stack: Vec::new(),
         },
     );
     l

@@ -202,3 +202,50 @@ fn labels_of_the_format_1_driver_activate_the_same_devices() {
         }
     }
 }
+
+/// A label that records a layer this driver does not know (a newer
+/// driver's volume) leaves that volume down, says why, and writes nothing:
+/// no crash fix, no label change; the other volumes start.
+#[test]
+fn a_volume_whose_labels_record_a_layer_this_driver_does_not_know_stays_down_untouched() {
+    let (dm, disks, e) = setup(2, 64 * MIB);
+    let spec = params(&[("raidType", "raid1")]);
+    e.create_volume("v", &spec, 8 * MIB as u64).unwrap();
+    e.create_volume("w", &spec, 8 * MIB as u64).unwrap();
+    e.edit_volume_labels("v", |l| {
+        l.volumes.get_mut("v").unwrap().stack =
+            vec!["linear".into(), "integrity".into(), "raid".into()];
+    })
+    .unwrap();
+    for at in meta_extents(&e, "v") {
+        kernel_writes_superblock(&disks, &at);
+    }
+    // A crash: no clean-shutdown marker, the devices gone.
+    drop(e);
+    let dm2 = Arc::new(FakeDm::new());
+    let images = |d: &FakeDisks| ["/dev/vdb", "/dev/vdc"].map(|p| d.bytes(p));
+    let before = images(&disks);
+    let e2 = engine(&dm2, &disks);
+    let failed = e2.activate_all();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, "v");
+    let why = failed[0].1.to_string();
+    assert!(
+        why.contains("\"integrity\" is not one this driver knows (it knows linear, raid)"),
+        "{why}"
+    );
+    let names = DeviceMapper::names(dm2.as_ref()).unwrap();
+    assert!(
+        names.iter().all(|n| !n.starts_with("dmraid-v")),
+        "{names:?}"
+    );
+    assert!(names.contains(&"dmraid-w".to_string()));
+    let after = images(&disks);
+    let v_meta = meta_extents(&e2, "v");
+    for (p, off) in v_meta {
+        let i = if p == "/dev/vdb" { 0 } else { 1 };
+        let same = after[i][off..off + 4096] == before[i][off..off + 4096];
+        assert!(same, "v's superblock on {p} was written");
+    }
+    drop(dm);
+}

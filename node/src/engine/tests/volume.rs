@@ -314,6 +314,7 @@ proptest::proptest! {
                 uid: "u".into(),
                 created: 0,
                 last_check: 0,
+                stack: Vec::new(),
             })
             .collect();
         let merge = |rs: &[VolumeRecord]| {
