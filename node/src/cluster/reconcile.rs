@@ -35,26 +35,7 @@ async fn apply(rv: Arc<RaidVolume>, ctx: Arc<Context>) -> Result<Action, Error> 
         s.phase == dmraid_api::crd::Phase::Ready || s.capacity_bytes > 0 || !s.legs.is_empty()
     });
     let outcome = ctx
-        .engine_call(move |e| match e.volume(&key) {
-            Ok(v) if v.spec.spec != spec.raid => Ok(Outcome::SpecChanged(format!(
-                "the array was made as {} × {} with other parameters; changing the RAID parameters of an existing volume is not supported, nothing was changed",
-                v.spec.spec.raid_type, v.spec.spec.legs
-            ))),
-            Ok(v) if v.spec.requested >= spec.requested_bytes || v.capacity >= spec.requested_bytes => {
-                Ok(Outcome::Unchanged(v))
-            }
-            Ok(_) => e.expand_volume(&key, spec.requested_bytes).map(Outcome::Changed),
-            Err(EngineError::NotFound(_)) if made_before => Err(EngineError::DisksMissing {
-                detail: e
-                    .where_it_was(&key)
-                    .unwrap_or_else(|| "none of its disks is present".to_string()),
-                id: key.clone(),
-            }),
-            Err(EngineError::NotFound(_)) => e
-                .create_volume(&key, &spec.raid, spec.requested_bytes)
-                .map(Outcome::Changed),
-            Err(other) => Err(other),
-        })
+        .engine_call(move |e| make_or_grow(e, &key, &spec, made_before))
         .await;
     let outcome = match outcome {
         Ok(Outcome::SpecChanged(message)) => Err(Failure {
@@ -70,22 +51,60 @@ async fn apply(rv: Arc<RaidVolume>, ctx: Arc<Context>) -> Result<Action, Error> 
             generation,
         }),
     };
-    let requeue = match outcome {
+    let requeue = settle(&ctx, &id, outcome).await;
+    ctx.publish_status(&id).await?;
+    Ok(requeue)
+}
+
+/// What the engine does for a spec: nothing (already so), make the array,
+/// grow it, or refuse (other RAID parameters; its disks away).
+fn make_or_grow(
+    e: &crate::engine::Engine,
+    key: &str,
+    spec: &dmraid_api::crd::RaidVolumeSpec,
+    made_before: bool,
+) -> Result<Outcome, EngineError> {
+    match e.volume(key) {
+        Ok(v) if v.spec.spec != spec.raid => Ok(Outcome::SpecChanged(format!(
+            "the array was made as {} × {} with other parameters; changing the RAID parameters of an existing volume is not supported, nothing was changed",
+            v.spec.spec.raid_type, v.spec.spec.legs
+        ))),
+        Ok(v) if v.spec.requested >= spec.requested_bytes || v.capacity >= spec.requested_bytes => {
+            Ok(Outcome::Unchanged(v))
+        }
+        Ok(_) => e.expand_volume(key, spec.requested_bytes).map(Outcome::Changed),
+        Err(EngineError::NotFound(_)) if made_before => Err(EngineError::DisksMissing {
+            detail: e
+                .where_it_was(key)
+                .unwrap_or_else(|| "none of its disks is present".to_string()),
+            id: key.to_string(),
+        }),
+        Err(EngineError::NotFound(_)) => e
+            .create_volume(key, &spec.raid, spec.requested_bytes)
+            .map(Outcome::Changed),
+        Err(other) => Err(other),
+    }
+}
+
+/// Remember how reconciling went (a new failure is logged and becomes a
+/// Warning event once) and say when to look again.
+async fn settle(ctx: &Context, id: &str, outcome: Result<(VolumeInfo, bool), Failure>) -> Action {
+    match outcome {
         Ok((v, changed)) => {
-            lock(&ctx.failures).remove(&id);
-            lock(&ctx.made).insert(id.clone());
+            lock(&ctx.failures).remove(id);
+            lock(&ctx.made).insert(id.to_string());
             if changed {
                 tracing::info!(volume = %id, capacity = v.capacity, "array made or grown for the RaidVolume");
             }
             Action::requeue(Duration::from_secs(300))
         }
         Err(failure) => {
-            let is_new = lock(&ctx.failures).get(&id) != Some(&failure);
+            let is_new = lock(&ctx.failures).get(id) != Some(&failure);
             if is_new {
                 tracing::warn!(volume = %id, reason = %failure.reason, error = %failure.message, "RaidVolume not reconciled");
                 let _ = ctx
                     .record(
-                        &id,
+                        id,
                         &health::HealthEvent {
                             warning: true,
                             reason: EventReason::OperationFailed,
@@ -94,13 +113,11 @@ async fn apply(rv: Arc<RaidVolume>, ctx: Arc<Context>) -> Result<Action, Error> 
                     )
                     .await;
             }
-            lock(&ctx.failures).insert(id.clone(), failure);
+            lock(&ctx.failures).insert(id.to_string(), failure);
             // A disk may be added or the spec fixed; try again now and then.
             Action::requeue(Duration::from_secs(30))
         }
-    };
-    ctx.publish_status(&id).await?;
-    Ok(requeue)
+    }
 }
 
 async fn cleanup(rv: Arc<RaidVolume>, ctx: Arc<Context>) -> Result<Action, Error> {

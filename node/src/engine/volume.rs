@@ -39,6 +39,57 @@ impl Engine {
             .collect();
         RaidTable::build(spec, leg, dummy, true, &[])?;
 
+        if let Some(info) = self.existing(id, name, &wanted)? {
+            return Ok(info);
+        }
+        let started = std::time::Instant::now();
+        let mut phases: Vec<(&str, std::time::Duration)> = Vec::new();
+        let mut lap = {
+            let mut last = started;
+            move |phases: &mut Vec<(&'static str, std::time::Duration)>, what: &'static str| {
+                let now = std::time::Instant::now();
+                phases.push((what, now - last));
+                last = now;
+            }
+        };
+        self.place_and_record(id, &wanted, leg)?;
+        lap(&mut phases, "place, blank and record");
+        if spec.sync != dmraid_api::params::SyncPolicy::Nosync {
+            // The initial resync starts as fast as the disks go; the
+            // monitor holds it back while the volume is busy.
+            self.full_speed(id, spec);
+        }
+        self.activate_volume(id, true)?;
+        lap(&mut phases, "devices");
+        self.edit_volume_labels(id, |label| {
+            if let Some(r) = label.volumes.get_mut(id) {
+                r.complete = true;
+            }
+        })?;
+        lap(&mut phases, "record complete");
+        let info = self.volume(id);
+        lap(&mut phases, "status");
+        // Where a create's time goes, for the CreateVolume bench.
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let detail = phases
+            .iter()
+            .map(|(what, d)| format!("{what} {:.1} ms", ms(*d)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        tracing::info!(volume = %id, ms = format!("{:.1}", ms(started.elapsed())), phases = %detail, "volume created");
+        info
+    }
+
+    /// The volume `id` as it already is, when the same request made it
+    /// before (None: it is to be made; a create cut short is undone first).
+    /// Refused when it was made with another spec or for another name, or
+    /// when only disks that are away hold it.
+    fn existing(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        wanted: &VolumeSpec,
+    ) -> Result<Option<VolumeInfo>, Error> {
         let found = self.find(id);
         if found.is_none() {
             if let Some(detail) = self.where_it_was(id) {
@@ -69,27 +120,23 @@ impl Engine {
             }
             if record.complete {
                 self.activate_volume(id, false)?;
-                return self.volume(id);
+                return self.volume(id).map(Some);
             }
             // A create that crashed half-way: undo it and start again.
             self.teardown(id)?;
             self.free_extents(id)?;
         }
 
-        let started = std::time::Instant::now();
-        let mut phases: Vec<(&str, std::time::Duration)> = Vec::new();
-        let mut lap = {
-            let mut last = started;
-            move |phases: &mut Vec<(&'static str, std::time::Duration)>, what: &'static str| {
-                let now = std::time::Instant::now();
-                phases.push((what, now - last));
-                last = now;
-            }
-        };
+        Ok(None)
+    }
+
+    /// Place a new volume's legs, blank their heads and record them in the
+    /// labels (incomplete), under the allocation lock.
+    fn place_and_record(&self, id: &str, wanted: &VolumeSpec, leg: Sectors) -> Result<(), Error> {
         let uid = new_uuid();
         let alloc = lock(&self.alloc);
         let spaces = self.spaces_for_legs();
-        let placements = allocator::place(&spaces, spec.legs, 0, META_EXTENT, leg, &[])
+        let placements = allocator::place(&spaces, wanted.spec.legs, 0, META_EXTENT, leg, &[])
             .map_err(|e| self.no_room(e))?;
         // Data extents not known to read as zeroes (never wiped since the
         // disk was claimed): a `nosync` array must not start over them.
@@ -105,15 +152,15 @@ impl Engine {
                 })
                 .collect()
         };
-        let blob = serde_json::to_value(&wanted).map_err(|e| Error::Precondition(e.to_string()))?;
+        let blob = serde_json::to_value(wanted).map_err(|e| Error::Precondition(e.to_string()))?;
         // Blank metadata: the kernel must see a new array, never an old superblock.
         // Blank data head: a new volume has no filesystem, whatever was there before.
         // `nosync` skips the initial resync: it is safe only when every
         // leg reads the same (zeroes) from the start, else parity and
         // mirrors disagree and a rebuild writes garbage; data extents not
         // known to read as zeroes are zeroed whole.
-        let data_wipe = DATA_WIPE.max(spec.chunk_size.0).min(leg.bytes().0);
-        let nosync = spec.sync == dmraid_api::params::SyncPolicy::Nosync;
+        let data_wipe = DATA_WIPE.max(wanted.spec.chunk_size.0).min(leg.bytes().0);
+        let nosync = wanted.spec.sync == dmraid_api::params::SyncPolicy::Nosync;
         let blank = |disk: &str, dev: &mut Box<dyn crate::kernel::disks::BlockIo>| {
             for p in placements.iter().filter(|p| p.disk == disk) {
                 dev.write_zeroes(p.meta_start.bytes().0, META_WIPE)?;
@@ -170,31 +217,7 @@ impl Engine {
             blank,
         )?;
         drop(alloc);
-        lap(&mut phases, "place, blank and record");
-        if spec.sync != dmraid_api::params::SyncPolicy::Nosync {
-            // The initial resync starts as fast as the disks go; the
-            // monitor holds it back while the volume is busy.
-            self.full_speed(id, spec);
-        }
-        self.activate_volume(id, true)?;
-        lap(&mut phases, "devices");
-        self.edit_volume_labels(id, |label| {
-            if let Some(r) = label.volumes.get_mut(id) {
-                r.complete = true;
-            }
-        })?;
-        lap(&mut phases, "record complete");
-        let info = self.volume(id);
-        lap(&mut phases, "status");
-        // Where a create's time goes, for the CreateVolume bench.
-        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-        let detail = phases
-            .iter()
-            .map(|(what, d)| format!("{what} {:.1} ms", ms(*d)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        tracing::info!(volume = %id, ms = format!("{:.1}", ms(started.elapsed())), phases = %detail, "volume created");
-        info
+        Ok(())
     }
 
     /// For a volume no present disk holds: where it was, if this node ever

@@ -5,7 +5,7 @@
 use super::{condition, crash_fix_refused_words, write_hole_words};
 use crate::engine::VolumeInfo;
 use dmraid_api::status::{LegState, SyncAction};
-use dmraid_api::EventReason;
+use dmraid_api::{EventReason, RaidType};
 
 /// What the health surfaces keep of a volume between two rounds, to tell
 /// what changed.
@@ -77,21 +77,39 @@ fn ev(warning: bool, reason: EventReason, message: String) -> HealthEvent {
 pub fn transitions(prev: Option<&Snapshot>, v: &VolumeInfo) -> Vec<HealthEvent> {
     let now = Snapshot::of(v);
     let kind = v.spec.spec.raid_type;
-    let mut out = Vec::new();
     let (_, condition) = condition(v);
     let condition = condition
         .strip_prefix(&format!("{kind}: "))
         .unwrap_or(&condition)
         .to_string();
+    let mut out = legs_lost(prev, &now, kind, &condition);
+    let Some(prev) = prev else {
+        out.extend(first_round(&now));
+        return out;
+    };
+    out.extend(rebuilds_started(prev, &now, kind));
+    out.extend(sync_finished(prev, &now, kind));
+    out.extend(scrubs(prev, &now, kind));
+    out
+}
+
+/// A Warning per leg lost since the last round (every lost leg at the first).
+fn legs_lost(
+    prev: Option<&Snapshot>,
+    now: &Snapshot,
+    kind: RaidType,
+    condition: &str,
+) -> Vec<HealthEvent> {
     let lost = |s: &Snapshot, i: usize| {
         matches!(
             s.legs.get(i).map(|l| l.0),
             Some(Some(LegState::Dead)) | Some(Some(LegState::Missing))
         )
     };
+    let mut out = Vec::new();
     for (i, (_, disk)) in now.legs.iter().enumerate() {
         let was_lost = prev.is_some_and(|p| lost(p, i));
-        if lost(&now, i) && !was_lost {
+        if lost(now, i) && !was_lost {
             let disk = disk
                 .clone()
                 .or_else(|| prev.and_then(|p| p.legs.get(i).and_then(|l| l.1.clone())))
@@ -103,26 +121,36 @@ pub fn transitions(prev: Option<&Snapshot>, v: &VolumeInfo) -> Vec<HealthEvent> 
             ));
         }
     }
-    let Some(prev) = prev else {
-        if let Some(n) = now.write_hole {
-            out.push(ev(true, EventReason::UncleanDegraded, write_hole_words(n)));
-        }
-        if let Some((dirty, regions)) = now.unclean {
-            out.push(ev(
-                true,
-                EventReason::UncleanShutdown,
-                format!("unclean shutdown: resyncing {dirty} of {regions} regions"),
-            ));
-        }
-        if let Some(why) = &now.crash_fix_refused {
-            out.push(ev(
-                true,
-                EventReason::CrashFixRefused,
-                crash_fix_refused_words(why),
-            ));
-        }
-        return out;
-    };
+    out
+}
+
+/// What the first round after a start says once: a write hole, an unclean
+/// shutdown being resynced, a crash fix refused.
+fn first_round(now: &Snapshot) -> Vec<HealthEvent> {
+    let mut out = Vec::new();
+    if let Some(n) = now.write_hole {
+        out.push(ev(true, EventReason::UncleanDegraded, write_hole_words(n)));
+    }
+    if let Some((dirty, regions)) = now.unclean {
+        out.push(ev(
+            true,
+            EventReason::UncleanShutdown,
+            format!("unclean shutdown: resyncing {dirty} of {regions} regions"),
+        ));
+    }
+    if let Some(why) = &now.crash_fix_refused {
+        out.push(ev(
+            true,
+            EventReason::CrashFixRefused,
+            crash_fix_refused_words(why),
+        ));
+    }
+    out
+}
+
+/// A leg that moved to another disk and is syncing there: a rebuild started.
+fn rebuilds_started(prev: &Snapshot, now: &Snapshot, kind: RaidType) -> Vec<HealthEvent> {
+    let mut out = Vec::new();
     for (i, (state, disk)) in now.legs.iter().enumerate() {
         let before = prev.legs.get(i);
         let moved = before.is_some_and(|b| b.1 != *disk) && disk.is_some();
@@ -137,8 +165,11 @@ pub fn transitions(prev: Option<&Snapshot>, v: &VolumeInfo) -> Vec<HealthEvent> 
             ));
         }
     }
-    let finished =
-        |a: SyncAction| prev.action == Some(a) && now.action != Some(a) && now.action.is_some();
+    out
+}
+
+/// A rebuild or resync that ended since the last round.
+fn sync_finished(prev: &Snapshot, now: &Snapshot, kind: RaidType) -> Option<HealthEvent> {
     let all_in_sync = now.legs.iter().all(|l| l.0 == Some(LegState::InSync));
     // A sync may end between two rounds without a round ever seeing its
     // action: tell by the legs. A rebuild shows some legs in sync and some
@@ -154,21 +185,29 @@ pub fn transitions(prev: Option<&Snapshot>, v: &VolumeInfo) -> Vec<HealthEvent> 
         now.action,
         Some(SyncAction::Recover) | Some(SyncAction::Resync)
     );
-    if all_in_sync && was_syncing && !still {
-        if prev_mixed || prev.action == Some(SyncAction::Recover) {
-            out.push(ev(
-                false,
-                EventReason::RebuildFinished,
-                format!("{kind}: rebuild finished, all legs in sync"),
-            ));
-        } else {
-            out.push(ev(
-                false,
-                EventReason::ResyncFinished,
-                format!("{kind}: resync finished"),
-            ));
-        }
+    if !(all_in_sync && was_syncing && !still) {
+        return None;
     }
+    Some(if prev_mixed || prev.action == Some(SyncAction::Recover) {
+        ev(
+            false,
+            EventReason::RebuildFinished,
+            format!("{kind}: rebuild finished, all legs in sync"),
+        )
+    } else {
+        ev(
+            false,
+            EventReason::ResyncFinished,
+            format!("{kind}: resync finished"),
+        )
+    })
+}
+
+/// A check or repair that ended (with its mismatch count) or started.
+fn scrubs(prev: &Snapshot, now: &Snapshot, kind: RaidType) -> Vec<HealthEvent> {
+    let mut out = Vec::new();
+    let finished =
+        |a: SyncAction| prev.action == Some(a) && now.action != Some(a) && now.action.is_some();
     // A short scrub ends between two rounds: a new mismatch count on an
     // idle array tells it ran.
     let idle = matches!(now.action, Some(SyncAction::Idle) | None);
@@ -195,17 +234,15 @@ pub fn transitions(prev: Option<&Snapshot>, v: &VolumeInfo) -> Vec<HealthEvent> 
     }
     for a in [SyncAction::Check, SyncAction::Repair] {
         if now.action == Some(a) && prev.action != Some(a) {
+            let what = if a == SyncAction::Check {
+                "check"
+            } else {
+                "repair"
+            };
             out.push(ev(
                 false,
                 EventReason::CheckStarted,
-                format!(
-                    "{kind}: {} started",
-                    if a == SyncAction::Check {
-                        "check"
-                    } else {
-                        "repair"
-                    }
-                ),
+                format!("{kind}: {what} started"),
             ));
         }
     }

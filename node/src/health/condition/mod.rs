@@ -113,17 +113,41 @@ fn not_active(v: &VolumeInfo) -> String {
 /// failed; degraded, no redundancy left".
 pub fn condition(v: &VolumeInfo) -> (bool, String) {
     let kind = v.spec.spec.raid_type;
-    let copies = v.spec.spec.copies();
     let Some(st) = &v.status else {
         return (true, not_active(v));
     };
-    let disk = |leg: usize| {
-        v.legs
-            .get(leg)
-            .and_then(|l| l.disk.as_ref())
-            .map(|d| d.display().to_string())
-            .unwrap_or_else(|| "missing".into())
+    let lost = lost_legs(v, st);
+    let mut parts = where_legs_are(v, st);
+    parts.extend(redundancy_words(v, &lost));
+    parts.extend(sync_words(v, st));
+    parts.extend(notes(v, st));
+    // A leg being rebuilt is not redundancy yet: abnormal until in sync.
+    let rebuilding = st.action == Some(SyncAction::Recover)
+        || (st.legs.contains(&LegState::Syncing) && st.legs.contains(&LegState::InSync));
+    let abnormal = !lost.is_empty()
+        || rebuilding
+        || v.write_hole.is_some()
+        || v.crash_fix_refused.is_some()
+        || st.mismatches.is_some_and(|m| m > 0);
+    let healthy_text = if parts.is_empty() {
+        "healthy, all legs in sync".to_string()
+    } else {
+        parts.join("; ")
     };
+    (abnormal, format!("{kind}: {healthy_text}"))
+}
+
+/// The disk of a leg in words ("missing" when it has none).
+fn disk_of(v: &VolumeInfo, leg: usize) -> String {
+    v.legs
+        .get(leg)
+        .and_then(|l| l.disk.as_ref())
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|| "missing".into())
+}
+
+/// Legs on no disk, disks whose label cannot be read, legs that failed.
+fn where_legs_are(v: &VolumeInfo, st: &dmraid_api::RaidStatus) -> Vec<String> {
     let mut parts = Vec::new();
     for (i, l) in v.legs.iter().enumerate() {
         if l.disk.is_none() {
@@ -143,15 +167,19 @@ pub fn condition(v: &VolumeInfo) -> (bool, String) {
     }
     for i in st.dead_legs() {
         if v.legs.get(i).is_some_and(|l| l.disk.is_some()) {
-            parts.push(format!("leg {i} (disk {}) failed", disk(i)));
+            parts.push(format!("leg {i} (disk {}) failed", disk_of(v, i)));
         }
     }
-    let lost = lost_legs(v, st);
-    let failed = lost.len();
-    let survival = dmraid_api::redundancy::survival(&v.spec.spec, &lost);
+    parts
+}
+
+/// What the lost legs leave: data lost, or how many more failures it survives.
+fn redundancy_words(v: &VolumeInfo, lost: &std::collections::BTreeSet<usize>) -> Option<String> {
+    let kind = v.spec.spec.raid_type;
+    let survival = dmraid_api::redundancy::survival(&v.spec.spec, lost);
     if survival.lost {
-        parts.push(match &survival.lost_set {
-            Some(set) if kind.level() == 10 && copies > 1 => format!(
+        return Some(match &survival.lost_set {
+            Some(set) if kind.level() == 10 && v.spec.spec.copies() > 1 => format!(
                 "every copy of one mirror (legs {}) is lost: data lost",
                 set.iter()
                     .map(ToString::to_string)
@@ -160,14 +188,18 @@ pub fn condition(v: &VolumeInfo) -> (bool, String) {
             ),
             _ => "more legs lost than the RAID level survives: data lost".into(),
         });
-    } else if failed > 0 {
-        let left = survival.left;
-        parts.push(if left == 0 {
-            "degraded, no redundancy left".to_string()
-        } else {
-            format!("degraded, survives {left} more failure(s)")
-        });
     }
+    if lost.is_empty() {
+        return None;
+    }
+    Some(match survival.left {
+        0 => "degraded, no redundancy left".to_string(),
+        left => format!("degraded, survives {left} more failure(s)"),
+    })
+}
+
+/// The sync running, with its progress and ETA.
+fn sync_words(v: &VolumeInfo, st: &dmraid_api::RaidStatus) -> Option<String> {
     let pct = (st.ratio() * 100.0).floor();
     let eta = v
         .eta_seconds
@@ -180,27 +212,32 @@ pub fn condition(v: &VolumeInfo) -> (bool, String) {
                 .iter()
                 .enumerate()
                 .filter(|(_, l)| **l == LegState::Syncing)
-                .map(|(i, _)| format!("leg {i} onto {}", disk(i)))
+                .map(|(i, _)| format!("leg {i} onto {}", disk_of(v, i)))
                 .collect();
-            if rebuilding.is_empty() {
-                parts.push(format!("recovering: {pct}%{eta}"));
+            Some(if rebuilding.is_empty() {
+                format!("recovering: {pct}%{eta}")
             } else {
-                parts.push(format!("rebuilding {}: {pct}%{eta}", rebuilding.join(", ")));
-            }
+                format!("rebuilding {}: {pct}%{eta}", rebuilding.join(", "))
+            })
         }
-        Some(SyncAction::Resync) => parts.push(format!("resyncing: {pct}%{eta}")),
+        Some(SyncAction::Resync) => Some(format!("resyncing: {pct}%{eta}")),
         _ if st.legs.contains(&LegState::Syncing) => {
-            parts.push(format!("legs not yet in sync, resync pending: {pct}%"))
+            Some(format!("legs not yet in sync, resync pending: {pct}%"))
         }
         Some(SyncAction::Check) | Some(SyncAction::Repair) => {
-            parts.push(format!("scrubbing: {pct}%{eta}"))
+            Some(format!("scrubbing: {pct}%{eta}"))
         }
-        _ => {}
+        _ => None,
     }
+}
+
+/// Slow legs, an unclean shutdown, a write hole, a refused crash fix, mismatches.
+fn notes(v: &VolumeInfo, st: &dmraid_api::RaidStatus) -> Vec<String> {
+    let mut parts = Vec::new();
     for (leg, ms, typical) in &v.slow_legs {
         parts.push(format!(
             "warning: leg {leg} (disk {}) is slow, {ms} ms per I/O against {typical} ms on the others",
-            disk(*leg as usize)
+            disk_of(v, *leg as usize)
         ));
     }
     if let Some((dirty, regions)) = v.unclean {
@@ -217,18 +254,5 @@ pub fn condition(v: &VolumeInfo) -> (bool, String) {
     if let Some(m) = st.mismatches.filter(|m| *m > 0) {
         parts.push(format!("{m} mismatched sectors found by the last check"));
     }
-    // A leg being rebuilt is not redundancy yet: abnormal until in sync.
-    let rebuilding = st.action == Some(SyncAction::Recover)
-        || (st.legs.contains(&LegState::Syncing) && st.legs.contains(&LegState::InSync));
-    let abnormal = failed > 0
-        || rebuilding
-        || v.write_hole.is_some()
-        || v.crash_fix_refused.is_some()
-        || st.mismatches.is_some_and(|m| m > 0);
-    let healthy_text = if parts.is_empty() {
-        "healthy, all legs in sync".to_string()
-    } else {
-        parts.join("; ")
-    };
-    (abnormal, format!("{kind}: {healthy_text}"))
+    parts
 }

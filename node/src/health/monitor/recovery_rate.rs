@@ -16,7 +16,6 @@ pub(super) fn govern_rate(
     now: f64,
     v: &crate::engine::VolumeInfo,
 ) -> bool {
-    use dmraid_api::status::SyncAction::*;
     let Some(st) = &v.status else {
         state.rates.remove(&v.id);
         return false;
@@ -36,18 +35,7 @@ pub(super) fn govern_rate(
         return false;
     }
     let tracker = state.rates.entry(v.id.clone()).or_default();
-    // A resync or rebuild the policy reloaded goes on as a "requested"
-    // one, which dm-raid reports as `repair` (legs `A`): still the sync
-    // it governs until the array is seen in sync and idle. A repair it
-    // never saw start is an operator's scrub, left alone.
-    let fresh = matches!(st.action, Some(Resync | Recover))
-        && st.legs.contains(&dmraid_api::status::LegState::Syncing);
-    let resumed = st.action == Some(Repair) && tracker.governing;
-    // After an unclean shutdown md resyncs only the bitmap's dirty regions;
-    // a reload would resume it as a "requested" resync, which md runs over
-    // every region from there on: left at the kernel's default.
-    let dirty_only = v.unclean.is_some() && st.action != Some(Recover);
-    let running = (fresh || resumed) && !dirty_only && st.synced < st.total;
+    let running = governed_sync_running(v, st, tracker.governing);
     let applied = engine.recovery_rate(&v.id);
     let sample = crate::health::rate::Sample {
         now,
@@ -76,4 +64,24 @@ pub(super) fn govern_rate(
         Err(e) => tracing::debug!(volume = %v.id, error = %e, "recovery ceiling not retuned"),
     }
     running
+}
+
+/// Whether a sync the policy governs is running: a resync or rebuild, or
+/// one the policy reloaded (`governing`), which goes on as a "requested"
+/// one that dm-raid reports as `repair` (legs `A`) until the array is seen
+/// in sync and idle. A repair it never saw start is an operator's scrub,
+/// left alone. After an unclean shutdown md resyncs only the bitmap's
+/// dirty regions; a reload would resume it as a "requested" resync, which
+/// md runs over every region from there on: left at the kernel's default.
+fn governed_sync_running(
+    v: &crate::engine::VolumeInfo,
+    st: &dmraid_api::RaidStatus,
+    governing: bool,
+) -> bool {
+    use dmraid_api::status::SyncAction::*;
+    let fresh = matches!(st.action, Some(Resync | Recover))
+        && st.legs.contains(&dmraid_api::status::LegState::Syncing);
+    let resumed = st.action == Some(Repair) && governing;
+    let dirty_only = v.unclean.is_some() && st.action != Some(Recover);
+    (fresh || resumed) && !dirty_only && st.synced < st.total
 }
