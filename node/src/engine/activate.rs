@@ -131,7 +131,7 @@ impl Engine {
     /// goes on from its resync or recovery checkpoint. Returns whether the
     /// table changed. A class's `maxRecoveryRate` is never overridden.
     pub fn set_recovery_rate(&self, id: &str, kib: Option<u64>) -> Result<bool, Error> {
-        let _guard = self.lock_volume(id)?;
+        let _guard = self.try_lock_volume(id)?;
         let (record, _) = self
             .find(id)
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
@@ -260,103 +260,7 @@ impl Engine {
     pub fn activate_all(&self) -> Vec<(String, Error)> {
         let mut failures = Vec::new();
         for id in self.volume_ids() {
-            let result = (|| -> Result<(), Error> {
-                let _guard = self.lock_volume(&id)?;
-                let Some((record, legs)) = self.find(&id) else {
-                    // Only disks that are away hold it: it waits for them.
-                    return match self.where_it_was(&id) {
-                        Some(detail) => Err(Error::DisksMissing {
-                            id: id.clone(),
-                            detail,
-                        }),
-                        None => Ok(()),
-                    };
-                };
-                if !record.complete {
-                    // No present disk knows a finished create (the merge
-                    // above prefers one): the create died half-way.
-                    tracing::warn!(volume = %id, "a create that did not finish before a crash: rolling it back");
-                    self.teardown(&id)?;
-                    return self.free_extents(&id);
-                }
-                // A stack this driver does not make (a newer driver's):
-                // nothing is written or loaded for it.
-                stack::check_recorded(&record.stack)
-                    .map_err(|e| Error::Precondition(format!("volume {id}: {e}")))?;
-                // Legs whose disks are away, more than the level survives
-                // (both disks of a raid10 mirror): the kernel would refuse
-                // the table, and nothing is written to the disks that are
-                // here (no crash fix, no label change) until they return.
-                let spec = Self::spec_of(&record)?.spec;
-                let away: BTreeSet<usize> = (0..spec.legs)
-                    .filter(|l| !legs.contains_key(l))
-                    .map(|l| l as usize)
-                    .collect();
-                if dmraid_api::redundancy::survival(&spec, &away).lost {
-                    return Err(Error::DisksMissing {
-                        id: id.clone(),
-                        detail: format!(
-                            "the disks of its legs {} are away, more than {} survives",
-                            away.iter()
-                                .map(ToString::to_string)
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                            spec.raid_type
-                        ),
-                    });
-                }
-                let clean = {
-                    let claimed = lock(&self.claimed);
-                    claimed
-                        .iter()
-                        .filter_map(|c| c.label().volumes.get(&id))
-                        .all(|r| r.clean_shutdown)
-                };
-                let already_live = self
-                    .dm
-                    .info(&array_name(&id))?
-                    .is_some_and(|i| i.live_table);
-                let mut patched = None;
-                if !clean && !already_live {
-                    match self.repair_after_crash(&legs) {
-                        Ok((found, originals)) => {
-                            // Every kernel the suites run (6.1, 6.12) drops
-                            // the bitmap's dirty bits after a crash (the
-                            // power_cut suite asserts it on each): the fix
-                            // applies on all of them.
-                            tracing::info!(volume = %id, dirty = found.0, regions = found.1, kernel = %kernel_release(), "unclean shutdown: array_resync_offset set to 0 so the kernel resyncs the dirty regions");
-                            lock(&self.unclean).insert(id.clone(), found);
-                            patched = Some((found, originals));
-                        }
-                        // Nothing was written: the kernel starts it as it
-                        // is (what it does for everyone else), and the
-                        // volume says why the fix was not applied.
-                        Err(Error::Precondition(why)) => {
-                            tracing::warn!(volume = %id, reason = %why, "unclean shutdown: crash fix refused, starting the array as the kernel finds it");
-                            lock(&self.crash_fix_refused).insert(id.clone(), why);
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                self.edit_volume_labels(&id, |label| {
-                    if let Some(r) = label.volumes.get_mut(&id) {
-                        r.clean_shutdown = false;
-                        // A copy a crash left "in flight" learns the create finished.
-                        if !r.complete && r.uid == record.uid {
-                            tracing::info!(volume = %id, disk = %label.disk_uuid, "label copy still said the create was in flight; marked complete");
-                            r.complete = true;
-                        }
-                    }
-                })?;
-                match (self.activate_volume(&id, false), patched) {
-                    (Err(e), Some((found, originals)))
-                        if Self::spec_of(&record)?.spec.raid_type.is_parity() =>
-                    {
-                        self.start_with_write_hole(&id, e, found, &originals)
-                    }
-                    (result, _) => result,
-                }
-            })();
+            let result = self.start_one(&id);
             let result = result.and_then(|_| self.reap_retired(&id).map(|_| ()));
             if let Err(e) = result {
                 failures.push((id, e));
@@ -364,6 +268,126 @@ impl Engine {
         }
         self.settle_returned();
         failures
+    }
+
+    /// Start one volume from the labels (see [`Engine::activate_all`]).
+    fn start_one(&self, id: &str) -> Result<(), Error> {
+        let _guard = self.lock_volume(id)?;
+        let Some((record, legs)) = self.find(id) else {
+            // Only disks that are away hold it: it waits for them.
+            return match self.where_it_was(id) {
+                Some(detail) => Err(Error::DisksMissing {
+                    id: id.to_string(),
+                    detail,
+                }),
+                None => Ok(()),
+            };
+        };
+        if !record.complete {
+            // No present disk knows a finished create (the merge
+            // above prefers one): the create died half-way.
+            tracing::warn!(volume = %id, "a create that did not finish before a crash: rolling it back");
+            self.teardown(id)?;
+            return self.free_extents(id);
+        }
+        // A stack this driver does not make (a newer driver's):
+        // nothing is written or loaded for it.
+        stack::check_recorded(&record.stack)
+            .map_err(|e| Error::Precondition(format!("volume {id}: {e}")))?;
+        self.check_not_lost(id, &record, &legs)?;
+        let patched = self.crash_fix(id, &legs)?;
+        self.edit_volume_labels(id, |label| {
+            if let Some(r) = label.volumes.get_mut(id) {
+                r.clean_shutdown = false;
+                // A copy a crash left "in flight" learns the create finished.
+                if !r.complete && r.uid == record.uid {
+                    tracing::info!(volume = %id, disk = %label.disk_uuid, "label copy still said the create was in flight; marked complete");
+                    r.complete = true;
+                }
+            }
+        })?;
+        match (self.activate_volume(id, false), patched) {
+            (Err(e), Some((found, originals)))
+                if Self::spec_of(&record)?.spec.raid_type.is_parity() =>
+            {
+                self.start_with_write_hole(id, e, found, &originals)
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// Refused (and nothing written) while the legs whose disks are away
+    /// are more than the level survives.
+    fn check_not_lost(
+        &self,
+        id: &str,
+        record: &VolumeRecord,
+        legs: &BTreeMap<u32, LegPlace>,
+    ) -> Result<(), Error> {
+        // Legs whose disks are away, more than the level survives
+        // (both disks of a raid10 mirror): the kernel would refuse
+        // the table, and nothing is written to the disks that are
+        // here (no crash fix, no label change) until they return.
+        let spec = Self::spec_of(record)?.spec;
+        let away: BTreeSet<usize> = (0..spec.legs)
+            .filter(|l| !legs.contains_key(l))
+            .map(|l| l as usize)
+            .collect();
+        if dmraid_api::redundancy::survival(&spec, &away).lost {
+            return Err(Error::DisksMissing {
+                id: id.to_string(),
+                detail: format!(
+                    "the disks of its legs {} are away, more than {} survives",
+                    away.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    spec.raid_type
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The crash fix, where the array is not live and a present label has
+    /// no clean-shutdown marker: the dirty regions and the superblocks as
+    /// they were before it (None: not needed, or refused in words).
+    #[allow(clippy::type_complexity)]
+    fn crash_fix(
+        &self,
+        id: &str,
+        legs: &BTreeMap<u32, LegPlace>,
+    ) -> Result<Option<((u64, u64), Vec<(PathBuf, Sectors, Vec<u8>)>)>, Error> {
+        let clean = {
+            let claimed = lock(&self.claimed);
+            claimed
+                .iter()
+                .filter_map(|c| c.label().volumes.get(id))
+                .all(|r| r.clean_shutdown)
+        };
+        let already_live = self.dm.info(&array_name(id))?.is_some_and(|i| i.live_table);
+        if !clean && !already_live {
+            match self.repair_after_crash(legs) {
+                Ok((found, originals)) => {
+                    // Every kernel the suites run (6.1, 6.12) drops
+                    // the bitmap's dirty bits after a crash (the
+                    // power_cut suite asserts it on each): the fix
+                    // applies on all of them.
+                    tracing::info!(volume = %id, dirty = found.0, regions = found.1, kernel = %kernel_release(), "unclean shutdown: array_resync_offset set to 0 so the kernel resyncs the dirty regions");
+                    lock(&self.unclean).insert(id.to_string(), found);
+                    return Ok(Some((found, originals)));
+                }
+                // Nothing was written: the kernel starts it as it
+                // is (what it does for everyone else), and the
+                // volume says why the fix was not applied.
+                Err(Error::Precondition(why)) => {
+                    tracing::warn!(volume = %id, reason = %why, "unclean shutdown: crash fix refused, starting the array as the kernel finds it");
+                    lock(&self.crash_fix_refused).insert(id.to_string(), why);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
 
     /// A parity array that lost power while degraded (a leg missing, or

@@ -269,7 +269,11 @@ fn retire(label: &mut DiskLabel, id: &str) {
     label.volumes.remove(id);
 }
 
-/// Held while an operation on a volume runs; a second one gets `Busy`.
+/// How long an operation on a volume waits for the one in flight to end.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Held while an operation on a volume runs; a second one waits a little
+/// ([`BUSY_WAIT`]), then gets `Busy`.
 pub struct VolumeLock<'a> {
     engine: &'a Engine,
     id: dmraid_api::VolumeId,
@@ -433,7 +437,25 @@ impl Engine {
             .collect()
     }
 
+    /// Hold the volume for one operation, waiting up to [`BUSY_WAIT`] for
+    /// one in flight to end (a monitor's reload of the recovery ceiling
+    /// takes a moment: a CSI call arriving then must not fail for it);
+    /// `Busy` (CSI: Aborted, retried) after that.
     fn lock_volume(&self, id: &str) -> Result<VolumeLock<'_>, Error> {
+        let deadline = std::time::Instant::now() + BUSY_WAIT;
+        loop {
+            match self.try_lock_volume(id) {
+                Err(Error::Busy(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Hold the volume for one operation, or `Busy` at once when another
+    /// is in flight (the monitor's housekeeping, which tries next round).
+    fn try_lock_volume(&self, id: &str) -> Result<VolumeLock<'_>, Error> {
         let id = parse_id(id)?;
         if !lock(&self.busy).insert(id.to_string()) {
             return Err(Error::Busy(id.to_string()));

@@ -155,6 +155,33 @@ fn concurrent_operations_on_one_volume_abort() {
     assert_eq!(tonic::Status::from(err).code(), tonic::Code::Aborted);
 }
 
+/// An operation that ends within the wait (the monitor's reload of a
+/// recovery ceiling) does not fail a CSI call that comes meanwhile: the
+/// call waits for it (csi-sanity's DeleteVolume got Aborted before).
+#[test]
+fn a_call_waits_for_a_short_operation_in_flight() {
+    let (_dm, _disks, e) = setup(3, 64 * MIB);
+    let s = params(&[("raidType", "raid1")]);
+    e.create_volume("v", &s, 8 * MIB as u64).unwrap();
+    std::thread::scope(|scope| {
+        let held = e.lock_volume("v").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        scope.spawn(move || {
+            rx.recv().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(held);
+        });
+        tx.send(()).unwrap();
+        // Housekeeping does not wait: it tries next round.
+        assert!(matches!(
+            e.set_recovery_rate("v", Some(1000)),
+            Err(Error::Busy(_))
+        ));
+        e.delete_volume("v").unwrap();
+    });
+    assert!(e.volume("v").is_err());
+}
+
 #[test]
 fn expand_grows_extents_in_place_and_reloads_with_the_new_length() {
     let (dm, _disks, e) = setup(3, 128 * MIB);
