@@ -78,7 +78,7 @@ impl Engine {
             c == steady
         });
         if !same {
-            dm::reload(self.dm.as_ref(), &name, &target)?;
+            self.reload_array(id, &target)?;
         } else if !returned.is_empty() {
             // The same table, suspended and resumed: dm-raid's second
             // resume revives each failed leg whose superblock reads
@@ -160,12 +160,53 @@ impl Engine {
             return Ok(false);
         }
         table.max_recovery_rate = want;
-        dm::reload(
-            self.dm.as_ref(),
-            &name,
+        self.reload_array(
+            id,
             &[Target::new(0, table.length.0, "raid", table.params())],
         )?;
         Ok(true)
+    }
+
+    /// Swap the live array's table. A resync or rebuild running goes on
+    /// from its checkpoint as a "requested" sync that dm-raid reports as
+    /// `repair`: remembered, so the volume's status goes on saying what it
+    /// is ([`Engine::as_resumed`]).
+    pub(super) fn reload_array(&self, id: &str, target: &[Target]) -> Result<(), Error> {
+        use dmraid_api::status::SyncAction::{Recover, Repair, Resync};
+        let name = array_name(id);
+        let action = self
+            .dm
+            .status(&name)?
+            .first()
+            .and_then(|t| RaidStatus::parse(&t.params).ok())
+            .and_then(|st| st.action);
+        match action {
+            Some(a @ (Resync | Recover)) => {
+                lock(&self.resumed).insert(id.to_string(), a);
+            }
+            Some(Repair) => {}
+            _ => {
+                lock(&self.resumed).remove(id);
+            }
+        }
+        dm::reload(self.dm.as_ref(), &name, target)?;
+        Ok(())
+    }
+
+    /// The status as the volume lives it: a `repair` that is a resync or
+    /// rebuild resumed by a reload of ours reads as that sync; the memory
+    /// of it goes once the array is in sync and idle.
+    pub(super) fn as_resumed(&self, id: &str, mut st: RaidStatus) -> RaidStatus {
+        use dmraid_api::status::SyncAction::Repair;
+        let mut resumed = lock(&self.resumed);
+        match (resumed.get(id), st.action) {
+            (Some(a), Some(Repair)) => st.action = Some(*a),
+            (Some(_), _) if st.synced >= st.total => {
+                resumed.remove(id);
+            }
+            _ => {}
+        }
+        st
     }
 
     /// Application I/Os completed on the volume's array device (the

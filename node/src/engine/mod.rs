@@ -10,6 +10,8 @@
 //! by the next `create_volume` or `activate_all`.
 
 mod activate;
+mod busy;
+pub use busy::{parse_id, VolumeLock};
 pub mod allocator;
 mod claim;
 mod leg;
@@ -199,6 +201,11 @@ pub struct Engine {
     /// Legs given back to a running array since the monitor last asked:
     /// (volume, legs, the write-intent bitmap's (dirty, regions) then).
     readded: Mutex<Vec<ReAdded>>,
+    /// Volumes whose table was reloaded while a resync or rebuild ran: md
+    /// goes on with it as a "requested" sync that dm-raid reports as
+    /// `repair`. Until it ends, the volume's status says what it really
+    /// is (never a scrub its operator did not ask for).
+    resumed: Mutex<BTreeMap<String, dmraid_api::status::SyncAction>>,
 }
 
 /// Legs whose disk came back, given back to their running array.
@@ -269,22 +276,6 @@ fn retire(label: &mut DiskLabel, id: &str) {
     label.volumes.remove(id);
 }
 
-/// How long an operation on a volume waits for the one in flight to end.
-const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Held while an operation on a volume runs; a second one waits a little
-/// ([`BUSY_WAIT`]), then gets `Busy`.
-pub struct VolumeLock<'a> {
-    engine: &'a Engine,
-    id: dmraid_api::VolumeId,
-}
-
-impl Drop for VolumeLock<'_> {
-    fn drop(&mut self) {
-        lock(&self.engine.busy).remove(self.id.as_str());
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -302,11 +293,6 @@ pub(crate) fn crash_point(name: &str) {
         eprintln!("DMRAID_CRASH_AT={name}: aborting here");
         std::process::abort();
     }
-}
-
-/// Parse a volume id the engine accepts ([`dmraid_api::VolumeId`]).
-pub fn parse_id(id: &str) -> Result<dmraid_api::VolumeId, Error> {
-    id.parse().map_err(|_| Error::BadId(id.to_string()))
 }
 
 /// The running kernel's release (uname -r), for log lines about kernel
@@ -372,6 +358,7 @@ impl Engine {
             returned: Mutex::new(BTreeSet::new()),
             seen: Mutex::new(BTreeSet::new()),
             readded: Mutex::new(Vec::new()),
+            resumed: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -435,32 +422,6 @@ impl Engine {
             .iter()
             .map(|d| d.gaps().into_iter().map(|(_, len)| len).collect())
             .collect()
-    }
-
-    /// Hold the volume for one operation, waiting up to [`BUSY_WAIT`] for
-    /// one in flight to end (a monitor's reload of the recovery ceiling
-    /// takes a moment: a CSI call arriving then must not fail for it);
-    /// `Busy` (CSI: Aborted, retried) after that.
-    fn lock_volume(&self, id: &str) -> Result<VolumeLock<'_>, Error> {
-        let deadline = std::time::Instant::now() + BUSY_WAIT;
-        loop {
-            match self.try_lock_volume(id) {
-                Err(Error::Busy(_)) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// Hold the volume for one operation, or `Busy` at once when another
-    /// is in flight (the monitor's housekeeping, which tries next round).
-    fn try_lock_volume(&self, id: &str) -> Result<VolumeLock<'_>, Error> {
-        let id = parse_id(id)?;
-        if !lock(&self.busy).insert(id.to_string()) {
-            return Err(Error::Busy(id.to_string()));
-        }
-        Ok(VolumeLock { engine: self, id })
     }
 
     /// The volume's record and where each leg lives, for the legs whose disk is here.
@@ -585,7 +546,8 @@ impl Engine {
                 .dm
                 .status(&name)?
                 .first()
-                .and_then(|t| RaidStatus::parse(&t.params).ok()),
+                .and_then(|t| RaidStatus::parse(&t.params).ok())
+                .map(|st| self.as_resumed(id, st)),
             _ => None,
         };
         Ok(VolumeInfo {

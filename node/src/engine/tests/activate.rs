@@ -249,3 +249,33 @@ fn a_volume_whose_labels_record_a_layer_this_driver_does_not_know_stays_down_unt
     }
     drop(dm);
 }
+
+/// A resync the rate policy's reload resumed goes on as a "requested" sync
+/// that dm-raid reports as `repair`: the volume reads it as the resync it
+/// is (no scrub its operator did not ask for, no resync finished early);
+/// once in sync and idle, a repair reads as a repair again.
+#[test]
+fn a_sync_resumed_by_a_reload_reads_as_that_sync_not_a_repair() {
+    use dmraid_api::status::SyncAction;
+    let (dm, _disks, e) = setup(2, 64 * MIB);
+    e.create_volume("v", &params(&[("raidType", "raid1")]), 8 * MIB as u64)
+        .unwrap();
+    dm.set_status("dmraid-v", "raid1 2 aa 100/16384 resync 0");
+    assert!(e.set_recovery_rate("v", Some(50_000)).unwrap());
+    dm.set_status("dmraid-v", "raid1 2 AA 300/16384 repair 0");
+    let v = e.volume("v").unwrap();
+    assert_eq!(v.status.as_ref().unwrap().action, Some(SyncAction::Resync));
+    let (_, words) = crate::health::condition::condition(&v);
+    assert!(words.contains("resyncing: 1%"), "{words}");
+    dm.set_status("dmraid-v", "raid1 2 AA 16384/16384 idle 0");
+    assert_eq!(
+        e.volume("v").unwrap().status.unwrap().action,
+        Some(SyncAction::Idle)
+    );
+    dm.set_status("dmraid-v", "raid1 2 AA 300/16384 repair 0");
+    assert_eq!(
+        e.volume("v").unwrap().status.unwrap().action,
+        Some(SyncAction::Repair),
+        "an operator's repair after the sync ended"
+    );
+}

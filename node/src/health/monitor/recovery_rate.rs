@@ -68,8 +68,8 @@ pub(super) fn govern_rate(
 
 /// Whether a sync the policy governs is running: a resync or rebuild, or
 /// one the policy reloaded (`governing`), which goes on as a "requested"
-/// one that dm-raid reports as `repair` (legs `A`) until the array is seen
-/// in sync and idle. A repair it never saw start is an operator's scrub,
+/// one (legs `A`; dm-raid says `repair`, the engine reads it as the sync
+/// it resumed) until the array is seen in sync and idle. A repair it never saw start is an operator's scrub,
 /// left alone. After an unclean shutdown md resyncs only the bitmap's
 /// dirty regions; a reload would resume it as a "requested" resync, which
 /// md runs over every region from there on: left at the kernel's default.
@@ -81,7 +81,8 @@ fn governed_sync_running(
     use dmraid_api::status::SyncAction::*;
     let fresh = matches!(st.action, Some(Resync | Recover))
         && st.legs.contains(&dmraid_api::status::LegState::Syncing);
-    let resumed = st.action == Some(Repair) && governing;
+    // The engine reads a sync it resumed as what it is, not `repair`.
+    let resumed = matches!(st.action, Some(Repair | Resync | Recover)) && governing;
     let dirty_only = v.unclean.is_some() && st.action != Some(Recover);
     (fresh || resumed) && !dirty_only && st.synced < st.total
 }
