@@ -20,7 +20,7 @@ pub mod table;
 pub mod units;
 
 pub use error::{Error, ErrorKind};
-pub use ids::VolumeId;
+pub use ids::{DiskUuid, VolumeId};
 pub use params::RaidSpec;
 pub use raid_type::RaidType;
 pub use reasons::{EventReason, FailureReason};

@@ -402,8 +402,11 @@ fn disk_line(d: &crate::kernel::disks::DiskInfo) -> Result<String, String> {
         crate::engine::labels::read(&mut dev).map_err(|e| format!("label unreadable: {e}"))?;
     Ok(match loaded.label {
         Some(l) => {
-            let space =
-                crate::engine::allocator::DiskSpace::new(&l.disk_uuid, size.sectors(), &l.extents);
+            let space = crate::engine::allocator::DiskSpace::new(
+                l.disk_uuid.as_str(),
+                size.sectors(),
+                &l.extents,
+            );
             let vols: Vec<&str> = l.volumes.keys().map(String::as_str).collect();
             let wiping: dmraid_api::units::Sectors = l
                 .extents

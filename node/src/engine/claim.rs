@@ -29,7 +29,7 @@ impl Engine {
         // disk that went away and came back.
         let known: BTreeSet<String> = {
             let mut seen = lock(&self.seen);
-            seen.extend(claimed.iter().map(|c| c.label().disk_uuid.clone()));
+            seen.extend(claimed.iter().map(|c| c.label().disk_uuid.to_string()));
             seen.clone()
         };
         for info in found.disks {
@@ -62,9 +62,9 @@ impl Engine {
                     continue;
                 }
             };
-            let uuid = loaded.label.as_ref().map(|l| l.disk_uuid.clone());
+            let uuid = loaded.label.as_ref().map(|l| l.disk_uuid.to_string());
             if let Some(twin) = claimed.iter().find(|c| {
-                Some(&c.label().disk_uuid) == uuid.as_ref() && self.disks.present(&c.info)
+                Some(c.label().disk_uuid.as_str()) == uuid.as_deref() && self.disks.present(&c.info)
             }) {
                 problems.push(Error::Claim(format!(
                     "{} carries the same disk label as {} (a copy of that disk?); refusing to claim it",
@@ -74,7 +74,7 @@ impl Engine {
                 continue;
             }
             // The same disk back under another name: forget the old entry.
-            claimed.retain(|c| Some(&c.label().disk_uuid) != uuid.as_ref());
+            claimed.retain(|c| Some(c.label().disk_uuid.as_str()) != uuid.as_deref());
             if let Some(uuid) = uuid.filter(|u| known.contains(u)) {
                 tracing::info!(disk = %info.path.display(), %uuid, "a disk that was away is back");
                 lock(&self.returned).insert(uuid);
@@ -144,7 +144,10 @@ impl Engine {
             let wiped = dev.signatures(true).map_err(Self::io_err(path))?;
             tracing::warn!(disk = %path.display(), wiped = %signature::describe(&wiped), "--wipe-disks: erased the signatures on a disk before claiming it");
         }
-        let label = labels::new_label(new_uuid(), &self.cfg.node, now());
+        let uuid = new_uuid().parse().map_err(|e: dmraid_api::Error| {
+            Error::Precondition(format!("the uuid for a new label: {e}"))
+        })?;
+        let label = labels::new_label(uuid, &self.cfg.node, now());
         labels::write(&mut dev, &mut loaded, &label).map_err(label_err)?;
         Ok(loaded)
     }
@@ -161,7 +164,7 @@ impl Engine {
             .iter()
             .map(|c| {
                 let space = DiskSpace::new(
-                    &c.label().disk_uuid,
+                    c.label().disk_uuid.as_str(),
                     Bytes(c.info.size).sectors(),
                     &c.label().extents,
                 );
@@ -169,7 +172,7 @@ impl Engine {
                     c.info.path.clone(),
                     c.info.size,
                     space.free().bytes().0,
-                    c.label().disk_uuid.clone(),
+                    c.label().disk_uuid.to_string(),
                 )
             })
             .collect()
@@ -181,13 +184,13 @@ impl Engine {
             .iter()
             .map(|c| {
                 let space = DiskSpace::new(
-                    &c.label().disk_uuid,
+                    c.label().disk_uuid.as_str(),
                     Bytes(c.info.size).sectors(),
                     &c.label().extents,
                 );
                 DiskReport {
                     path: c.info.path.clone(),
-                    id: c.label().disk_uuid.clone(),
+                    id: c.label().disk_uuid.to_string(),
                     size: c.info.size,
                     free: space.free().bytes().0,
                     gaps: space.gaps().into_iter().map(|(_, len)| len).collect(),
@@ -234,7 +237,7 @@ impl Engine {
             .filter(|c| self.disks.present(&c.info) && keep(c))
             .map(|c| {
                 DiskSpace::new(
-                    &c.label().disk_uuid,
+                    c.label().disk_uuid.as_str(),
                     Bytes(c.info.size).sectors(),
                     &c.label().extents,
                 )

@@ -500,7 +500,7 @@ impl Engine {
                 },
             );
             for (_, j, _, _) in &hs {
-                stale.push((claimed[*j].label().disk_uuid.clone(), leg));
+                stale.push((claimed[*j].label().disk_uuid.to_string(), leg));
             }
         }
         (record, legs, stale)
@@ -526,7 +526,7 @@ impl Engine {
         lock(&self.claimed)
             .iter()
             .find(|c| c.info.path == path)
-            .map(|c| c.label().disk_uuid.clone())
+            .map(|c| c.label().disk_uuid.to_string())
             .ok_or_else(|| Error::NotFound(path.display().to_string()))
     }
 

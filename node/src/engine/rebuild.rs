@@ -342,7 +342,7 @@ impl Engine {
                 for e in label.extents.iter_mut().filter(|e| {
                     e.volume == id
                         && e.state == ExtentState::Active
-                        && stale.contains(&(label.disk_uuid.clone(), e.leg))
+                        && stale.contains(&(label.disk_uuid.to_string(), e.leg))
                 }) {
                     e.state = ExtentState::Retiring;
                 }

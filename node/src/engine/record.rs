@@ -67,7 +67,7 @@ impl Engine {
             let path = c.info.path.clone();
             let _disk_lock = self.disks.lock_label(&path).map_err(Self::io_err(&path))?;
             let mut dev = self.disks.open(&path).map_err(Self::io_err(&path))?;
-            let uuid = label.disk_uuid.clone();
+            let uuid = label.disk_uuid.to_string();
             let written = labels::write_with(&mut dev, &mut c.loaded, &label, |d| before(&uuid, d));
             if let Err(labels::LabelError::Stale { .. }) = &written {
                 Self::reload_label(&mut dev, c);

@@ -21,7 +21,7 @@ impl Engine {
                     .map(|e| {
                         (
                             c.info.path.clone(),
-                            c.label().disk_uuid.clone(),
+                            c.label().disk_uuid.to_string(),
                             e.start,
                             e.len,
                         )

@@ -165,7 +165,7 @@ pub fn id_tombstone(id: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskLabel {
     /// This disk's identity, stable across device renames.
-    pub disk_uuid: String,
+    pub disk_uuid: dmraid_api::DiskUuid,
     /// The node that claimed it.
     pub node: String,
     /// When it was claimed (seconds since the epoch).
@@ -543,7 +543,7 @@ pub fn write_with<D: Read + Write + Seek + SyncIo>(
 }
 
 /// A fresh label for a disk claimed by `node`.
-pub fn new_label(disk_uuid: String, node: &str, now: u64) -> DiskLabel {
+pub fn new_label(disk_uuid: dmraid_api::DiskUuid, node: &str, now: u64) -> DiskLabel {
     DiskLabel {
         disk_uuid,
         node: node.to_string(),

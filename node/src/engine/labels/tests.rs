@@ -52,7 +52,7 @@ fn with_extent(start: u64, len: u64) -> DiskLabel {
 }
 
 fn label(n: u64) -> DiskLabel {
-    let mut l = new_label("uuid-1".into(), "node-a", 1);
+    let mut l = new_label("uuid-1".parse().unwrap(), "node-a", 1);
     l.extents.push(Extent {
         volume: "v".into(),
         leg: 0,

@@ -189,7 +189,7 @@ fn a_disk_whose_label_is_full_takes_no_new_legs_and_offers_no_capacity() {
     // (free ranges known to be zeroed stand in for a few hundred volumes).
     let mut dev = std::io::Cursor::new(disks.bytes("/dev/vdb"));
     let mut loaded = labels::read(&mut dev).unwrap();
-    let mut label = labels::new_label("full-disk".into(), "node-a", 1);
+    let mut label = labels::new_label("full-disk".parse().unwrap(), "node-a", 1);
     let free_from = labels::LABEL_AREA.0 + 10;
     let len = |l: &DiskLabel| labels::check(l, loaded.disk()).unwrap().len();
     let want = 512 * 1024 - 64 - 2048;

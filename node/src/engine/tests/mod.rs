@@ -87,7 +87,7 @@ fn all_extents(e: &Engine) -> Vec<(String, u64, u64, String)> {
     lock(&e.claimed)
         .iter()
         .flat_map(|c| {
-            let disk = c.label().disk_uuid.clone();
+            let disk = c.label().disk_uuid.to_string();
             c.label()
                 .extents
                 .iter()

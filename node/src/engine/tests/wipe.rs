@@ -151,7 +151,7 @@ fn nosync_zeroes_space_not_known_to_be_zero_and_trusts_wiped_space() {
 
 #[test]
 fn tombstones_are_bounded() {
-    let mut l = crate::engine::labels::new_label("d".into(), "n", 0);
+    let mut l = crate::engine::labels::new_label("d".parse().unwrap(), "n", 0);
     l.add_tombstones((0..2000u64).map(|i| (format!("u{i}"), i)));
     assert_eq!(l.deleted.len(), crate::engine::labels::MAX_TOMBSTONES);
     assert!(l.deleted.contains_key("u1999") && !l.deleted.contains_key("u0"));
