@@ -256,18 +256,6 @@ impl Engine {
         }
     }
 
-    /// The meta/data linears of every leg whose disk is here (made or
-    /// reloaded to the labels' extents), `None` for the others.
-    pub(super) fn leg_devs(
-        &self,
-        id: &str,
-        vs: &VolumeSpec,
-        legs: &BTreeMap<u32, LegPlace>,
-    ) -> Result<Vec<Option<LegDevs>>, Error> {
-        let stack = self.volume_stack(id, vs, legs, false)?;
-        Ok(self.activate_legs(&stack, &BTreeSet::new())?.0)
-    }
-
     /// Legs whose metadata extent holds no dm-raid superblock, when some
     /// other leg has one (all blank is a new array, not a rebuild). A leg
     /// whose disk cannot be read is left to the kernel to judge.

@@ -283,16 +283,12 @@ impl Engine {
         let (_, legs) = self
             .find(id)
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
-        let devs = self.leg_devs(id, vs, &legs)?;
+        let stack = self.volume_stack(id, vs, &legs, false)?;
+        let (devs, steady) = self.activate_legs(&stack, &BTreeSet::new())?;
         let rebuilding = self.with_rate(
             id,
             vs,
-            RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs.clone(), false, &[leg])?,
-        );
-        let steady = self.with_rate(
-            id,
-            vs,
-            RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs, false, &[])?,
+            RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs, false, &[leg])?,
         );
         self.load_rebuild(id, &[leg], &rebuilding, &steady, true)
     }

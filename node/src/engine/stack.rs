@@ -9,6 +9,7 @@
 //! A table names a device of a lower layer by its name; [`activate`] puts
 //! in the `major:minor` the kernel gave it when it was made.
 
+use crate::error::Error;
 use crate::kernel::dm::{self, DeviceMapper, DmError, DmInfo, Target};
 use dmraid_api::table::RaidTable;
 use dmraid_api::units::Sectors;
@@ -124,16 +125,6 @@ impl LinearTable {
                 len,
             }],
         }
-    }
-
-    /// Sectors the device maps.
-    pub fn len(&self) -> Sectors {
-        self.segments.iter().map(|s| s.len).sum()
-    }
-
-    /// True when it maps nothing.
-    pub fn is_empty(&self) -> bool {
-        self.len().is_zero()
     }
 
     /// The target lines.
@@ -380,13 +371,18 @@ impl Stack {
 /// its table, or, when it is there already, left as it is if its live table
 /// is the one wanted and given the wanted one otherwise ([`dm::activate`]).
 /// Devices named in `reload` are reloaded even when their table reads the
-/// same (the device below them vanished and came back). After each layer
-/// the crash point `<kind>-live` is passed. Returns every device's info.
+/// same (the device below them vanished and came back). A stack that is
+/// not well made ([`Stack::check`]) is refused before any device is
+/// touched. After each layer the crash point `<kind>-live` is passed.
+/// Returns every device's info.
 pub fn activate(
     dm: &dyn DeviceMapper,
     stack: &Stack,
     reload: &BTreeSet<String>,
-) -> Result<BTreeMap<String, DmInfo>, DmError> {
+) -> Result<BTreeMap<String, DmInfo>, Error> {
+    stack
+        .check()
+        .map_err(|e| Error::Precondition(format!("a device stack not made right: {e}")))?;
     let mut made: BTreeMap<String, DmInfo> = BTreeMap::new();
     for layer in &stack.layers {
         for d in layer {
