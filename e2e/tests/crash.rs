@@ -120,12 +120,15 @@ fn raid5_survives_power_cuts_mid_write_resyncing_only_dirty_regions() {
 }
 
 /// The driver killed at each layer boundary of a create (`linear-live`: the
-/// legs' linears made, the array not; `raid-live`: the array made, the
-/// create not yet recorded as finished): the next start rolls the create
-/// back (no device of it left, its space free again: GetCapacity says what
-/// it said before), and the same create then succeeds.
+/// legs' linears made, the array not; `raid-loaded`: the array's table
+/// loaded, not live, the create not yet recorded as finished): the next
+/// start rolls the create back (no device of it left, its space free again:
+/// GetCapacity says what it said before), and the same create then
+/// succeeds. Killed at `raid-live` (the create recorded finished, the array
+/// live, no answer sent yet), the next start brings the volume up and the
+/// same create, retried, finds it.
 #[test]
-fn a_create_killed_at_each_layer_boundary_is_rolled_back_and_made_again() {
+fn a_create_killed_at_each_layer_boundary_is_rolled_back_or_kept_whole() {
     let mut vm = Vm::builder()
         .disks(&[64 * MIB; 2])
         .with_driver()
@@ -137,7 +140,11 @@ fn a_create_killed_at_each_layer_boundary_is_rolled_back_and_made_again() {
     };
     let capacity = format!("{CSI} capacity --param raidType=raid1 --param legs=2");
     let mut free = None;
-    for (v, point) in [("a", "linear-live"), ("b", "raid-live")] {
+    for (v, point) in [
+        ("a", "linear-live"),
+        ("b", "raid-loaded"),
+        ("c", "raid-live"),
+    ] {
         let pid = e2e::driver::start(&mut vm, &format!("DMRAID_CRASH_AT={point}"), "").unwrap();
         let before = vm.run_ok(&capacity).unwrap();
         if let Some(f) = &free {
@@ -155,28 +162,55 @@ fn a_create_killed_at_each_layer_boundary_is_rolled_back_and_made_again() {
         )
         .unwrap();
         let left = vm.run_ok("dmsetup ls | awk '{print $1}' | sort").unwrap();
+        let legs = format!("dmraid-{v}+d0\ndmraid-{v}+d1\ndmraid-{v}+m0\ndmraid-{v}+m1");
         let want_left = if point == "linear-live" {
-            format!("dmraid-{v}+d0\ndmraid-{v}+d1\ndmraid-{v}+m0\ndmraid-{v}+m1")
+            legs
         } else {
-            format!("dmraid-{v}\ndmraid-{v}+d0\ndmraid-{v}+d1\ndmraid-{v}+m0\ndmraid-{v}+m1")
+            format!("dmraid-{v}\n{legs}")
         };
         assert_eq!(left.trim(), want_left, "{point}: what the crash left");
+        if point == "raid-loaded" {
+            let info = vm.run_ok(&format!("dmsetup info dmraid-{v}")).unwrap();
+            assert!(
+                info.contains("Tables present:    INACTIVE"),
+                "{point}: the array's table loaded, not live: {info}"
+            );
+        }
         let pid = e2e::driver::start(&mut vm, "", "").unwrap();
         let left = vm.run_ok("dmsetup ls | grep dmraid || true").unwrap();
-        assert_eq!(
-            left.trim(),
-            "",
-            "{point}: the half-made create is rolled back"
-        );
-        assert_eq!(
-            vm.run_ok(&capacity).unwrap(),
-            before,
-            "{point}: its space is free again"
-        );
-        vm.run_ok(&create(v)).unwrap();
+        if point == "raid-live" {
+            assert_eq!(
+                left.lines().count(),
+                5,
+                "{point}: the finished create is brought up: {left}"
+            );
+            assert_ne!(
+                vm.run_ok(&capacity).unwrap(),
+                before,
+                "{point}: its space stays taken"
+            );
+        } else {
+            assert_eq!(
+                left.trim(),
+                "",
+                "{point}: the half-made create is rolled back"
+            );
+            assert_eq!(
+                vm.run_ok(&capacity).unwrap(),
+                before,
+                "{point}: its space is free again"
+            );
+        }
+        let made = vm.run_ok(&create(v)).unwrap();
         let table = vm.run_ok(&format!("dmsetup table dmraid-{v}")).unwrap();
-        assert!(table.contains(" raid raid1 "), "{point}: {table}");
+        assert!(table.contains(" raid raid1 "), "{point}: {made}\n{table}");
+        let status = vm.run_ok(&format!("dmsetup status dmraid-{v}")).unwrap();
+        assert!(
+            status.contains(" AA "),
+            "{point}: both legs alive: {status}"
+        );
         vm.run_ok(&format!("{CSI} delete {v}")).unwrap();
+        assert_eq!(vm.run_ok(&capacity).unwrap(), before, "{point}: deleted");
         e2e::driver::stop(&mut vm, pid).unwrap();
         vm.run_ok("rm -f /tmp/driver.log").unwrap();
     }

@@ -9,6 +9,19 @@ use crate::kernel::dm::DmInfo;
 impl Engine {
     /// Make the volume's devices live from its labels; `new_array`: first activation.
     pub(super) fn activate_volume(&self, id: &str, new_array: bool) -> Result<(), Error> {
+        self.activate_volume_with(id, new_array, || Ok(()))
+    }
+
+    /// [`Engine::activate_volume`], with `before_live` run when the array's
+    /// table is loaded and before it goes live, where the whole stack is
+    /// made ([`stack::activate_with`]: a create). On the other paths (a
+    /// live array reloaded, blank legs rebuilt) it is not run.
+    pub(super) fn activate_volume_with(
+        &self,
+        id: &str,
+        new_array: bool,
+        before_live: impl FnOnce() -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let (record, legs) = self
             .find(id)
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
@@ -51,7 +64,7 @@ impl Engine {
             self.blank_meta_legs(&legs)
         };
         if !live && blank.is_empty() {
-            stack::activate(self.dm.as_ref(), &stack, &reload)?;
+            stack::activate_with(self.dm.as_ref(), &stack, &reload, before_live)?;
             return Ok(());
         }
         let (devs, steady) = self.activate_legs(&stack, &reload)?;
@@ -286,10 +299,27 @@ impl Engine {
     /// leg whose disk is back). Half-made volumes are rolled back; volumes
     /// without a clean-shutdown marker get the crash fix first. Returns one
     /// error per volume that failed.
+    ///
+    /// Three passes: each volume is judged (rolled back, refused, or to
+    /// start, and whether it was stopped cleanly); then the clean marks of
+    /// every volume to start are cleared in one label write a disk (one
+    /// write a volume made a start-up of hundreds of arrays wait on as many
+    /// syncs); then each is repaired if it must be and made live.
     pub fn activate_all(&self) -> Vec<(String, Error)> {
         let mut failures = Vec::new();
+        let mut starting = Vec::new();
         for id in self.volume_ids() {
-            let result = self.start_one(&id);
+            match self.judge_start(&id) {
+                Ok(Some(plan)) => starting.push((id, plan)),
+                Ok(None) => {}
+                Err(e) => failures.push((id, e)),
+            }
+        }
+        if let Err(e) = self.mark_started(&starting) {
+            tracing::warn!(error = %e, "clearing the clean-shutdown marks in one write failed: one volume at a time");
+        }
+        for (id, plan) in starting {
+            let result = self.start_one(&id, &plan);
             let result = result.and_then(|_| self.reap_retired(&id).map(|_| ()));
             if let Err(e) = result {
                 failures.push((id, e));
@@ -299,8 +329,10 @@ impl Engine {
         failures
     }
 
-    /// Start one volume from the labels (see [`Engine::activate_all`]).
-    fn start_one(&self, id: &str) -> Result<(), Error> {
+    /// The first pass of [`Engine::activate_all`] for one volume: None when
+    /// there is nothing to start (a create cut short, rolled back here; only
+    /// disks that are away hold it: an error says so).
+    fn judge_start(&self, id: &str) -> Result<Option<StartPlan>, Error> {
         let _guard = self.lock_volume(id)?;
         let Some((record, legs)) = self.find(id) else {
             // Only disks that are away hold it: it waits for them.
@@ -309,7 +341,7 @@ impl Engine {
                     id: id.to_string(),
                     detail,
                 }),
-                None => Ok(()),
+                None => Ok(None),
             };
         };
         if !record.complete {
@@ -317,24 +349,63 @@ impl Engine {
             // above prefers one): the create died half-way.
             tracing::warn!(volume = %id, "a create that did not finish before a crash: rolling it back");
             self.teardown(id)?;
-            return self.free_extents(id);
+            self.free_extents(id)?;
+            return Ok(None);
         }
         // A stack this driver does not make (a newer driver's):
         // nothing is written or loaded for it.
         stack::check_recorded(&record.stack)
             .map_err(|e| Error::Precondition(format!("volume {id}: {e}")))?;
         self.check_not_lost(id, &record, &legs)?;
-        let patched = self.crash_fix(id, &legs)?;
-        self.edit_volume_labels(id, |label| {
-            if let Some(r) = label.volumes.get_mut(id) {
-                r.clean_shutdown = false;
-                // A copy a crash left "in flight" learns the create finished.
-                if !r.complete && r.uid == record.uid {
-                    tracing::info!(volume = %id, disk = %label.disk_uuid, "label copy still said the create was in flight; marked complete");
-                    r.complete = true;
+        let clean = {
+            let claimed = lock(&self.claimed);
+            claimed
+                .iter()
+                .filter_map(|c| c.label().volumes.get(id))
+                .all(|r| r.clean_shutdown)
+        };
+        Ok(Some(StartPlan {
+            clean,
+            uid: record.uid,
+        }))
+    }
+
+    /// The second pass: every volume to start loses its clean-shutdown mark
+    /// (a crash from here on is a crash), and a label copy a crash left
+    /// saying its create was in flight learns it finished; one label write
+    /// a disk for them all.
+    fn mark_started(&self, starting: &[(String, StartPlan)]) -> Result<(), Error> {
+        let plans: BTreeMap<&str, &StartPlan> =
+            starting.iter().map(|(id, p)| (id.as_str(), p)).collect();
+        self.edit_labels_where(
+            |label| plans.keys().any(|id| label.volumes.contains_key(*id)),
+            |label| {
+                for (id, r) in label.volumes.iter_mut() {
+                    let Some(plan) = plans.get(id.as_str()) else {
+                        continue;
+                    };
+                    r.clean_shutdown = false;
+                    if !r.complete && r.uid == plan.uid {
+                        tracing::info!(volume = %id, disk = %label.disk_uuid, "label copy still said the create was in flight; marked complete");
+                        r.complete = true;
+                    }
                 }
-            }
-        })?;
+            },
+            |_, _| Ok(()),
+        )
+    }
+
+    /// The last pass for one volume: the crash fix where it was not stopped
+    /// cleanly, then its devices.
+    fn start_one(&self, id: &str, plan: &StartPlan) -> Result<(), Error> {
+        let _guard = self.lock_volume(id)?;
+        let Some((record, legs)) = self.find(id) else {
+            // Deleted since the first pass.
+            return Ok(());
+        };
+        let patched = self.crash_fix(id, &legs, plan.clean)?;
+        // Where the one write of the second pass failed: this volume's own.
+        self.mark_started(&[(id.to_string(), plan.clone())])?;
         match (self.activate_volume(id, false), patched) {
             (Err(e), Some((found, originals)))
                 if Self::spec_of(&record)?.spec.raid_type.is_parity() =>
@@ -386,17 +457,17 @@ impl Engine {
         &self,
         id: &str,
         legs: &BTreeMap<u32, LegPlace>,
+        clean: bool,
     ) -> Result<Option<((u64, u64), Vec<(PathBuf, Sectors, Vec<u8>)>)>, Error> {
-        let clean = {
-            let claimed = lock(&self.claimed);
-            claimed
-                .iter()
-                .filter_map(|c| c.label().volumes.get(id))
-                .all(|r| r.clean_shutdown)
-        };
         let already_live = self.dm.info(&array_name(id))?.is_some_and(|i| i.live_table);
         if !clean && !already_live {
             match self.repair_after_crash(legs) {
+                // No leg has a superblock: the array never went live (a
+                // create that died as it was recorded finished), and
+                // comes up as the new array it is.
+                Ok((_, originals)) if originals.is_empty() => {
+                    tracing::info!(volume = %id, "unclean shutdown before the array first went live: no superblock to repair, the array starts new");
+                }
                 Ok((found, originals)) => {
                     // Every kernel the suites run (6.1, 6.12) drops
                     // the bitmap's dirty bits after a crash (the
@@ -544,4 +615,13 @@ impl Engine {
         }
         left
     }
+}
+
+/// What the first pass of [`Engine::activate_all`] found of a volume to start.
+#[derive(Debug, Clone)]
+struct StartPlan {
+    /// Every present label said it was stopped cleanly.
+    clean: bool,
+    /// The create's uid, to tell a copy of this create's record from another's.
+    uid: String,
 }

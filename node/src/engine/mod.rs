@@ -5,7 +5,8 @@
 //! "After a crash").
 //!
 //! Ordering keeps the labels the truth: extents are recorded (incomplete)
-//! before devices are made and marked complete after; devices are removed
+//! before devices are made and marked complete once the array's table is
+//! loaded, before it goes live (nothing of it on the disks yet); devices are removed
 //! before extents are freed. A crash at any step is finished or rolled back
 //! by the next `create_volume` or `activate_all`.
 
@@ -284,7 +285,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// process aborts right here, leaving disks and devices as a `kill -9` at
 /// that instant would. Points: every layer boundary of a device stack
 /// (`linear-live`: the legs' linears live, the array not yet loaded;
-/// `raid-live`: the array live, a create not yet recorded as finished),
+/// `raid-loaded`: the array's table loaded, not live, a create not yet
+/// recorded as finished; `raid-live`: the array live, a create recorded
+/// as finished),
 /// `leg-recorded` (a replacement leg is in the labels, nothing loaded yet),
 /// `rebuild-loaded` (the array runs with `rebuild`, the steady table not
 /// loaded yet), `grow-recorded` and `grow-linears` (an expansion).

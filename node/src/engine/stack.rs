@@ -380,11 +380,31 @@ pub fn activate(
     stack: &Stack,
     reload: &BTreeSet<String>,
 ) -> Result<BTreeMap<String, DmInfo>, Error> {
+    activate_with(dm, stack, reload, || Ok(()))
+}
+
+/// [`activate`], with `before_top` run once the top layer's tables are
+/// loaded and before any of them goes live (after the crash point
+/// `<kind>-loaded`). A create records itself finished there: nothing of
+/// the top layer has reached the disks yet (dm-raid writes its superblocks
+/// when the array is resumed), and the label write does not compete with
+/// the array's first writes. When `before_top` fails, the top layer's
+/// devices are left loaded but not live.
+pub fn activate_with(
+    dm: &dyn DeviceMapper,
+    stack: &Stack,
+    reload: &BTreeSet<String>,
+    before_top: impl FnOnce() -> Result<(), Error>,
+) -> Result<BTreeMap<String, DmInfo>, Error> {
     stack
         .check()
         .map_err(|e| Error::Precondition(format!("a device stack not made right: {e}")))?;
     let mut made: BTreeMap<String, DmInfo> = BTreeMap::new();
-    for layer in &stack.layers {
+    let Some((top, below)) = stack.layers.split_last() else {
+        before_top()?;
+        return Ok(made);
+    };
+    for layer in below {
         for d in layer {
             let table = d
                 .layer
@@ -397,11 +417,43 @@ pub fn activate(
             };
             made.insert(d.name.clone(), info);
         }
-        if let Some(d) = layer.first() {
-            super::crash_point(&format!("{}-live", d.layer.kind()));
+        passed(layer, "live");
+    }
+    // The top layer: every table loaded, then `before_top`, then live.
+    let mut to_resume = Vec::new();
+    for d in top {
+        let table = d
+            .layer
+            .resolve(|n| made.get(n).map(DmInfo::devno))
+            .targets();
+        match dm::load_inactive(
+            dm,
+            &d.name,
+            d.uuid.as_deref(),
+            &table,
+            reload.contains(&d.name),
+        )? {
+            Some(info) => {
+                made.insert(d.name.clone(), info);
+            }
+            None => to_resume.push(d),
         }
     }
+    passed(top, "loaded");
+    before_top()?;
+    for d in to_resume {
+        let info = dm.resume(&d.name)?;
+        made.insert(d.name.clone(), info);
+    }
+    passed(top, "live");
     Ok(made)
+}
+
+/// The crash point `<kind>-<what>` of a layer.
+fn passed(layer: &[Device], what: &str) {
+    if let Some(d) = layer.first() {
+        super::crash_point(&format!("{}-{what}", d.layer.kind()));
+    }
 }
 
 /// Remove devices top-down: `layers` bottom first, as a [`Stack`] holds

@@ -126,7 +126,10 @@ impl Tracker {
         match self.want(policy, s) {
             Some(kib) if s.applied == Some(kib) => Ceiling::Keep,
             Some(kib) => Ceiling::Set(kib),
-            None if settled && s.applied.is_some() => Ceiling::Clear,
+            // With no sync running the ceiling does nothing: it comes out
+            // when the volume is idle, so the reload (a suspend and resume)
+            // does not stall the application's I/O.
+            None if settled && s.applied.is_some() && !self.busy(s.now) => Ceiling::Clear,
             None => Ceiling::Keep,
         }
     }
@@ -268,7 +271,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stray_io_is_not_busy_and_an_ended_sync_gives_the_kernel_its_default_back() {
+    fn a_stray_io_is_not_busy_and_an_ended_sync_gives_the_kernel_its_default_back_once_idle() {
         let p = RatePolicy::default();
         let mut t = Tracker::default();
         ceiling(&mut t, p, sample(0.0, 0, 0, UNLIMITED_RATE));
@@ -286,12 +289,18 @@ mod tests {
         done.over = true;
         assert_eq!(t.decide(p, done), Ceiling::Keep);
         done.now = 6.0 + SETTLE;
-        assert_eq!(t.decide(p, done), Ceiling::Clear);
-        done.applied = None;
-        assert_eq!(t.decide(p, done), Ceiling::Keep);
+        // … when the application is not busy: the reload (a suspend and
+        // resume) waits until it is idle.
+        let mut busy = done;
+        busy.app_ios = Some(1_000);
+        assert_eq!(t.decide(p, busy), Ceiling::Keep);
+        busy.now += HOLD + 1.0;
+        assert_eq!(t.decide(p, busy), Ceiling::Clear);
+        busy.applied = None;
+        assert_eq!(t.decide(p, busy), Ceiling::Keep);
         // Counters that went back (the array was re-made) are no burst.
         assert_eq!(
-            ceiling(&mut t, p, sample(7.0, 0, 0, UNLIMITED_RATE)),
+            ceiling(&mut t, p, sample(busy.now + 1.0, 0, 0, UNLIMITED_RATE)),
             Some(UNLIMITED_RATE)
         );
     }

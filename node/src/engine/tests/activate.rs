@@ -279,3 +279,71 @@ fn a_sync_resumed_by_a_reload_reads_as_that_sync_not_a_repair() {
         "an operator's repair after the sync ended"
     );
 }
+
+/// The sequence number of the label on `path` (one more for every write).
+fn label_seq(disks: &FakeDisks, path: &str) -> u64 {
+    let mut h = disks.open(std::path::Path::new(path)).unwrap();
+    labels::read(&mut h).unwrap().seq
+}
+
+/// Start-up clears the clean-shutdown marks of all its volumes in one label
+/// write a disk, not one a volume, and each volume still gets the crash fix
+/// exactly when it was not stopped cleanly.
+#[test]
+fn start_up_writes_each_label_once_whatever_the_number_of_volumes() {
+    let (_dm, disks, e) = setup(2, 64 * MIB);
+    let s = params(&[("raidType", "raid1")]);
+    for v in ["v1", "v2", "v3", "v4", "v5"] {
+        e.create_volume(v, &s, 4 * MIB as u64).unwrap();
+    }
+    let paths = leg_paths(&e, "v1");
+    assert!(e.deactivate_all().is_empty());
+    drop(e);
+    let before: Vec<u64> = paths.iter().map(|p| label_seq(&disks, p)).collect();
+    let dm2 = Arc::new(FakeDm::new());
+    let e2 = engine(&dm2, &disks);
+    assert!(e2.activate_all().is_empty());
+    let after: Vec<u64> = paths.iter().map(|p| label_seq(&disks, p)).collect();
+    for ((p, b), a) in paths.iter().zip(&before).zip(&after) {
+        assert_eq!(a - b, 1, "{p}: label writes at start-up");
+    }
+    for v in ["v1", "v2", "v3", "v4", "v5"] {
+        assert!(dm2.table(&format!("dmraid-{v}")).is_ok(), "{v} started");
+        assert!(
+            e2.volume(v).unwrap().unclean.is_none(),
+            "{v}: stopped cleanly"
+        );
+    }
+    // Every mark is cleared: a crash now is a crash for each volume.
+    drop(e2);
+    let e3 = engine(&Arc::new(FakeDm::new()), &disks);
+    let c = lock(&e3.claimed);
+    for claimed in c.iter() {
+        assert!(claimed.label().volumes.values().all(|r| !r.clean_shutdown));
+    }
+}
+
+/// A create is recorded finished after its array's table is loaded and
+/// before the array goes live: when the resume fails, both labels already
+/// say complete and the array's table is loaded but not live; the retried
+/// create finds the volume and makes it live.
+#[test]
+fn a_create_is_recorded_finished_before_its_array_goes_live() {
+    let (dm, disks, e) = setup(2, 64 * MIB);
+    let s = params(&[("raidType", "raid1")]);
+    dm.fail_next("resume dmraid-v");
+    assert!(e.create_volume("v", &s, 8 * MIB as u64).is_err());
+    for p in ["/dev/vdb", "/dev/vdc"] {
+        let mut h = disks.open(std::path::Path::new(p)).unwrap();
+        let label = labels::read(&mut h).unwrap().label.unwrap();
+        assert_eq!(
+            label.volumes.get("v").map(|r| r.complete),
+            Some(true),
+            "{p}"
+        );
+    }
+    let info = dm.info("dmraid-v").unwrap().unwrap();
+    assert!(!info.live_table && info.inactive_table, "{info:?}");
+    e.create_volume("v", &s, 8 * MIB as u64).unwrap();
+    assert!(dm.info("dmraid-v").unwrap().unwrap().live_table);
+}

@@ -170,15 +170,33 @@ pub fn activate(
     uuid: Option<&str>,
     targets: &[Target],
 ) -> Result<DmInfo, DmError> {
+    match load_inactive(dm, name, uuid, targets, false)? {
+        Some(info) => Ok(info),
+        None => dm.resume(name),
+    }
+}
+
+/// The first half of [`activate`]: the device created if it is not there
+/// and `targets` loaded into its inactive slot, for a resume to make live
+/// (the kernel swaps them in at the resume). `Some`: nothing was loaded,
+/// the device is live with `targets` already (never when `force`: a device
+/// below it vanished and came back, so the same text maps anew).
+pub fn load_inactive(
+    dm: &dyn DeviceMapper,
+    name: &str,
+    uuid: Option<&str>,
+    targets: &[Target],
+    force: bool,
+) -> Result<Option<DmInfo>, DmError> {
     if let Some(info) = dm.info(name)? {
-        if info.live_table && !info.suspended && dm.table(name)? == targets {
-            return Ok(info);
+        if !force && info.live_table && !info.suspended && dm.table(name)? == targets {
+            return Ok(Some(info));
         }
     } else {
         dm.create(name, uuid)?;
     }
     dm.load(name, targets)?;
-    dm.resume(name)
+    Ok(None)
 }
 
 /// Swap a live device's table: load, suspend, resume. The kernel flushes
