@@ -93,6 +93,10 @@ pub struct VolumeInfo {
     pub device: String,
     /// The kernel's status, when the array is active.
     pub status: Option<RaidStatus>,
+    /// Its create has not finished (in flight, or cut short by a crash and
+    /// rolled back at the next start or retry): no one was told of it yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub creating: bool,
     /// After an unclean shutdown: (dirty regions found, regions) being resynced.
     pub unclean: Option<(u64, u64)>,
     /// After an unclean shutdown while degraded (parity): regions that may
@@ -565,6 +569,7 @@ impl Engine {
             spec: vs,
             device: format!("/dev/mapper/{name}"),
             status,
+            creating: !record.complete,
             unclean: lock(&self.unclean).get(id).copied(),
             write_hole: lock(&self.write_hole).get(id).copied(),
             crash_fix_refused: lock(&self.crash_fix_refused).get(id).cloned(),

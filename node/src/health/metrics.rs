@@ -176,6 +176,7 @@ mod tests {
             ],
             device: String::new(),
             status: Some(RaidStatus::parse(status).unwrap()),
+            creating: false,
             unclean: None,
             write_hole: None,
             crash_fix_refused: None,

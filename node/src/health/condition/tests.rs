@@ -31,6 +31,7 @@ fn vol(status: &str, missing: Option<usize>) -> VolumeInfo {
             .collect(),
         device: "/dev/mapper/dmraid-v".into(),
         status: Some(RaidStatus::parse(status).unwrap()),
+        creating: false,
         unclean: None,
         write_hole: None,
         crash_fix_refused: None,

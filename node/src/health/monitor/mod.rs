@@ -127,6 +127,12 @@ pub fn round(
         let Ok(mut v) = engine.volume(&id) else {
             continue;
         };
+        // A create in flight (its devices being made): nothing to report
+        // or repair until it has finished; one cut short is rolled back by
+        // the next start or the retried create.
+        if v.creating {
+            continue;
+        }
         track_sync(engine, state, epoch, &id, &mut v);
         watch_slow_legs(engine, state, notices, &id, &mut v);
         check_write_hole(engine, notices, &id, &v);

@@ -292,3 +292,29 @@ fn a_storm_of_events_is_held_to_a_few_rounds_a_second() {
         "{rounds} rounds in 1 s"
     );
 }
+
+/// A create not yet finished (here its array's load failed, so its record
+/// still says in flight) is neither reported nor acted on: no "array is
+/// not active" condition or Event for a volume no one was told of.
+#[test]
+fn a_create_in_flight_is_not_reported() {
+    let (dm, _disks, engine) = engine_on(&["/dev/vdb", "/dev/vdc", "/dev/vdd"]);
+    dm.fail_next("load dmraid-v");
+    let p: BTreeMap<String, String> = [("raidType".to_string(), "raid5_ls".to_string())].into();
+    let spec = dmraid_api::RaidSpec::from_parameters(&p).unwrap();
+    assert!(engine.create_volume("v", &spec, 8 << 20).is_err());
+    assert!(engine.volume("v").unwrap().creating);
+    let cfg = config(true, Duration::from_millis(1));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut st = RoundState::default();
+    round(&engine, &cfg, &mut st, None, Some(&tx));
+    assert!(!st.last.contains_key("v"), "{:?}", st.last);
+    let told: Vec<Notice> = std::iter::from_fn(|| rx.try_recv().ok())
+        .filter(|n| *n != Notice::Round)
+        .collect();
+    assert!(told.is_empty(), "{told:?}");
+    // Retried, it is made and reported.
+    engine.create_volume("v", &spec, 8 << 20).unwrap();
+    round(&engine, &cfg, &mut st, None, Some(&tx));
+    assert!(st.last.contains_key("v"), "{:?}", st.last);
+}
