@@ -318,6 +318,8 @@ impl Engine {
         if let Err(e) = self.mark_started(&starting) {
             tracing::warn!(error = %e, "clearing the clean-shutdown marks in one write failed: one volume at a time");
         }
+        // One at a time: unlike a stop, making arrays kept the one vCPU of
+        // the test VM busy, and 8 at once started 150 arrays no faster.
         for (id, plan) in starting {
             let result = self.start_one(&id, &plan);
             let result = result.and_then(|_| self.reap_retired(&id).map(|_| ()));
@@ -577,24 +579,13 @@ impl Engine {
     /// clean. Arrays in use stay up (and unmarked: their next activation
     /// repairs them as after a crash, which is safe). Returns ids left up.
     pub fn deactivate_all(&self) -> Vec<(String, Error)> {
+        // The kernel's removal of a device waits mostly on grace periods
+        // (its table's users, the block layer's queue), not on the CPU:
+        // several volumes go down at once.
         let mut left = Vec::new();
         let mut stopped = BTreeSet::new();
-        for id in self.volume_ids() {
-            let ok = (|| -> Result<(), Error> {
-                // An operation in flight (a reconcile, a rebuild step) ends
-                // first: an orderly stop waits for it a little.
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-                let _guard = loop {
-                    match self.lock_volume(&id) {
-                        Err(Error::Busy(_)) if std::time::Instant::now() < deadline => {
-                            std::thread::sleep(std::time::Duration::from_millis(100))
-                        }
-                        other => break other?,
-                    }
-                };
-                self.teardown(&id)
-            })();
-            match ok {
+        for (id, result) in in_parallel(self.volume_ids(), |id| self.stop_one(id)) {
+            match result {
                 Ok(()) => {
                     stopped.insert(id);
                 }
@@ -615,6 +606,52 @@ impl Engine {
         }
         left
     }
+
+    /// Take one volume's devices down for an orderly stop, after the
+    /// operation in flight on it (a reconcile, a rebuild step), which it
+    /// waits for a little.
+    fn stop_one(&self, id: &str) -> Result<(), Error> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let _guard = loop {
+            match self.lock_volume(id) {
+                Err(Error::Busy(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(100))
+                }
+                other => break other?,
+            }
+        };
+        self.teardown(id)
+    }
+}
+
+/// How many volumes an orderly stop takes down at once. Removing devices
+/// waits mostly on the kernel (grace periods, md's threads), not on the
+/// CPU: in a one-vCPU VM, 150 arrays stopped in 5.3 s with 8 at once
+/// against 19.9 s one at a time.
+const WORKERS: usize = 8;
+
+/// `f` on every id, [`WORKERS`] at a time; the results in id order.
+fn in_parallel<T: Send>(
+    ids: Vec<String>,
+    f: impl Fn(&str) -> Result<T, Error> + Sync,
+) -> Vec<(String, Result<T, Error>)> {
+    let workers = WORKERS.min(ids.len()).max(1);
+    let next = Mutex::new(ids.into_iter());
+    let done = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let Some(id) = lock(&next).next() else {
+                    break;
+                };
+                let result = f(&id);
+                lock(&done).push((id, result));
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    done.sort_by(|a, b| a.0.cmp(&b.0));
+    done
 }
 
 /// What the first pass of [`Engine::activate_all`] found of a volume to start.
