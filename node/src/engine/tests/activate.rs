@@ -347,3 +347,22 @@ fn a_create_is_recorded_finished_before_its_array_goes_live() {
     e.create_volume("v", &s, 8 * MIB as u64).unwrap();
     assert!(dm.info("dmraid-v").unwrap().unwrap().live_table);
 }
+
+/// A power cut after a create was recorded finished but before its array
+/// went live: the next start brings the volume up as the new array it is
+/// (no superblock on any leg), with no crash fix to report.
+#[test]
+fn a_create_cut_before_its_array_went_live_starts_as_a_new_array() {
+    let (dm, disks, e) = setup(2, 64 * MIB);
+    let s = params(&[("raidType", "raid1")]);
+    dm.fail_next("resume dmraid-v");
+    assert!(e.create_volume("v", &s, 8 * MIB as u64).is_err());
+    drop(e);
+    let dm2 = Arc::new(FakeDm::new());
+    let e2 = engine(&dm2, &disks);
+    assert!(e2.activate_all().is_empty());
+    assert!(dm2.info("dmraid-v").unwrap().unwrap().live_table);
+    let v = e2.volume("v").unwrap();
+    assert!(!v.creating);
+    assert_eq!(v.unclean, None, "no superblock: nothing to repair");
+}
