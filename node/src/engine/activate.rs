@@ -315,13 +315,17 @@ impl Engine {
                 Err(e) => failures.push((id, e)),
             }
         }
-        if let Err(e) = self.mark_started(&starting) {
-            tracing::warn!(error = %e, "clearing the clean-shutdown marks in one write failed: one volume at a time");
-        }
+        let marked = match self.mark_started(&starting) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "clearing the clean-shutdown marks in one write failed: one volume at a time");
+                false
+            }
+        };
         // One at a time: 8 at once (as an orderly stop does) started 150
         // arrays no faster in the test VM (measured once, on a busy host).
         for (id, plan) in starting {
-            let result = self.start_one(&id, &plan);
+            let result = self.start_one(&id, &plan, marked);
             let result = result.and_then(|_| self.reap_retired(&id).map(|_| ()));
             if let Err(e) = result {
                 failures.push((id, e));
@@ -399,7 +403,7 @@ impl Engine {
 
     /// The last pass for one volume: the crash fix where it was not stopped
     /// cleanly, then its devices.
-    fn start_one(&self, id: &str, plan: &StartPlan) -> Result<(), Error> {
+    fn start_one(&self, id: &str, plan: &StartPlan, marked: bool) -> Result<(), Error> {
         let _guard = self.lock_volume(id)?;
         let Some((record, legs)) = self.find(id) else {
             // Deleted since the first pass.
@@ -407,7 +411,9 @@ impl Engine {
         };
         let patched = self.crash_fix(id, &legs, plan.clean)?;
         // Where the one write of the second pass failed: this volume's own.
-        self.mark_started(&[(id.to_string(), plan.clone())])?;
+        if !marked {
+            self.mark_started(&[(id.to_string(), plan.clone())])?;
+        }
         match (self.activate_volume(id, false), patched) {
             (Err(e), Some((found, originals)))
                 if Self::spec_of(&record)?.spec.raid_type.is_parity() =>
