@@ -718,16 +718,41 @@ fn bitmap_resync(rows: &mut Vec<Row>) -> Result<(), String> {
 }
 
 /// 3. CreateVolume → device ready, vs the bare dmsetup sequence of the same devices.
+///
+/// The driver claims the first four disks; the bare and floor runs make
+/// the same tables on four twins of them (same size, same offsets), so
+/// the driver keeps running between samples, as on a node, and the two
+/// sides take turns.
 fn provisioning(rows: &mut Vec<Row>) -> Result<(), String> {
     let floor_tool = release_binary("dmraid-dm-floor")
         .ok_or("dmraid-dm-floor is not built: cargo build --release --workspace --bins")?;
     let mut vm = Vm::builder()
-        .disks(&[GIB + 64 * MIB; 4])
+        .disks(&[GIB + 64 * MIB; 8])
         .memory_mb(768)
         .file(floor_tool, "/usr/bin/dmraid-dm-floor")
         .with_driver()?
         .boot()?;
-    let mut pid = start_driver(&mut vm, "--auto-rebuild false")?;
+    let mut driver_disks = Vec::new();
+    // `sed` words turning a driver disk's `major:minor` into its twin's.
+    let mut twin = String::new();
+    for i in 0..4 {
+        let (own, other) = (vm.disk_dev(i)?, vm.disk_dev(i + 4)?);
+        let devno = |vm: &mut Vm, d: &str| -> Result<String, String> {
+            Ok(vm
+                .run_ok(&format!("cat /sys/class/block/$(basename {d})/dev"))?
+                .trim()
+                .to_string())
+        };
+        let (a, b) = (devno(&mut vm, &own)?, devno(&mut vm, &other)?);
+        twin.push_str(&format!(" -e 's# {a} # {b} #g'"));
+        driver_disks.push(own);
+    }
+    let pid = e2e::driver::start_on(
+        &mut vm,
+        &driver_disks.join(" --disks "),
+        "",
+        PROVISIONING_DRIVER,
+    )?;
     let kinds = [
         ("raid1", 2, "nosync", "--type raid1 -m 1 --nosync"),
         ("raid5_ls", 3, "nosync", "--type raid5 -i 2 --nosync"),
@@ -738,86 +763,42 @@ fn provisioning(rows: &mut Vec<Row>) -> Result<(), String> {
     // kernel's cold paths (module code, slab caches), which the floor,
     // run later, would not.
     vm.run_ok(&format!("{CSI} create p-warm --param raidType=raid1 --param legs=2 --param sync=nosync --size 8Mi && {CSI} delete p-warm"))?;
+    // Several creates a side, the driver's and the floor's in turn, so a
+    // change in the host's speed (a noisy neighbour) falls on both: one
+    // sample a side varied 2–5× between runs under emulation.
+    let samples: usize = std::env::var("DMRAID_BENCH_CREATES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(7);
     for (t, legs, sync, _) in kinds {
         let v = format!("p-{}", t.replace('_', ""));
-        let driver = timed(
-            &mut vm,
-            &format!("{CSI} create {v} --param raidType={t} --param legs={legs} --param sync={sync} --size 1Gi && test -b /dev/mapper/dmraid-{v}"),
-        )?;
-        // The same devices by hand: linear meta/data pairs, the meta wiped as the driver does, then the raid table.
-        let script = vm.run_ok(&format!(
-            "for d in $(dmsetup ls | awk '{{print $1}}' | grep '^dmraid-{v}+'); do echo \"dmsetup create bare-${{d#dmraid-}} --table '$(dmsetup table $d)'\"; done; \
-             t=\"$(dmsetup table dmraid-{v}) \"; for d in $(dmsetup ls | awk '{{print $1}}' | grep '^dmraid-{v}+'); do mm=$(dmsetup info -c --noheadings -o major,minor $d | tr -d ' '); t=$(echo \"$t\" | sed \"s# $mm # /dev/mapper/bare-${{d#dmraid-}} #g\"); done; \
-             echo 'dmsetup mknodes'; \
-             for d in $(dmsetup ls | awk '{{print $1}}' | grep '^dmraid-{v}+m'); do echo \"dd if=/dev/zero of=/dev/mapper/bare-${{d#dmraid-}} bs=512k count=1 oflag=direct 2>/dev/null\"; done; \
-             echo \"dmsetup create bare-{v} --table '${{t% }}'\""
-        ))?;
-        // The same devices for the floor tool: linears, then the array
-        // naming them (`@name`: the device made on an earlier line).
-        let floor_input = vm.run_ok(&format!(
-            "for d in $(dmsetup ls | awk '{{print $1}}' | grep '^dmraid-{v}+'); do echo \"floor-${{d#dmraid-}} $(dmsetup table $d)\"; done; \
-             t=\"$(dmsetup table dmraid-{v}) \"; for d in $(dmsetup ls | awk '{{print $1}}' | grep '^dmraid-{v}+'); do mm=$(dmsetup info -c --noheadings -o major,minor $d | tr -d ' '); t=$(echo \"$t\" | sed \"s# $mm # @floor-${{d#dmraid-}} #g\"); done; \
-             echo \"floor-{v} ${{t% }}\""
-        ))?;
-        // The metadata extents blanked again on the disks themselves, so
-        // the floor makes a new array as the driver did, not one assembled
-        // from the superblocks the bare run leaves.
-        let blank_meta = vm.run_ok(&format!(
-            "for d in $(dmsetup ls | awk '{{print $1}}' | grep '^dmraid-{v}+m'); do set -- $(dmsetup table $d); \
-             echo \"dd if=/dev/zero of=/dev/$(basename $(readlink /sys/dev/block/$4)) bs=512 seek=$5 count=1024 conv=notrunc oflag=direct 2>/dev/null\"; done"
-        ))?;
-        vm.run_ok(&format!("{CSI} delete {v}"))?;
-        // The driver holds its claimed disks open exclusively: stop it for the bare run.
-        stop_driver(&mut vm, pid)?;
-        vm.write_file("/tmp/bare.sh", script.as_bytes())?;
-        let bare = match timed(&mut vm, "sh -e /tmp/bare.sh && dmsetup mknodes >/dev/null") {
-            Ok(t) => t,
-            Err(_) => {
-                let why = vm
-                    .run("dmsetup ls; ls -l /dev/mapper; dmesg | tail -5")
-                    .map(|o| o.text())
-                    .unwrap_or_default();
-                return Err(format!(
-                    "the bare dmsetup sequence failed:\n{script}\n{why}"
-                ));
-            }
-        };
-        // The array first, then its legs (a leg in use cannot be removed).
-        vm.run_ok(&format!("dmsetup remove bare-{v} && for d in $(dmsetup ls | awk '{{print $1}}' | grep '^bare-'); do dmsetup remove $d || exit 1; done"))?;
-        // The floor: the same devices by ioctl from one process.
-        vm.write_file("/tmp/blank-meta.sh", blank_meta.as_bytes())?;
-        vm.run_ok("sh -e /tmp/blank-meta.sh")?;
-        vm.write_file("/tmp/floor.txt", floor_input.as_bytes())?;
-        let floor_ms: f64 = vm
-            .run_ok("dmraid-dm-floor < /tmp/floor.txt")?
-            .trim()
-            .parse()
-            .map_err(|e| format!("dmraid-dm-floor: {e}"))?;
-        vm.run_ok("dmraid-dm-floor --remove < /tmp/floor.txt")?;
-        pid = start_driver(&mut vm, "--auto-rebuild false")?;
-        // The same create timed inside the driver (its log), by phase.
-        let inside = vm
-            .run_ok(&format!(
-                "{} | tail -1; true",
-                driver_log(&v, "volume created")
-            ))
-            .unwrap_or_default();
-        let field = |key: &str| {
-            inside
-                .split(&format!("{key}="))
-                .nth(1)
-                .map(|r| r.trim_start_matches('"'))
-                .map(|r| r.split('"').next().unwrap_or("").trim().to_string())
-                .unwrap_or_default()
-        };
-        let inside_ms: f64 = field("ms").parse().unwrap_or(f64::NAN);
+        let (mut clis, mut bares, mut insides, mut floors) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut phases = Vec::new();
+        for _ in 0..samples {
+            let s = create_against_floor(&mut vm, &twin, &v, t, legs, sync)?;
+            clis.push(s.cli);
+            bares.push(s.bare);
+            insides.push(s.inside_ms);
+            floors.push(s.floor_ms);
+            phases.push((s.inside_ms, s.phases));
+        }
+        phases.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (inside_ms, inside_all) = median(insides);
+        let (floor_ms, floor_all) = median(floors);
+        let (driver, cli_all) = median(clis);
+        let (bare, bare_all) = median(bares);
         rows.push(row(
             &format!("CreateVolume {t} × {legs} inside the driver vs the same devices by ioctl from one process"),
             inside_ms,
             Some(floor_ms),
             "ms",
             "≤ 1.5",
-            &format!("driver (its log): {}; floor: dmraid-dm-floor, create + load + resume of the same tables on blanked metadata (a new array, as the driver made); the whole CLI call: {:.0} ms", field("phases"), driver * 1000.0),
+            &format!(
+                "medians of {samples}, the two sides in turn, the driver running throughout; driver (its log) {inside_all} ms, the median's phases: {}; floor (dmraid-dm-floor: create + load + resume of the same tables on twin disks, blanked metadata: a new array as the driver made) {floor_all} ms",
+                phases[phases.len() / 2].1
+            ),
         ));
         rows.push(row(
             &format!("CreateVolume {t} × {legs}, 1 GiB, sync={sync}"),
@@ -825,7 +806,7 @@ fn provisioning(rows: &mut Vec<Row>) -> Result<(), String> {
             Some(bare),
             "s",
             "≤ 1.2",
-            "driver: CLI → gRPC → labels, devices, raid; bare: dmsetup create of the same tables",
+            &format!("medians of {samples}; driver: CLI → gRPC → labels, devices, raid {cli_all} s; bare: dmsetup create of the same tables on twin disks {bare_all} s"),
         ));
         drivers.push(driver);
     }
@@ -872,6 +853,120 @@ fn provisioning(rows: &mut Vec<Row>) -> Result<(), String> {
         ));
     }
     vm.shutdown()
+}
+
+/// The driver's options in the CreateVolume bench: the chart's health
+/// round (every 10 s; the tests' 1 s round would run through a create
+/// now and then).
+const PROVISIONING_DRIVER: &str = "--auto-rebuild false --monitor-interval 10";
+
+/// One create of each side, for [`provisioning`].
+struct CreateSample {
+    /// The whole CLI call (s).
+    cli: f64,
+    /// The same tables by `dmsetup create` (s).
+    bare: f64,
+    /// The create inside the driver, from its log (ms), and its phases.
+    inside_ms: f64,
+    phases: String,
+    /// The same devices by ioctl from one process (ms).
+    floor_ms: f64,
+}
+
+/// Create `v` through the running driver, then the same devices on the
+/// twin disks (`twin`: sed words from a driver disk's `major:minor` to
+/// its twin's) by `dmsetup` and by ioctl from one process, each on
+/// blanked metadata; `v` is deleted again.
+fn create_against_floor(
+    vm: &mut Vm,
+    twin: &str,
+    v: &str,
+    t: &str,
+    legs: u32,
+    sync: &str,
+) -> Result<CreateSample, String> {
+    let cli = timed(
+        vm,
+        &format!("{CSI} create {v} --param raidType={t} --param legs={legs} --param sync={sync} --size 1Gi && test -b /dev/mapper/dmraid-{v}"),
+    )?;
+    let inside = vm
+        .run_ok(&format!(
+            "{} | tail -1; true",
+            driver_log(v, "volume created")
+        ))
+        .unwrap_or_default();
+    let field = |key: &str| {
+        inside
+            .split(&format!("{key}="))
+            .nth(1)
+            .map(|r| r.trim_start_matches('"'))
+            .map(|r| r.split('"').next().unwrap_or("").trim().to_string())
+            .unwrap_or_default()
+    };
+    let inside_ms: f64 = field("ms").parse().unwrap_or(f64::NAN);
+    let phases = field("phases");
+    // A linear's table with its disk swapped for the twin.
+    let table = |d: &str| format!("$(dmsetup table {d} | sed{twin})");
+    let legs_of = format!("$(dmsetup ls | awk '{{print $1}}' | grep '^dmraid-{v}+')");
+    // The same devices by hand: linear meta/data pairs, the meta wiped as the driver does, then the raid table.
+    let script = vm.run_ok(&format!(
+        "for d in {legs_of}; do echo \"dmsetup create bare-${{d#dmraid-}} --table '{}'\"; done; \
+         t=\"$(dmsetup table dmraid-{v}) \"; for d in {legs_of}; do mm=$(dmsetup info -c --noheadings -o major,minor $d | tr -d ' '); t=$(echo \"$t\" | sed \"s# $mm # /dev/mapper/bare-${{d#dmraid-}} #g\"); done; \
+         echo 'dmsetup mknodes'; \
+         for d in $(dmsetup ls | awk '{{print $1}}' | grep '^dmraid-{v}+m'); do echo \"dd if=/dev/zero of=/dev/mapper/bare-${{d#dmraid-}} bs=512k count=1 oflag=direct 2>/dev/null\"; done; \
+         echo \"dmsetup create bare-{v} --table '${{t% }}'\"",
+        table("$d")
+    ))?;
+    // The same devices for the floor tool: linears, then the array
+    // naming them (`@name`: the device made on an earlier line).
+    let floor_input = vm.run_ok(&format!(
+        "for d in {legs_of}; do echo \"floor-${{d#dmraid-}} {}\"; done; \
+         t=\"$(dmsetup table dmraid-{v}) \"; for d in {legs_of}; do mm=$(dmsetup info -c --noheadings -o major,minor $d | tr -d ' '); t=$(echo \"$t\" | sed \"s# $mm # @floor-${{d#dmraid-}} #g\"); done; \
+         echo \"floor-{v} ${{t% }}\"",
+        table("$d")
+    ))?;
+    // The metadata extents blanked on the twin disks, so each side makes
+    // a new array as the driver did, not one assembled from the
+    // superblocks the run before it left.
+    let blank_meta = vm.run_ok(&format!(
+        "for d in $(dmsetup ls | awk '{{print $1}}' | grep '^dmraid-{v}+m'); do set -- {}; \
+         echo \"dd if=/dev/zero of=/dev/$(basename $(readlink /sys/dev/block/$4)) bs=512 seek=$5 count=1024 conv=notrunc oflag=direct 2>/dev/null\"; done",
+        table("$d")
+    ))?;
+    vm.run_ok(&format!("{CSI} delete {v}"))?;
+    vm.write_file("/tmp/bare.sh", script.as_bytes())?;
+    vm.write_file("/tmp/blank-meta.sh", blank_meta.as_bytes())?;
+    vm.write_file("/tmp/floor.txt", floor_input.as_bytes())?;
+    vm.run_ok("sh -e /tmp/blank-meta.sh")?;
+    let bare = match timed(vm, "sh -e /tmp/bare.sh && dmsetup mknodes >/dev/null") {
+        Ok(t) => t,
+        Err(_) => {
+            let why = vm
+                .run("dmsetup ls; ls -l /dev/mapper; dmesg | tail -5")
+                .map(|o| o.text())
+                .unwrap_or_default();
+            return Err(format!(
+                "the bare dmsetup sequence failed:\n{script}\n{why}"
+            ));
+        }
+    };
+    // The array first, then its legs (a leg in use cannot be removed).
+    vm.run_ok(&format!("dmsetup remove bare-{v} && for d in $(dmsetup ls | awk '{{print $1}}' | grep '^bare-'); do dmsetup remove $d || exit 1; done"))?;
+    // The floor: the same devices by ioctl from one process.
+    vm.run_ok("sh -e /tmp/blank-meta.sh")?;
+    let floor_ms: f64 = vm
+        .run_ok("dmraid-dm-floor < /tmp/floor.txt")?
+        .trim()
+        .parse()
+        .map_err(|e| format!("dmraid-dm-floor: {e}"))?;
+    vm.run_ok("dmraid-dm-floor --remove < /tmp/floor.txt")?;
+    Ok(CreateSample {
+        cli,
+        bare,
+        inside_ms,
+        phases,
+        floor_ms,
+    })
 }
 
 /// The median of `samples`, and all of them in order for the note.
