@@ -123,6 +123,12 @@ pub fn round(
     if disks_due(cfg, state) {
         state.disks_listed = Some(std::time::Instant::now());
         claim_new_disks(engine, state);
+    } else {
+        // What a listing would have done first: every round reads the
+        // disks' presence afresh, so a disk pulled since the last round
+        // is seen gone (a device-mapper event for its failed leg may wake
+        // this round before the disk's own uevent does).
+        engine.forget_presence();
     }
     report_readded(engine, state, notices);
     operator_rebuilds(engine, cfg, state, notices);
