@@ -177,7 +177,6 @@ mod tests {
             device: String::new(),
             status: Some(RaidStatus::parse(status).unwrap()),
             creating: false,
-            deleting: false,
             unclean: None,
             write_hole: None,
             crash_fix_refused: None,

@@ -323,17 +323,17 @@ impl DeviceMapper for FakeDm {
         Ok(())
     }
 
-    fn wait_for_event(&self, timeout: Duration) -> Result<super::Wake, DmError> {
+    fn wait_for_event(&self, timeout: Duration) -> Result<bool, DmError> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             {
                 let st = self.lock();
                 if st.events != st.armed {
-                    return Ok(super::Wake::Device);
+                    return Ok(true);
                 }
             }
             if std::time::Instant::now() >= deadline {
-                return Ok(super::Wake::Timeout);
+                return Ok(false);
             }
             std::thread::sleep(Duration::from_millis(1));
         }

@@ -1,7 +1,7 @@
 //! `KernelDm`, the real implementation: ioctls on /dev/mapper/control.
 
 use super::uevents::{drain_block_uevents, uevent_socket};
-use super::{DeviceMapper, DmError, DmInfo, Target, Wake};
+use super::{DeviceMapper, DmError, DmInfo, Target};
 use devicemapper::{DevId, DmFlags, DmName, DmOptions, DmUuid, DM};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::io::AsRawFd;
@@ -210,7 +210,7 @@ impl DeviceMapper for KernelDm {
         Ok(())
     }
 
-    fn wait_for_event(&self, timeout: Duration) -> Result<Wake, DmError> {
+    fn wait_for_event(&self, timeout: Duration) -> Result<bool, DmError> {
         let mut fds = vec![libc::pollfd {
             fd: self.dm.as_raw_fd(),
             events: libc::POLLIN,
@@ -229,7 +229,7 @@ impl DeviceMapper for KernelDm {
         if n < 0 {
             let err = std::io::Error::last_os_error();
             if err.kind() == std::io::ErrorKind::Interrupted {
-                return Ok(Wake::Timeout);
+                return Ok(false);
             }
             return Err(DmError::Kernel {
                 op: "poll",
@@ -253,13 +253,7 @@ impl DeviceMapper for KernelDm {
             }
             _ => false,
         };
-        Ok(if disk_event {
-            Wake::Disk
-        } else if dm_event {
-            Wake::Device
-        } else {
-            Wake::Timeout
-        })
+        Ok(dm_event || disk_event)
     }
 
     fn device_path(&self, name: &str) -> Result<PathBuf, DmError> {
