@@ -211,6 +211,15 @@ pub struct Engine {
     /// `repair`. Until it ends, the volume's status says what it really
     /// is (never a scrub its operator did not ask for).
     resumed: Mutex<BTreeMap<String, dmraid_api::status::SyncAction>>,
+    /// Volumes whose running resync a reload of ours swapped the table
+    /// under, with the position (sectors) it stood at: the next status
+    /// reads tell whether it went on from there or started over.
+    resync_reloaded: Mutex<BTreeMap<String, u64>>,
+    /// This kernel starts a resync over at sector 0 when the array's
+    /// table is reloaded (seen on 6.12, frozen or not; 6.1 goes on from
+    /// the position frozen): the rate policy then reloads no running
+    /// resync any more (`crate::health::rate`).
+    reload_restarts_resync: std::sync::atomic::AtomicBool,
 }
 
 /// Legs whose disk came back, given back to their running array.
@@ -366,6 +375,8 @@ impl Engine {
             seen: Mutex::new(BTreeSet::new()),
             readded: Mutex::new(Vec::new()),
             resumed: Mutex::new(BTreeMap::new()),
+            resync_reloaded: Mutex::new(BTreeMap::new()),
+            reload_restarts_resync: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

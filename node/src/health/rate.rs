@@ -4,8 +4,10 @@
 //! LVM's rebuild at its default rate takes 2.7× a `dd` of the same
 //! bytes, README "Performance"). For a volume whose class sets
 //! no `maxRecoveryRate` the driver sets the ceiling itself, in the table
-//! (a reload: md goes on from its checkpoint) while a resync or rebuild
-//! runs, and takes it out again when the sync is over:
+//! (a reload: md goes on from its checkpoint on disk, which for a resync
+//! can be behind where it was, README "What the kernel really does")
+//! while a resync or rebuild runs, and takes it out again when the sync
+//! is over:
 //! - while the volume is idle, none that binds ([`UNLIMITED_RATE`]): the
 //!   sync runs as fast as the disks go;
 //! - while the application does I/O on the volume, a share (`--rebuild-busy-share`,
@@ -13,7 +15,11 @@
 //!   kernel's default ceiling if it was never seen idle), never under
 //!   [`FLOOR`] nor under the class's `minRecoveryRate`;
 //! - a volume with no redundancy left (one more failure loses data)
-//!   rebuilds at full speed, busy or not.
+//!   rebuilds at full speed, busy or not;
+//! - on a kernel seen to start a resync over at sector 0 when the table is
+//!   reloaded (6.12 does; 6.1, frozen first, goes on from where it was),
+//!   a resync runs unhindered and is never reloaded while it runs:
+//!   holding it back would cost it all its progress each time.
 //!
 //! A check or repair (scrub) is left at the kernel's default: a reload
 //! would end it (md keeps no checkpoint for a scrub), and md's own idle
@@ -77,6 +83,10 @@ pub struct Sample {
     pub min_rate: Option<u64>,
     /// The ceiling in the table now, KiB/s.
     pub applied: Option<u64>,
+    /// A reload would start this sync over (a resync, on a kernel seen
+    /// doing so): it runs unhindered, and is not reloaded again once it
+    /// does.
+    pub pinned: bool,
 }
 
 /// What the table's recovery ceiling should become.
@@ -158,7 +168,7 @@ impl Tracker {
             }
         }
         self.progress = Some((s.now, s.synced, unhindered));
-        if s.no_redundancy || !busy {
+        if s.no_redundancy || !busy || s.pinned {
             return Some(UNLIMITED_RATE);
         }
         let share = policy.busy_share.clamp(1, 100);
@@ -184,6 +194,7 @@ mod tests {
             no_redundancy: false,
             min_rate: None,
             applied: Some(applied),
+            pinned: false,
         }
     }
 
@@ -237,6 +248,26 @@ mod tests {
         s.no_redundancy = true;
         assert_eq!(ceiling(&mut t, p, s), Some(UNLIMITED_RATE));
         assert!(t.busy(1.0));
+    }
+
+    #[test]
+    fn a_sync_a_reload_would_start_over_runs_unhindered_busy_or_not_and_is_reloaded_once() {
+        let p = RatePolicy::default();
+        let mut t = Tracker::default();
+        ceiling(&mut t, p, sample(0.0, 0, 0, UNLIMITED_RATE));
+        // Busy, and held back, before the kernel was seen restarting it.
+        assert_eq!(
+            ceiling(&mut t, p, sample(1.0, 100, 10, UNLIMITED_RATE)),
+            Some(50_000)
+        );
+        let mut s = sample(2.0, 200, 20, 50_000);
+        s.pinned = true;
+        assert_eq!(t.decide(p, s), Ceiling::Set(UNLIMITED_RATE));
+        // Still busy: no reload (it would start the resync over again).
+        let mut s = sample(3.0, 300, 30, UNLIMITED_RATE);
+        s.pinned = true;
+        assert_eq!(t.decide(p, s), Ceiling::Keep);
+        assert!(t.busy(3.0));
     }
 
     #[test]

@@ -280,6 +280,81 @@ fn a_sync_resumed_by_a_reload_reads_as_that_sync_not_a_repair() {
     );
 }
 
+/// A retune's reload freezes a resync first (md then writes where it
+/// stands, and the new table, which reads the checkpoint at its load,
+/// goes on from there), also one an earlier reload resumed as `repair`;
+/// a rebuild or an idle array is reloaded as it is. A load that fails
+/// lets the old table's resync go on.
+#[test]
+fn a_retune_freezes_a_resync_before_the_reload_but_not_a_rebuild() {
+    let (dm, _disks, e) = setup(2, 64 * MIB);
+    e.create_volume("v", &params(&[("raidType", "raid1")]), 8 * MIB as u64)
+        .unwrap();
+    let ops_after = |from: usize| -> Vec<String> {
+        dm.log()[from..]
+            .iter()
+            .filter(|l| {
+                !l.starts_with("status") && !l.starts_with("info") && !l.starts_with("table")
+            })
+            .cloned()
+            .collect()
+    };
+    let reload = ["load dmraid-v", "suspend dmraid-v", "resume dmraid-v"];
+    let frozen_reload = [&["message dmraid-v frozen"][..], &reload[..]].concat();
+    for (status, rate, want) in [
+        ("raid1 2 aa 100/16384 resync 0", 50_000, &frozen_reload[..]),
+        // The same resync, resumed by that reload as a "requested" one.
+        ("raid1 2 AA 300/16384 repair 0", 60_000, &frozen_reload[..]),
+        ("raid1 2 aA 300/16384 recover 0", 70_000, &reload[..]),
+        ("raid1 2 AA 16384/16384 idle 0", 80_000, &reload[..]),
+    ] {
+        dm.set_status("dmraid-v", status);
+        let from = dm.log().len();
+        assert!(e.set_recovery_rate("v", Some(rate)).unwrap());
+        assert_eq!(ops_after(from), want, "{status}");
+    }
+    dm.set_status("dmraid-v", "raid1 2 aa 100/16384 resync 0");
+    dm.fail_next("load dmraid-v");
+    let from = dm.log().len();
+    assert!(e.set_recovery_rate("v", Some(90_000)).is_err());
+    assert_eq!(
+        ops_after(from),
+        ["message dmraid-v frozen", "message dmraid-v idle"],
+        "the old table's resync unfrozen"
+    );
+}
+
+/// A resync a reload swapped the table under that the status then shows
+/// moving again from near 0 was started over by the kernel (6.12): the
+/// engine says so once; one that goes on from where it stood (6.1,
+/// frozen first) or a status still at 0 just after the load does not.
+#[test]
+fn a_resync_the_kernel_starts_over_at_a_reload_is_noticed() {
+    let (dm, _disks, e) = setup(2, 64 * MIB);
+    e.create_volume("v", &params(&[("raidType", "raid1")]), 8 * MIB as u64)
+        .unwrap();
+    dm.set_status("dmraid-v", "raid1 2 aa 4000/16384 resync 0");
+    assert!(e.set_recovery_rate("v", Some(50_000)).unwrap());
+    for goes_on in [
+        "raid1 2 AA 0/16384 repair 0",
+        "raid1 2 AA 4100/16384 repair 0",
+    ] {
+        dm.set_status("dmraid-v", goes_on);
+        e.volume("v").unwrap();
+    }
+    assert!(!e.reload_restarts_resync(), "went on from 4000");
+    dm.set_status("dmraid-v", "raid1 2 AA 6000/16384 repair 0");
+    assert!(e.set_recovery_rate("v", Some(60_000)).unwrap());
+    for started_over in [
+        "raid1 2 AA 0/16384 repair 0",
+        "raid1 2 AA 700/16384 repair 0",
+    ] {
+        dm.set_status("dmraid-v", started_over);
+        e.volume("v").unwrap();
+    }
+    assert!(e.reload_restarts_resync(), "back to 700 from 6000");
+}
+
 /// The sequence number of the label on `path` (one more for every write).
 fn label_seq(disks: &FakeDisks, path: &str) -> u64 {
     let mut h = disks.open(std::path::Path::new(path)).unwrap();

@@ -46,6 +46,8 @@ pub(super) fn govern_rate(
         no_redundancy: no_redundancy_left(v, st),
         min_rate: v.spec.spec.min_recovery_rate.map(|b| b.0 / 1024),
         applied,
+        pinned: engine.reload_restarts_resync()
+            && st.action == Some(dmraid_api::status::SyncAction::Resync),
     };
     let want = match tracker.decide(cfg.rate, sample) {
         crate::health::rate::Ceiling::Keep => return running,
