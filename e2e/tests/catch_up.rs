@@ -188,33 +188,38 @@ fn a_resync_runs_unhindered_while_idle_and_is_held_back_while_the_volume_is_busy
         )
         .unwrap_or_default()
     };
-    vm.wait_until(&held, Instant::now() + Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e}\n{}", diagnose(&mut vm)));
-    let busy_rate = table_word(&mut vm, "v", "max_recovery_rate").unwrap();
-    assert_eq!(
-        busy_rate, 4096,
-        "1 % of the idle speed is under the floor, 4 MiB/s"
-    );
-    let p_busy = progress(&mut vm);
     let free = format!("dmsetup table dmraid-v | grep -q 'max_recovery_rate {unlimited}'");
     let starts_over = "grep -q 'started a resync over' /tmp/driver.log";
     if !vm.run_ok("uname -r").unwrap().starts_with("6.1.") {
         // 6.12 starts a resync over at sector 0 whenever the table is
         // reloaded (README, "What the kernel really does"): the driver
-        // sees the hold cost the resync its progress, says so, and lets
-        // it run unhindered, busy or not, reloading it no more until it
-        // ends.
-        vm.wait_until(starts_over, Instant::now() + Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("{e}\n{}", diagnose(&mut vm)));
-        vm.wait_until(&free, Instant::now() + Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("{e}\n{}", diagnose(&mut vm)));
-        assert_eq!(
-            vm.run(&format!("[ -e /proc/{reader} ] && [ ! -e /tmp/stop ]"))
-                .unwrap()
-                .code,
-            0,
-            "the reader still runs: the volume is busy"
+        // holds a resync back only on 6.1, where it was measured going on
+        // from where it was. Here it runs unhindered while the volume is
+        // busy, and the only reload is the ceiling's removal at the end.
+        vm.wait_until(
+            "grep -q 'a resync is not held back on this kernel' /tmp/driver.log",
+            Instant::now() + Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", diagnose(&mut vm)));
+        let mut busy_checks = 0;
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_millis(700));
+            if vm.run(done).unwrap().code == 0 {
+                break;
+            }
+            assert_eq!(
+                vm.run(&free).unwrap().code,
+                0,
+                "a resync held back on a kernel that starts it over at a reload\n{}",
+                diagnose(&mut vm)
+            );
+            busy_checks += 1;
+        }
+        assert!(
+            busy_checks >= 3,
+            "the resync ended before the volume was seen busy for long"
         );
+        let p_busy = progress(&mut vm);
         vm.run_ok("touch /tmp/stop").unwrap();
         vm.wait_until(done, Instant::now() + Duration::from_secs(600))
             .unwrap();
@@ -224,16 +229,24 @@ fn a_resync_runs_unhindered_while_idle_and_is_held_back_while_the_volume_is_busy
         )
         .unwrap();
         let log = vm
-            .run_ok("grep -E 'recovery ceiling retuned|started a resync over' /tmp/driver.log")
+            .run_ok("grep 'recovery ceiling retuned' /tmp/driver.log")
             .unwrap();
         assert_eq!(
-            log.matches("recovery ceiling retuned").count(),
-            3,
-            "held, let go, and cleared at the end: no other reload\n{log}"
+            log.lines().count(),
+            1,
+            "only the ceiling's removal at the end reloads the array\n{log}"
         );
-        println!("busy ceiling {busy_rate} KiB/s; progress when held {p_busy:?}\n{log}");
+        println!("unhindered while busy; progress then {p_busy:?}\n{log}");
         return;
     }
+    vm.wait_until(&held, Instant::now() + Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", diagnose(&mut vm)));
+    let busy_rate = table_word(&mut vm, "v", "max_recovery_rate").unwrap();
+    assert_eq!(
+        busy_rate, 4096,
+        "1 % of the idle speed is under the floor, 4 MiB/s"
+    );
+    let p_busy = progress(&mut vm);
     // Held as long as the reader runs and the resync lasts (a retune
     // reload resumes it as a "requested" resync, still the same one).
     for _ in 0..4 {

@@ -252,6 +252,14 @@ async fn start_engine(args: &ServeArgs, node_id: &str) -> Option<Arc<Engine>> {
             wipe: args.wipe_disks,
         },
     ));
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    if !dmraid_node::engine::resync_survives_reload(&release) {
+        engine.assume_reload_restarts_resync();
+        tracing::info!(
+            kernel = %release.trim(),
+            "a resync is not held back on this kernel: a table reload starts it over (measured on 6.12; only 6.1 goes on from where it was); rebuilds are"
+        );
+    }
     let e = engine.clone();
     let outcome = tokio::task::spawn_blocking(move || (e.claim_disks(), e.activate_all())).await;
     match outcome {

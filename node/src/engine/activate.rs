@@ -239,11 +239,20 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether this kernel was seen to start a resync over when its
-    /// array's table was reloaded ([`Engine::as_resumed`] watches).
+    /// Whether this kernel starts a resync over when its array's table is
+    /// reloaded: assumed for every kernel but 6.1
+    /// ([`Engine::assume_reload_restarts_resync`]), or seen
+    /// ([`Engine::as_resumed`] watches).
     pub fn reload_restarts_resync(&self) -> bool {
         self.reload_restarts_resync
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Take it that a reload starts a resync over on this kernel: the
+    /// rate policy then holds no resync back.
+    pub fn assume_reload_restarts_resync(&self) {
+        self.reload_restarts_resync
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The status as the volume lives it: a `repair` that is a resync or

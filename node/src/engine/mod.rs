@@ -216,9 +216,10 @@ pub struct Engine {
     /// reads tell whether it went on from there or started over.
     resync_reloaded: Mutex<BTreeMap<String, u64>>,
     /// This kernel starts a resync over at sector 0 when the array's
-    /// table is reloaded (seen on 6.12, frozen or not; 6.1 goes on from
-    /// the position frozen): the rate policy then reloads no running
-    /// resync any more (`crate::health::rate`).
+    /// table is reloaded (6.12, frozen or not; 6.1 goes on from the
+    /// position frozen): the rate policy then reloads no running resync
+    /// (`crate::health::rate`). Assumed at start-up for a kernel other
+    /// than 6.1 ([`resync_survives_reload`]), or seen.
     reload_restarts_resync: std::sync::atomic::AtomicBool,
 }
 
@@ -322,6 +323,15 @@ pub fn kernel_release() -> String {
 /// Device-mapper name of the array of volume `id`.
 pub fn array_name(id: &str) -> String {
     format!("dmraid-{id}")
+}
+
+/// Whether a resync goes on from where it was across a table reload of
+/// ours (frozen first) on the kernel `release` (`uname -r`): measured on
+/// 6.1; 6.12 starts it over at sector 0 however the reload is made
+/// (README, "What the kernel really does"). Kernels not measured are
+/// taken to be like 6.12.
+pub fn resync_survives_reload(release: &str) -> bool {
+    release.trim().starts_with("6.1.")
 }
 
 fn leg_name(id: &str, leg: u32, role: Role) -> String {

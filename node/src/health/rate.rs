@@ -16,10 +16,11 @@
 //!   [`FLOOR`] nor under the class's `minRecoveryRate`;
 //! - a volume with no redundancy left (one more failure loses data)
 //!   rebuilds at full speed, busy or not;
-//! - on a kernel seen to start a resync over at sector 0 when the table is
-//!   reloaded (6.12 does; 6.1, frozen first, goes on from where it was),
-//!   a resync runs unhindered and is never reloaded while it runs:
-//!   holding it back would cost it all its progress each time.
+//! - on a kernel that starts a resync over at sector 0 when the table is
+//!   reloaded (6.12 does, and every kernel but 6.1 is taken to; 6.1,
+//!   frozen first, goes on from where it was), a resync runs unhindered
+//!   and is never reloaded while it runs: holding it back would cost it
+//!   all its progress each time.
 //!
 //! A check or repair (scrub) is left at the kernel's default: a reload
 //! would end it (md keeps no checkpoint for a scrub), and md's own idle

@@ -441,3 +441,21 @@ fn a_create_cut_before_its_array_went_live_starts_as_a_new_array() {
     assert!(!v.creating);
     assert_eq!(v.unclean, None, "no superblock: nothing to repair");
 }
+
+/// Only 6.1 was measured going on with a resync across a reload (frozen
+/// first); 6.12 starts it over, and a kernel not measured is taken to.
+#[test]
+fn a_resync_is_held_back_only_on_the_kernel_measured_keeping_it() {
+    assert!(crate::engine::resync_survives_reload(
+        "6.1.0-50-cloud-amd64\n"
+    ));
+    for other in [
+        "6.12.118+deb12-cloud-amd64",
+        "6.10.3",
+        "6.11.0",
+        "5.15.0-91-generic",
+        "",
+    ] {
+        assert!(!crate::engine::resync_survives_reload(other), "{other}");
+    }
+}
