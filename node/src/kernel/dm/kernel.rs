@@ -1,12 +1,13 @@
 //! `KernelDm`, the real implementation: ioctls on /dev/mapper/control.
 
+use super::settle::{self, Settle};
 use super::uevents::{drain_block_uevents, uevent_socket};
 use super::{DeviceMapper, DmError, DmInfo, Target};
 use devicemapper::{DevId, DmFlags, DmName, DmOptions, DmUuid, DM};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Device-mapper through the kernel's ioctl interface.
 pub struct KernelDm {
@@ -14,6 +15,8 @@ pub struct KernelDm {
     /// The kernel's block device uevents (a disk pulled or plugged in),
     /// where the system lets this process listen.
     uevents: Option<std::os::fd::OwnedFd>,
+    /// Raid devices md may still be starting a sync on ([`settle`]).
+    settle: Settle,
 }
 
 impl KernelDm {
@@ -27,7 +30,11 @@ impl KernelDm {
         let uevents = uevent_socket()
             .map_err(|e| tracing::warn!(error = %e, "cannot listen for disks added or removed (netlink uevents); they are seen at the next health round"))
             .ok();
-        Ok(KernelDm { dm, uevents })
+        Ok(KernelDm {
+            dm,
+            uevents,
+            settle: Settle::default(),
+        })
     }
 }
 
@@ -139,10 +146,13 @@ impl DeviceMapper for KernelDm {
                 "table load (see dmesg for the kernel's reason)",
                 name,
             ))?;
+        self.settle
+            .loaded(name, targets.first().is_some_and(|t| t.kind == "raid"));
         Ok(())
     }
 
     fn suspend(&self, name: &str) -> Result<(), DmError> {
+        self.settle_sync(name);
         self.dm
             .device_suspend(
                 &DevId::Name(dm_name(name)?),
@@ -160,15 +170,18 @@ impl DeviceMapper for KernelDm {
                 "resume (see dmesg for the kernel's reason)",
                 name,
             ))?;
+        self.settle.started(name, None, Instant::now());
         let info = to_info(&info, name);
         self.ensure_node(&info)?;
         Ok(info)
     }
 
     fn remove(&self, name: &str) -> Result<(), DmError> {
+        self.settle_sync(name);
         self.dm
             .device_remove(&DevId::Name(dm_name(name)?), DmOptions::default())
             .map_err(kernel_err("remove", name))?;
+        self.settle.removed(name);
         let node = Path::new("/dev/mapper").join(name);
         if !udev_running() && node.exists() {
             let _ = std::fs::remove_file(node);
@@ -196,10 +209,12 @@ impl DeviceMapper for KernelDm {
     }
 
     fn message(&self, name: &str, msg: &str) -> Result<Option<String>, DmError> {
+        self.settle_sync(name);
         let (_, out) = self
             .dm
             .target_msg(&DevId::Name(dm_name(name)?), None, msg)
             .map_err(kernel_err("message", name))?;
+        self.settle.started(name, Some(msg), Instant::now());
         Ok(out)
     }
 
@@ -288,6 +303,28 @@ fn udev_running() -> bool {
 }
 
 impl KernelDm {
+    /// Before a suspend, a remove or a message: give a raid device md may
+    /// still be starting a sync on the rest of [`settle::SETTLE`] (see
+    /// there why: on 6.1 a suspend in that window hangs the kernel).
+    fn settle_sync(&self, name: &str) {
+        let Some(left) = self.settle.left(name, Instant::now()) else {
+            return;
+        };
+        let syncing = self
+            .status(name)
+            .ok()
+            .and_then(|t| t.into_iter().next())
+            .is_some_and(|t| t.kind == "raid" && !settle::idle(&t.params));
+        if syncing {
+            tracing::debug!(
+                device = name,
+                wait_ms = left.as_millis() as u64,
+                "raid device resumed moments ago and syncing: md may still be starting its sync thread; waiting before suspending it"
+            );
+            std::thread::sleep(left);
+        }
+    }
+
     /// Make `/dev/mapper/<name>` when no udev will: the guest VM and
     /// minimal hosts have none. With udev, wait for it instead.
     fn ensure_node(&self, info: &DmInfo) -> Result<PathBuf, DmError> {

@@ -8,6 +8,7 @@ pub mod contract;
 #[cfg(test)]
 mod fake;
 mod kernel;
+mod settle;
 mod uevents;
 
 #[cfg(test)]
