@@ -196,12 +196,14 @@ impl Engine {
     pub(super) fn reload_array(&self, id: &str, target: &[Target]) -> Result<(), Error> {
         use dmraid_api::status::SyncAction::{Recover, Repair, Resync};
         let name = array_name(id);
-        let before = self
-            .dm
-            .status(&name)?
-            .first()
-            .and_then(|t| RaidStatus::parse(&t.params).ok());
+        let live = self.dm.status(&name)?;
+        let before = live.first().and_then(|t| RaidStatus::parse(&t.params).ok());
         let action = before.as_ref().and_then(|st| st.action);
+        // A grown array resyncs its new region as a "requested" sync, which
+        // dm-raid reports as `repair` too (seen on 6.1: "requested-resync"
+        // after an expand; the monitor told of a repair nobody asked for).
+        let length = |t: &[Target]| t.iter().map(|t| t.length).sum::<u64>();
+        let grows = length(target) > length(&live);
         let resync = match action {
             Some(Resync) => true,
             Some(Repair) => lock(&self.resumed).get(id) == Some(&Resync),
@@ -212,6 +214,9 @@ impl Engine {
                 lock(&self.resumed).insert(id.to_string(), a);
             }
             Some(Repair) => {}
+            _ if grows => {
+                lock(&self.resumed).insert(id.to_string(), Resync);
+            }
             _ => {
                 lock(&self.resumed).remove(id);
             }

@@ -41,6 +41,18 @@ impl Engine {
         }
     }
 
+    /// Run `f` with the volume held, as an operation of its own: nothing
+    /// of the engine's (the monitor's reload of the recovery ceiling, an
+    /// expand, a delete) suspends or changes its array meanwhile. The node
+    /// formats and mounts under it: a mount while device-mapper has the
+    /// device suspended for a reload fails ("Can't mount, blockdev is
+    /// frozen": EBUSY; csi-sanity's NodeStage hit a ceiling retune set off
+    /// by its own mkfs on a syncing volume).
+    pub fn with_volume_held<T>(&self, id: &str, f: impl FnOnce() -> T) -> Result<T, Error> {
+        let _guard = self.lock_volume(id)?;
+        Ok(f())
+    }
+
     /// Hold the volume for one operation, or `Busy` at once when another
     /// is in flight (the monitor's housekeeping, which tries next round).
     pub(super) fn try_lock_volume(&self, id: &str) -> Result<VolumeLock<'_>, Error> {

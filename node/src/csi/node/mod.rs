@@ -249,23 +249,6 @@ impl Node for NodeService {
             }
             AtPath::Nothing => {}
         }
-        let dev = vol.device.clone();
-        let fs2 = fs.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), Status> {
-            let found = existing_fs(&dev)?;
-            match found.as_slice() {
-                [] => mount::mkfs(&dev, &fs2).map_err(io_status),
-                [only] if only.kind == fs2 => Ok(()),
-                other => Err(Status::failed_precondition(format!(
-                    "{} already carries {}, not {fs2}; refusing to format it",
-                    dev.display(),
-                    signature::describe(other)
-                ))),
-            }
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))??;
-        std::fs::create_dir_all(&staging).map_err(io_status)?;
         let options = r
             .volume_capability
             .as_ref()
@@ -274,8 +257,31 @@ impl Node for NodeService {
                 _ => None,
             })
             .unwrap_or_default();
-        let target = pinned("staging_target_path", &staging)?;
-        mount::mount(&vol.device, &target, &fs, false, &options).map_err(io_status)?;
+        let engine = self.engine()?;
+        // Formatted and mounted with the volume held: no reload of ours
+        // suspends the array under the mount (Engine::with_volume_held).
+        tokio::task::spawn_blocking(move || -> Result<(), Status> {
+            let dev = &vol.device;
+            engine.with_volume_held(&vol.id, || -> Result<(), Status> {
+                let found = existing_fs(dev)?;
+                match found.as_slice() {
+                    [] => mount::mkfs(dev, &fs).map_err(io_status)?,
+                    [only] if only.kind == fs => {}
+                    other => {
+                        return Err(Status::failed_precondition(format!(
+                            "{} already carries {}, not {fs}; refusing to format it",
+                            dev.display(),
+                            signature::describe(other)
+                        )))
+                    }
+                }
+                std::fs::create_dir_all(&staging).map_err(io_status)?;
+                let target = pinned("staging_target_path", &staging)?;
+                mount::mount(dev, &target, &fs, false, &options).map_err(io_status)
+            })?
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
         Ok(Response::new(NodeStageVolumeResponse {}))
     }
 

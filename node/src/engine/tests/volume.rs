@@ -147,6 +147,25 @@ fn a_half_done_create_is_rolled_back_and_redone() {
     assert_eq!(dm.names().len(), 7);
 }
 
+/// The node formats and mounts a volume held: the monitor's ceiling
+/// retune (a reload, whose suspend would fail the mount) passes over it
+/// meanwhile and may run once it is let go.
+#[test]
+fn a_volume_held_for_a_mount_is_not_reloaded_meanwhile() {
+    let (_dm, _disks, e) = setup(3, 64 * MIB);
+    let s = params(&[("raidType", "raid1")]);
+    e.create_volume("v", &s, 8 * MIB as u64).unwrap();
+    let inside = e
+        .with_volume_held("v", || e.set_recovery_rate("v", Some(1000)))
+        .unwrap();
+    assert!(matches!(inside, Err(Error::Busy(_))), "{inside:?}");
+    assert!(e.set_recovery_rate("v", Some(1000)).is_ok());
+    assert!(matches!(
+        e.with_volume_held("bad id!", || ()),
+        Err(Error::BadId(_))
+    ));
+}
+
 #[test]
 fn concurrent_operations_on_one_volume_abort() {
     let (_dm, _disks, e) = setup(3, 64 * MIB);
@@ -180,6 +199,36 @@ fn a_call_waits_for_a_short_operation_in_flight() {
         e.delete_volume("v").unwrap();
     });
     assert!(e.volume("v").is_err());
+}
+
+/// The new region of a grown array is resynced as a "requested" sync,
+/// which dm-raid reports as `repair`: the volume reads it as a resync (no
+/// repair started and finished that nobody asked for), and a repair after
+/// it as a repair.
+#[test]
+fn the_resync_of_a_grown_region_reads_as_a_resync_not_a_repair() {
+    use dmraid_api::status::SyncAction;
+    let (dm, _disks, e) = setup(3, 128 * MIB);
+    e.create_volume("g", &params(&[("raidType", "raid1")]), 16 * MIB as u64)
+        .unwrap();
+    dm.set_status("dmraid-g", "raid1 2 AA 32768/32768 idle 0");
+    // The grown table resyncs its new region, as dm-raid says: repair.
+    dm.status_after_swap("dmraid-g", "raid1 2 AA 32768/98304 repair 0");
+    let grown = e.expand_volume("g", 48 * MIB as u64).unwrap();
+    assert_eq!(grown.status.unwrap().action, Some(SyncAction::Resync));
+    dm.set_status("dmraid-g", "raid1 2 AA 40000/98304 repair 0");
+    assert_eq!(
+        e.volume("g").unwrap().status.unwrap().action,
+        Some(SyncAction::Resync)
+    );
+    dm.set_status("dmraid-g", "raid1 2 AA 98304/98304 idle 0");
+    e.volume("g").unwrap();
+    dm.set_status("dmraid-g", "raid1 2 AA 100/98304 repair 0");
+    assert_eq!(
+        e.volume("g").unwrap().status.unwrap().action,
+        Some(SyncAction::Repair),
+        "an operator's repair after the grown region's resync"
+    );
 }
 
 #[test]

@@ -35,6 +35,8 @@ struct FakeState {
     /// A status change that happens just after the device's status is next
     /// read: (device, new status).
     change_after_read: Option<(String, String)>,
+    /// The status the next table swapped in reads with, by device.
+    after_swap: BTreeMap<String, String>,
 }
 
 struct FakeDevice {
@@ -71,6 +73,14 @@ impl FakeDm {
     /// `params` and raise an event: a leg failing while a round looks.
     pub fn change_after_read(&self, name: &str, params: &str) {
         self.lock().change_after_read = Some((name.to_string(), params.to_string()));
+    }
+
+    /// The status the next table swapped into `name` reads (instead of the
+    /// default one of a table in sync).
+    pub fn status_after_swap(&self, name: &str, params: &str) {
+        self.lock()
+            .after_swap
+            .insert(name.to_string(), params.to_string());
     }
 
     /// Make the next operation whose log line is `line` fail (e.g. `"load vol-x"`).
@@ -234,7 +244,10 @@ impl DeviceMapper for FakeDm {
         let mut st = self.record("resume", name)?;
         // A new table gets a fresh status: what a test set described the old one.
         if st.devices.get(name).is_some_and(|d| d.inactive.is_some()) {
-            st.statuses.remove(name);
+            match st.after_swap.remove(name) {
+                Some(params) => st.statuses.insert(name.to_string(), params),
+                None => st.statuses.remove(name),
+            };
         }
         let dev = st
             .devices
