@@ -113,6 +113,9 @@ fn skipped_specs(junit: &str) -> Vec<String> {
         .collect()
 }
 
+/// The driver's log in the guest, as plain text (colours stripped).
+const DRIVER_LOG: &str = "sed 's/\x1b\\[[0-9;]*m//g' /tmp/driver.log";
+
 /// How long one csi-sanity run may take in the guest (about 15-60 s here);
 /// past it, it is stopped and the guest's blocked tasks are printed.
 const SANITY_LIMIT_S: u64 = 900;
@@ -176,7 +179,7 @@ fn csi_sanity_passes_against_the_standalone_driver() {
     if out.code == 124 {
         // Stopped at the limit: print what every blocked task is waiting on.
         let dump = vm
-            .run("echo w > /proc/sysrq-trigger; sleep 1; dmesg | tail -300; echo '--- driver log ---'; sed 's/\x1b\\[[0-9;]*m//g' /tmp/driver.log | tail -60")
+            .run(&format!("echo w > /proc/sysrq-trigger; sleep 1; dmesg | tail -300; echo '--- driver log ---'; {DRIVER_LOG} | tail -60"))
             .map(|o| o.text())
             .unwrap_or_else(|e| e);
         panic!(
@@ -186,7 +189,7 @@ fn csi_sanity_passes_against_the_standalone_driver() {
     let junit = vm.run("cat /tmp/csi-sanity.xml").unwrap().text();
     // The driver's log and the kernel's, plain text, for a failure's message.
     let logs = vm
-        .run("sed 's/\x1b\\[[0-9;]*m//g' /tmp/driver.log; echo '--- dmesg ---'; dmesg")
+        .run(&format!("{DRIVER_LOG}; echo '--- dmesg ---'; dmesg"))
         .unwrap()
         .text();
     let report = e2e::initramfs::vm_dir()
