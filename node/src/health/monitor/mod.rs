@@ -120,6 +120,10 @@ pub fn round(
     operator_rebuilds(engine, cfg, state, notices);
     let epoch = *state.epoch.get_or_insert_with(std::time::Instant::now);
     state.wake_in = None;
+    // Rebuilds loaded in earlier rounds go on under their steady table.
+    if let Some(left) = engine.settle_rebuild_tables(std::time::Instant::now()) {
+        state.wake_in = Some(left);
+    }
     let ids = engine.volume_ids();
     let mut acts = Vec::new();
     forget_gone_volumes(state, &ids);
