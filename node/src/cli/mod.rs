@@ -189,6 +189,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
     /// Seconds between health rounds when no device-mapper event comes.
+    /// A disk added or removed wakes a round at once (the kernel's
+    /// uevent); where no uevent reaches the driver, a new disk is found by
+    /// the round at most this long after it appeared.
     #[arg(long, default_value_t = 10)]
     pub monitor_interval: u64,
     /// `node` only: kubeconfig for the API server; without it the pod's

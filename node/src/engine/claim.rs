@@ -1,10 +1,16 @@
-//! Claiming disks at start-up and on every health round, and what the
+//! Claiming disks at start-up and on health rounds, and what the
 //! claimed disks offer: their reports, free spaces and the refusal that
 //! names full ones.
 
 use super::*;
 
 impl Engine {
+    /// Read every disk's presence afresh from here on (a health round
+    /// that does not list the disks starts with this, as a listing does).
+    pub fn forget_presence(&self) {
+        self.disks.forget_presence();
+    }
+
     /// Claim the disks the operator's globs match: adopt our own labels,
     /// label blank disks, refuse foreign signatures unless wiping. Returns
     /// one error per disk that was refused; the others are claimed.

@@ -97,6 +97,9 @@ pub struct VolumeInfo {
     /// rolled back at the next start or retry): no one was told of it yet.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub creating: bool,
+    /// A delete is taking it apart: its devices may already be gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
     /// After an unclean shutdown: (dirty regions found, regions) being resynced.
     pub unclean: Option<(u64, u64)>,
     /// After an unclean shutdown while degraded (parity): regions that may
@@ -173,6 +176,8 @@ pub struct Engine {
     cfg: EngineConfig,
     claimed: Mutex<Vec<Claimed>>,
     busy: Mutex<BTreeSet<String>>,
+    /// Volumes a delete is taking apart: the monitor passes over them.
+    deleting: Mutex<BTreeSet<String>>,
     /// Held from reading the free space to recording what was taken from
     /// it, so two operations never place extents on the same sectors.
     alloc: Mutex<()>,
@@ -375,6 +380,7 @@ impl Engine {
             cfg,
             claimed: Mutex::new(Vec::new()),
             busy: Mutex::new(BTreeSet::new()),
+            deleting: Mutex::new(BTreeSet::new()),
             alloc: Mutex::new(()),
             unclean: Mutex::new(BTreeMap::new()),
             crash_fix_refused: Mutex::new(BTreeMap::new()),
@@ -444,8 +450,11 @@ impl Engine {
     }
 
     /// Block until a device-mapper event since the last
-    /// [`Engine::arm_events`] or `timeout`; true when woken by an event.
-    pub fn wait_for_event(&self, timeout: std::time::Duration) -> Result<bool, Error> {
+    /// [`Engine::arm_events`], a disk added or removed, or `timeout`.
+    pub fn wait_for_event(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<crate::kernel::dm::Wake, Error> {
         Ok(self.dm.wait_for_event(timeout)?)
     }
 
@@ -596,6 +605,7 @@ impl Engine {
             device: format!("/dev/mapper/{name}"),
             status,
             creating: !record.complete,
+            deleting: lock(&self.deleting).contains(id),
             unclean: lock(&self.unclean).get(id).copied(),
             write_hole: lock(&self.write_hole).get(id).copied(),
             crash_fix_refused: lock(&self.crash_fix_refused).get(id).cloned(),

@@ -440,8 +440,16 @@ impl Engine {
         self.delete(id, true)
     }
 
+    /// Mark `id` as being deleted, as a delete does, until the mark is
+    /// dropped: for tests of what sees a delete in flight.
+    #[cfg(test)]
+    pub(crate) fn mark_deleting(&self, id: &str) -> Deleting<'_> {
+        Deleting::mark(self, id)
+    }
+
     pub(super) fn delete(&self, id: &str, made: bool) -> Result<(), Error> {
         let _guard = self.lock_volume(id)?;
+        let _deleting = Deleting::mark(self, id);
         if self.find(id).is_none() {
             // Devices without labels may remain from a crash: remove them too.
             self.teardown(id)?;
@@ -508,5 +516,28 @@ fn grow_in_label(
                 offset += len;
             }
         }
+    }
+}
+
+/// Marks a volume as being deleted while it lives (see
+/// [`VolumeInfo::deleting`]).
+pub struct Deleting<'a> {
+    engine: &'a Engine,
+    id: String,
+}
+
+impl<'a> Deleting<'a> {
+    pub(super) fn mark(engine: &'a Engine, id: &str) -> Self {
+        lock(&engine.deleting).insert(id.to_string());
+        Deleting {
+            engine,
+            id: id.to_string(),
+        }
+    }
+}
+
+impl Drop for Deleting<'_> {
+    fn drop(&mut self) {
+        lock(&self.engine.deleting).remove(&self.id);
     }
 }

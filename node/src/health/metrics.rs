@@ -177,6 +177,7 @@ mod tests {
             device: String::new(),
             status: Some(RaidStatus::parse(status).unwrap()),
             creating: false,
+            deleting: false,
             unclean: None,
             write_hole: None,
             crash_fix_refused: None,

@@ -32,6 +32,7 @@ fn vol(status: &str, missing: Option<usize>) -> VolumeInfo {
         device: "/dev/mapper/dmraid-v".into(),
         status: Some(RaidStatus::parse(status).unwrap()),
         creating: false,
+        deleting: false,
         unclean: None,
         write_hole: None,
         crash_fix_refused: None,

@@ -90,6 +90,11 @@ pub struct RoundState {
     /// table is loaded into them until they are in sync (a new table
     /// would turn the catch-up into a full recovery).
     pub catching_up: std::collections::BTreeSet<String>,
+    /// What woke this round (None: a round run by hand, which lists the
+    /// disks whatever woke it).
+    pub woken_by: Option<crate::kernel::dm::Wake>,
+    /// When the disks were last listed for disks to claim.
+    pub disks_listed: Option<std::time::Instant>,
 }
 
 fn tell(notices: Option<&Notices>, n: Notice) {
@@ -115,7 +120,16 @@ pub fn round(
     metrics: Option<&crate::health::metrics::Metrics>,
     notices: Option<&Notices>,
 ) {
-    claim_new_disks(engine, state);
+    if disks_due(cfg, state) {
+        state.disks_listed = Some(std::time::Instant::now());
+        claim_new_disks(engine, state);
+    } else {
+        // What a listing would have done first: every round reads the
+        // disks' presence afresh, so a disk pulled since the last round
+        // is seen gone (a device-mapper event for its failed leg may wake
+        // this round before the disk's own uevent does).
+        engine.forget_presence();
+    }
     report_readded(engine, state, notices);
     operator_rebuilds(engine, cfg, state, notices);
     let epoch = *state.epoch.get_or_insert_with(std::time::Instant::now);
@@ -133,8 +147,9 @@ pub fn round(
         };
         // A create in flight (its devices being made): nothing to report
         // or repair until it has finished; one cut short is rolled back by
-        // the next start or the retried create.
-        if v.creating {
+        // the next start or the retried create. A volume being deleted
+        // (its array may already be gone) is not reported inactive.
+        if v.creating || v.deleting {
             continue;
         }
         track_sync(engine, state, epoch, &id, &mut v);
@@ -155,6 +170,24 @@ pub fn round(
         }
     }
     act(engine, state, notices, acts);
+}
+
+/// Whether this round lists the disks for new ones to claim. Listing them
+/// reads sysfs for every matched path (tens of milliseconds for a few
+/// disks under emulation); a disk that appears or returns sends a uevent,
+/// which wakes the round that lists them. A round woken by a
+/// device-mapper event alone (a table loaded, the create or delete of a
+/// volume, a sync's end) lists them only when the last listing is an
+/// interval old, so the timer's rounds still find a disk where no
+/// uevent reaches the driver.
+fn disks_due(cfg: &MonitorConfig, state: &RoundState) -> bool {
+    use crate::kernel::dm::Wake;
+    match state.woken_by {
+        None | Some(Wake::Disk) => true,
+        Some(Wake::Device | Wake::Timeout) => state
+            .disks_listed
+            .is_none_or(|at| at.elapsed() >= cfg.interval),
+    }
 }
 
 /// Claim the disks that appeared (a spare the operator added, a disk that
@@ -483,9 +516,13 @@ pub fn run(
             .wake_in
             .map_or(cfg.interval, |w| w.min(cfg.interval))
             .max(Duration::from_millis(100));
-        if let Err(e) = engine.wait_for_event(wait) {
-            tracing::warn!(error = %e, "waiting for device-mapper events failed; polling");
-            std::thread::sleep(wait);
-        }
+        state.woken_by = match engine.wait_for_event(wait) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "waiting for device-mapper events failed; polling");
+                std::thread::sleep(wait);
+                Some(crate::kernel::dm::Wake::Timeout)
+            }
+        };
     }
 }

@@ -318,3 +318,60 @@ fn a_create_in_flight_is_not_reported() {
     round(&engine, &cfg, &mut st, None, Some(&tx));
     assert!(st.last.contains_key("v"), "{:?}", st.last);
 }
+
+/// A round woken by a device-mapper event alone (a table loaded, a create
+/// or delete) does not list the disks, unless the last listing is an
+/// interval old; one woken by a disk added or removed, or run by hand,
+/// does.
+#[test]
+fn only_a_disk_event_or_the_interval_lists_the_disks() {
+    use crate::kernel::dm::Wake;
+    let (_dm, disks, engine) = engine_on(&["/dev/vdb", "/dev/vdc"]);
+    let cfg = config(false, Duration::from_secs(600));
+    let mut st = RoundState::default();
+    round(&engine, &cfg, &mut st, None, None);
+    let claims = engine.claim_count();
+    disks.add("/dev/vdd", 64 << 20);
+    st.woken_by = Some(Wake::Device);
+    round(&engine, &cfg, &mut st, None, None);
+    st.woken_by = Some(Wake::Timeout);
+    round(&engine, &cfg, &mut st, None, None);
+    assert_eq!(engine.claim_count(), claims, "listed on a device event");
+    st.woken_by = Some(Wake::Disk);
+    round(&engine, &cfg, &mut st, None, None);
+    assert_eq!(engine.claim_count(), claims + 1, "/dev/vdd not claimed");
+    disks.add("/dev/vde", 64 << 20);
+    st.woken_by = Some(Wake::Device);
+    st.disks_listed = Some(std::time::Instant::now() - Duration::from_secs(601));
+    round(&engine, &cfg, &mut st, None, None);
+    assert_eq!(engine.claim_count(), claims + 2, "/dev/vde not claimed");
+    disks.add("/dev/vdf", 64 << 20);
+    st.woken_by = None;
+    round(&engine, &cfg, &mut st, None, None);
+    assert_eq!(engine.claim_count(), claims + 3, "/dev/vdf not claimed");
+}
+
+/// A volume a delete is taking apart (its array already gone) is not
+/// reported as "not active"; once the delete has given up, it is.
+#[test]
+fn a_volume_being_deleted_is_not_reported() {
+    let (dm, _disks, engine) = engine_on(&["/dev/vdb", "/dev/vdc", "/dev/vdd"]);
+    raid5_v(&engine);
+    let cfg = config(false, Duration::from_secs(600));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut st = RoundState::default();
+    round(&engine, &cfg, &mut st, None, Some(&tx));
+    let healthy = st.last.get("v").cloned().expect("v reported");
+    while rx.try_recv().is_ok() {}
+    let deleting = engine.mark_deleting("v");
+    dm.remove("dmraid-v").unwrap();
+    round(&engine, &cfg, &mut st, None, Some(&tx));
+    assert_eq!(st.last.get("v"), Some(&healthy));
+    let told: Vec<Notice> = std::iter::from_fn(|| rx.try_recv().ok())
+        .filter(|n| *n != Notice::Round)
+        .collect();
+    assert!(told.is_empty(), "{told:?}");
+    drop(deleting);
+    round(&engine, &cfg, &mut st, None, Some(&tx));
+    assert_ne!(st.last.get("v"), Some(&healthy), "{:?}", st.last);
+}

@@ -99,6 +99,10 @@ pub trait Disks: Send + Sync {
     /// same device instance (a hot-removed disk vanishes; a disk added later
     /// may take its name and number, but not its `seq`).
     fn present(&self, disk: &DiskInfo) -> bool;
+    /// Forget what was read of the disks' presence, so the next
+    /// [`Disks::present`] reads it again ([`Disks::discover`] does this
+    /// too). Nothing to forget by default.
+    fn forget_presence(&self) {}
     /// Hold other processes off this disk's label until the lock is
     /// dropped (none by default: only real devices are shared).
     fn lock_label(&self, path: &Path) -> std::io::Result<crate::lock::DiskLock> {

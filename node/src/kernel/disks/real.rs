@@ -223,6 +223,10 @@ impl Disks for RealDisks {
         Ok(Box::new(f))
     }
 
+    fn forget_presence(&self) {
+        PRESENCE.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     fn present(&self, disk: &DiskInfo) -> bool {
         let now = std::time::Instant::now();
         let mut seen = PRESENCE.lock().unwrap_or_else(|e| e.into_inner());

@@ -336,17 +336,17 @@ impl DeviceMapper for FakeDm {
         Ok(())
     }
 
-    fn wait_for_event(&self, timeout: Duration) -> Result<bool, DmError> {
+    fn wait_for_event(&self, timeout: Duration) -> Result<super::Wake, DmError> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             {
                 let st = self.lock();
                 if st.events != st.armed {
-                    return Ok(true);
+                    return Ok(super::Wake::Device);
                 }
             }
             if std::time::Instant::now() >= deadline {
-                return Ok(false);
+                return Ok(super::Wake::Timeout);
             }
             std::thread::sleep(Duration::from_millis(1));
         }

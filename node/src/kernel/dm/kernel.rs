@@ -2,7 +2,7 @@
 
 use super::settle::{self, Settle};
 use super::uevents::{drain_block_uevents, uevent_socket};
-use super::{DeviceMapper, DmError, DmInfo, Target};
+use super::{DeviceMapper, DmError, DmInfo, Target, Wake};
 use devicemapper::{DevId, DmFlags, DmName, DmOptions, DmUuid, DM};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::io::AsRawFd;
@@ -225,7 +225,7 @@ impl DeviceMapper for KernelDm {
         Ok(())
     }
 
-    fn wait_for_event(&self, timeout: Duration) -> Result<bool, DmError> {
+    fn wait_for_event(&self, timeout: Duration) -> Result<Wake, DmError> {
         let mut fds = vec![libc::pollfd {
             fd: self.dm.as_raw_fd(),
             events: libc::POLLIN,
@@ -244,7 +244,7 @@ impl DeviceMapper for KernelDm {
         if n < 0 {
             let err = std::io::Error::last_os_error();
             if err.kind() == std::io::ErrorKind::Interrupted {
-                return Ok(false);
+                return Ok(Wake::Timeout);
             }
             return Err(DmError::Kernel {
                 op: "poll",
@@ -268,7 +268,13 @@ impl DeviceMapper for KernelDm {
             }
             _ => false,
         };
-        Ok(dm_event || disk_event)
+        Ok(if disk_event {
+            Wake::Disk
+        } else if dm_event {
+            Wake::Device
+        } else {
+            Wake::Timeout
+        })
     }
 
     fn device_path(&self, name: &str) -> Result<PathBuf, DmError> {

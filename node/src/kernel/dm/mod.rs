@@ -116,6 +116,18 @@ pub fn ioctl_words(text: &str) -> String {
     }
 }
 
+/// What ended a [`DeviceMapper::wait_for_event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// The timeout passed.
+    Timeout,
+    /// A device-mapper event (a table loaded, a leg failed, a sync ended).
+    Device,
+    /// A disk was added or removed (whether or not a device-mapper event
+    /// came with it).
+    Disk,
+}
+
 /// Every device-mapper operation the node uses. All calls are synchronous ioctls.
 pub trait DeviceMapper: Send + Sync {
     /// Every device-mapper device on the machine.
@@ -151,8 +163,8 @@ pub trait DeviceMapper: Send + Sync {
     /// Block until an event was raised since the last
     /// [`DeviceMapper::arm_events`], a disk was added or removed (the
     /// kernel's block uevents, where it can listen), or the timeout
-    /// passes; true when woken by an event.
-    fn wait_for_event(&self, timeout: Duration) -> Result<bool, DmError>;
+    /// passes; says which.
+    fn wait_for_event(&self, timeout: Duration) -> Result<Wake, DmError>;
     /// The path of the device's block node, created if the system has no udev to do it.
     fn device_path(&self, name: &str) -> Result<PathBuf, DmError>;
     /// The device's I/O counters: (I/Os completed, milliseconds they took),
