@@ -11,6 +11,24 @@ impl Engine {
         self.disks.forget_presence();
     }
 
+    /// Volumes with a leg on a claimed disk that is not present now: a
+    /// health round reports these first, so one pulled disk holding legs
+    /// of hundreds of volumes is told of within the round's first part.
+    pub fn volumes_on_absent_disks(&self) -> BTreeSet<String> {
+        lock(&self.claimed)
+            .iter()
+            .filter(|c| !self.disks.present(&c.info))
+            .flat_map(|c| {
+                c.label()
+                    .extents
+                    .iter()
+                    .filter(|e| e.state == ExtentState::Active)
+                    .map(|e| e.volume.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Claim the disks the operator's globs match: adopt our own labels,
     /// label blank disks, refuse foreign signatures unless wiping. Returns
     /// one error per disk that was refused; the others are claimed.

@@ -113,22 +113,32 @@ pub(super) fn no_redundancy_left(
     !s.lost && s.left == 0
 }
 
-/// The time a round spends replacing legs: one disk holding legs of
+/// The least time a round spends replacing legs: one disk holding legs of
 /// hundreds of volumes is pulled, and each replacement writes labels and
 /// loads tables; the rest wait for the next round, which starts at once,
-/// so the round that reports every volume's state is never held up.
+/// so the round that reports every volume's state is never held up for
+/// long. A round whose reporting took longer (hundreds of volumes, the
+/// node busy with their rebuilds) replaces for as long as it reported:
+/// at least half of the monitor's time goes to reporting, and the
+/// rebuilds do not start one a round.
 const ACT_BUDGET: Duration = Duration::from_secs(1);
 
+/// How long a round that spent `reported` reporting replaces legs.
+pub(super) fn act_budget(reported: Duration) -> Duration {
+    ACT_BUDGET.max(reported)
+}
+
 /// Carry out a round's decisions, those for volumes with no redundancy
-/// left first, within [`ACT_BUDGET`].
+/// left first, within `budget` ([`act_budget`]).
 pub(super) fn act(
     engine: &Engine,
     state: &mut RoundState,
     notices: Option<&Notices>,
     mut acts: Vec<(String, Act)>,
+    budget: Duration,
 ) {
     acts.sort_by_key(|(_, a)| *a);
-    let until = std::time::Instant::now() + ACT_BUDGET;
+    let until = std::time::Instant::now() + budget;
     let total = acts.len();
     for (n, (id, a)) in acts.into_iter().enumerate() {
         if a != Act::Reap && n > 0 && std::time::Instant::now() >= until {

@@ -24,7 +24,7 @@ mod recovery_rate;
 #[cfg(test)]
 mod tests;
 
-use act::{act, decide};
+use act::{act, act_budget, decide};
 use operator::operator_rebuilds;
 use recovery_rate::govern_rate;
 
@@ -120,6 +120,7 @@ pub fn round(
     metrics: Option<&crate::health::metrics::Metrics>,
     notices: Option<&Notices>,
 ) {
+    let started = std::time::Instant::now();
     if disks_due(cfg, state) {
         state.disks_listed = Some(std::time::Instant::now());
         claim_new_disks(engine, state);
@@ -138,7 +139,12 @@ pub fn round(
     if let Some(left) = engine.settle_rebuild_tables(std::time::Instant::now()) {
         state.wake_in = Some(left);
     }
-    let ids = engine.volume_ids();
+    let mut ids = engine.volume_ids();
+    // Volumes that lost a disk first (a stable sort: the rest keep their order).
+    let hit = engine.volumes_on_absent_disks();
+    if !hit.is_empty() {
+        ids.sort_by_key(|id| !hit.contains(id));
+    }
     let mut acts = Vec::new();
     forget_gone_volumes(state, &ids);
     for id in ids {
@@ -169,7 +175,7 @@ pub fn round(
             acts.push((id, a));
         }
     }
-    act(engine, state, notices, acts);
+    act(engine, state, notices, acts, act_budget(started.elapsed()));
 }
 
 /// Whether this round lists the disks for new ones to claim. Listing them

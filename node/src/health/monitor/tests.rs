@@ -375,3 +375,56 @@ fn a_volume_being_deleted_is_not_reported() {
     round(&engine, &cfg, &mut st, None, Some(&tx));
     assert_ne!(st.last.get("v"), Some(&healthy), "{:?}", st.last);
 }
+
+#[test]
+fn a_round_reports_the_volumes_that_lost_a_disk_before_the_others() {
+    let (dm, disks, engine) = engine_on(&["/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde"]);
+    let raid1 = |id: &str, legs: &str| {
+        let p: BTreeMap<String, String> = [
+            ("raidType".to_string(), "raid1".to_string()),
+            ("legs".to_string(), legs.to_string()),
+            ("sync".to_string(), "nosync".to_string()),
+        ]
+        .into();
+        let spec = dmraid_api::RaidSpec::from_parameters(&p).unwrap();
+        engine.create_volume(id, &spec, 8 << 20).unwrap()
+    };
+    // "a" comes first in the volumes' order; "z" has a leg on a disk "a"
+    // does not use.
+    let a = raid1("a", "2");
+    let z = raid1("z", "3");
+    let pulled = z
+        .legs
+        .iter()
+        .filter_map(|l| l.disk.clone())
+        .find(|d| !a.legs.iter().any(|l| l.disk.as_ref() == Some(d)))
+        .unwrap();
+    let cfg = config(false, Duration::from_millis(1));
+    let mut st = RoundState::default();
+    round(&engine, &cfg, &mut st, None, None);
+    // In the same round "a" has news of its own (a check started), and
+    // "z" lost a disk.
+    dm.set_status("dmraid-a", "raid1 2 AA 100/16384 check 0");
+    disks.remove(&pulled.display().to_string());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    round(&engine, &cfg, &mut st, None, Some(&tx));
+    let mut order: Vec<String> = Vec::new();
+    while let Ok(n) = rx.try_recv() {
+        if let Notice::Changed(id) | Notice::Event(id, _) = n {
+            if !order.contains(&id) {
+                order.push(id);
+            }
+        }
+    }
+    assert_eq!(order, ["z", "a"]);
+}
+
+#[test]
+fn a_round_replaces_legs_for_as_long_as_it_reported_and_at_least_a_second() {
+    use super::act::act_budget;
+    assert_eq!(
+        act_budget(Duration::from_millis(30)),
+        Duration::from_secs(1)
+    );
+    assert_eq!(act_budget(Duration::from_secs(6)), Duration::from_secs(6));
+}
