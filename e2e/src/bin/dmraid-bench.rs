@@ -1330,8 +1330,9 @@ fn scale(rows: &mut Vec<Row>) -> Result<(), String> {
     // lightly, until every array is in sync again; when each volume was
     // reported (its first warning condition) and each rebuild started are
     // read from the driver's log afterwards, by its timestamps. (A watcher
-    // that grepped the log every 100 ms took a good part of the guest's
-    // one vCPU from the driver it was timing.)
+    // that grepped the log every 100 ms, and a host polling the guest
+    // every 50 ms, competed for the guest's one vCPU with the driver they
+    // timed.)
     let log_at: u64 = vm
         .run_ok("wc -c < /tmp/driver.log")?
         .trim()
@@ -1341,11 +1342,21 @@ fn scale(rows: &mut Vec<Row>) -> Result<(), String> {
         "tail -c +{} /tmp/driver.log | tr -d '\\033' | sed 's/\\[[0-9;]*m//g'",
         log_at + 1
     );
-    let watcher = "now() { date -u +%s.%N; }; \
+    // The guest's busybox `date` has no %N: the watcher keeps
+    // /proc/uptime, and at the end waits for the wall clock's second to
+    // turn (within a `date` call, tens of ms here) to tie the two clocks.
+    // An array whose leg's disk is gone reads `AA idle` until md fails
+    // the leg (on its next I/O): the in-sync wait starts once the driver
+    // has started every rebuild.
+    let started = format!("{after} | grep -c 'rebuild started onto a spare'");
+    let watcher = format!(
+        "now() {{ cut -d' ' -f1 /proc/uptime; }}; \
          while [ -e /sys/block/vda ]; do sleep 0.05; done; t0=$(now); \
-         sleep 5; \
+         while [ $({started}) -lt {SCALE_FIRST} ]; do sleep 2; done; \
          while dmsetup status | grep ' raid ' | grep -qv ' AA .* idle '; do sleep 2; done; t3=$(now); \
-         echo \"$t0 $t3\" > /tmp/storm.out";
+         a=$(date -u +%s); while [ \"$(date -u +%s)\" = \"$a\" ]; do :; done; u=$(now); \
+         echo \"$t0 $t3 $a $u\" > /tmp/storm.out"
+    );
     vm.write_file("/tmp/storm.sh", watcher.as_bytes())?;
     vm.spawn("exec sh /tmp/storm.sh")?;
     vm.hot_remove_disk(0)?;
@@ -1362,9 +1373,12 @@ fn scale(rows: &mut Vec<Row>) -> Result<(), String> {
         .split_whitespace()
         .filter_map(|w| w.parse().ok())
         .collect();
-    let [t0, t3] = t[..] else {
+    let [t0, t3, wall, up] = t[..] else {
         return Err(format!("storm watcher: {t:?}"));
     };
+    // Uptime to the log's wall clock: at uptime `up` the second `wall + 1` began.
+    let offset = wall + 1.0 - up;
+    let (t0, t3) = (t0 + offset, t3 + offset);
     let reported = vm.run_ok(&format!(
         "{after} | grep 'WARN' | grep 'volume condition changed'; true"
     ))?;
