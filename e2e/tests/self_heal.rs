@@ -35,9 +35,9 @@ fn a_removed_disk_is_reported_and_the_leg_rebuilt_onto_the_spare_by_itself() {
     let removed = Instant::now();
     vm.hot_remove_disk(victim.unwrap()).unwrap();
     // The failure is reported (or already being healed) within seconds.
-    // The whole rebuild of this small volume can take two seconds, less
-    // than a few `volumes` calls under emulation: the monitor's Event says
-    // it too.
+    // The whole rebuild of this small volume can take a few seconds, a
+    // few `volumes` calls under emulation: the monitor's Event says it
+    // too.
     vm.wait_until(
         "dmraid-csi volumes --endpoint /run/csi.sock | grep -Eq 'failed|missing|rebuilding' || grep -q LegFailed /tmp/driver.log",
         Instant::now() + Duration::from_secs(20),
@@ -135,11 +135,10 @@ fn raid6_heals_two_losses_one_on_a_spare_one_on_a_disk_added_later_and_a_killed_
             .and_then(|r| r.split('/').next()?.parse().ok())
             .unwrap_or(0)
     };
-    // The driver loads `rebuild N`, then, once md's start of the recovery
-    // has settled (a round at least a second later), the same table
-    // without it (md logs a second "recovery" line there, going on from
-    // its checkpoint). Count from the steady table on: a kill between the
-    // two loads is its own test (crash_points_of_a_leg_replacement...).
+    // The driver loads `rebuild N`, then at once the same table without it
+    // (md logs a second "recovery" line there, going on from its
+    // checkpoint). Count from the steady table on: a kill between the two
+    // loads is its own test (crash_points_of_a_leg_replacement...).
     vm.wait_until(
         "dmsetup table dmraid-v | grep -vq rebuild",
         Instant::now() + Duration::from_secs(30),

@@ -54,12 +54,10 @@ pub fn run(args: EngineArgs) -> Result<(), String> {
             let v = engine
                 .replace_leg(&id, leg, disk)
                 .map_err(|e| e.to_string())?;
-            engine.settle_rebuild_tables_now();
             json(serde_json::to_value(v).map_err(|e| e.to_string())?);
         }
         EngineOp::Activate => {
             let failures = engine.activate_all();
-            engine.settle_rebuild_tables_now();
             let mut out = Vec::new();
             for id in engine.volume_ids() {
                 if let Ok(v) = engine.volume(&id) {

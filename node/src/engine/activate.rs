@@ -75,7 +75,7 @@ impl Engine {
                 &vs,
                 RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs, false, &blank)?,
             );
-            return self.load_rebuild(id, &blank, &rebuilding, live);
+            return self.load_rebuild(id, &blank, &rebuilding, &steady, live);
         }
         let target = [Target::new(0, steady.length.0, "raid", steady.params())];
         let dirty = if returned.is_empty() {
@@ -173,12 +173,6 @@ impl Engine {
             return Ok(false);
         }
         table.max_recovery_rate = want;
-        // A rebuild whose table still says `rebuild` goes on from its
-        // checkpoint: loaded again with it, it would start over.
-        if !table.rebuild.is_empty() {
-            table.rebuild.clear();
-            lock(&self.steady_due).remove(id);
-        }
         self.reload_array(
             id,
             &[Target::new(0, table.length.0, "raid", table.params())],

@@ -226,10 +226,6 @@ pub struct Engine {
     /// (`crate::health::rate`). Assumed at start-up for a kernel other
     /// than 6.1 ([`resync_survives_reload`]), or seen.
     reload_restarts_resync: std::sync::atomic::AtomicBool,
-    /// Arrays loaded with `rebuild` whose table the kernel took, with when:
-    /// the same table without `rebuild` is loaded once the kernel's sync
-    /// start has settled ([`Engine::settle_rebuild_tables`]).
-    steady_due: Mutex<BTreeMap<String, std::time::Instant>>,
 }
 
 /// Legs whose disk came back, given back to their running array.
@@ -397,7 +393,6 @@ impl Engine {
             resumed: Mutex::new(BTreeMap::new()),
             resync_reloaded: Mutex::new(BTreeMap::new()),
             reload_restarts_resync: std::sync::atomic::AtomicBool::new(false),
-            steady_due: Mutex::new(BTreeMap::new()),
         }
     }
 

@@ -2,7 +2,6 @@
 //! re-added so the bitmap catches them up, retired legs reaped, scrubs.
 
 use super::*;
-use std::time::Duration;
 
 impl Engine {
     /// Start a scrub: `check` counts mismatches between legs, `repair` also
@@ -92,21 +91,17 @@ impl Engine {
         Ok((dev, head))
     }
 
-    /// Load `rebuilding` (the table with `rebuild` for `legs`) and check
-    /// that the kernel took those legs. The same table without `rebuild`
-    /// follows once the kernel's start of the recovery has settled
-    /// ([`Engine::settle_rebuild_tables`]), so no later activation starts
-    /// the recovery over (DESIGN "Replacing a leg"); md goes on from its
-    /// recovery checkpoint across that load. Not at once: a suspend within
-    /// moments of the resume can meet md starting the sync thread, which
-    /// the kernel's settle holds off for up to a second
-    /// (`crate::kernel::dm::SETTLE`), and a storm's replacements would
-    /// each wait that out in turn.
+    /// Load `rebuilding` (the table with `rebuild` for `legs`), check that the
+    /// kernel took those legs, then load `steady`, the same table without
+    /// `rebuild`, so no later activation starts the recovery over (DESIGN
+    /// "Replacing a leg"). md goes on from its recovery checkpoint across
+    /// the second load.
     pub(super) fn load_rebuild(
         &self,
         id: &str,
         legs: &[u32],
         rebuilding: &RaidTable,
+        steady: &RaidTable,
         live: bool,
     ) -> Result<(), Error> {
         let name = array_name(id);
@@ -138,89 +133,15 @@ impl Engine {
                 "the kernel did not take the new leg {leg} of {id} (still D); see dmesg"
             )));
         }
-        lock(&self.steady_due).insert(id.to_string(), std::time::Instant::now());
+        dm::reload(self.dm.as_ref(), &name, &target(steady))?;
         Ok(())
     }
 
-    /// Load the table without `rebuild` into each array a rebuild was
-    /// loaded into at least [`crate::kernel::dm::SETTLE`] before `now`
-    /// (one busy with another operation is left for the next call).
-    /// Returns how long until the next one is due, if any is left.
-    pub fn settle_rebuild_tables(&self, now: std::time::Instant) -> Option<Duration> {
-        let settle = crate::kernel::dm::SETTLE;
-        let due: Vec<String> = lock(&self.steady_due)
-            .iter()
-            .filter(|(_, at)| now.saturating_duration_since(**at) >= settle)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in due {
-            let Ok(_guard) = self.try_lock_volume(&id) else {
-                continue;
-            };
-            match self.load_steady(&id) {
-                Ok(()) => {
-                    lock(&self.steady_due).remove(&id);
-                }
-                Err(e) => {
-                    // Tried again after another settle time; meanwhile any
-                    // reload of ours drops `rebuild` too.
-                    tracing::warn!(volume = %id, error = %e, "loading the table without `rebuild` failed; trying again");
-                    lock(&self.steady_due).insert(id, now);
-                }
-            }
-        }
-        lock(&self.steady_due)
-            .values()
-            .map(|at| settle.saturating_sub(now.saturating_duration_since(*at)))
-            .min()
-    }
-
-    /// [`Engine::settle_rebuild_tables`], waiting out the settle time: for a
-    /// one-shot command that exits once the rebuild is under way.
-    /// Gives up after a few settle times (what is left is logged, and the
-    /// next activation or reload of ours drops `rebuild`).
-    pub fn settle_rebuild_tables_now(&self) {
-        let until = std::time::Instant::now() + 5 * crate::kernel::dm::SETTLE;
-        while let Some(left) = self.settle_rebuild_tables(std::time::Instant::now()) {
-            if std::time::Instant::now() >= until {
-                tracing::warn!(volumes = ?lock(&self.steady_due).keys().collect::<Vec<_>>(), "tables still loaded with `rebuild`");
-                return;
-            }
-            std::thread::sleep(left.max(Duration::from_millis(10)));
-        }
-    }
-
-    /// Reload the live table of `id` without its `rebuild` legs (nothing
-    /// when it has none or the array is not live).
-    fn load_steady(&self, id: &str) -> Result<(), Error> {
-        let name = array_name(id);
-        if !self.dm.info(&name)?.is_some_and(|i| i.live_table) {
-            return Ok(());
-        }
-        let Some(mut table) = self
-            .dm
-            .table(&name)?
-            .first()
-            .and_then(|t| RaidTable::parse(&t.line()).ok())
-        else {
-            return Ok(());
-        };
-        if table.rebuild.is_empty() {
-            return Ok(());
-        }
-        table.rebuild.clear();
-        self.reload_array(
-            id,
-            &[Target::new(0, table.length.0, "raid", table.params())],
-        )
-    }
-
     /// Replace a failed or missing leg: a new meta/data pair on a disk no
-    /// other leg uses (or on `disk`), `rebuild <leg>` loaded live, and once
-    /// the kernel has taken the new leg and its sync start has settled the
-    /// same table again without `rebuild` ([`Engine::settle_rebuild_tables`]),
-    /// so a later activation does not rebuild twice (DESIGN "Replacing a
-    /// leg"). The old extents are kept as Retiring until the
+    /// other leg uses (or on `disk`), `rebuild <leg>` loaded live, and as
+    /// soon as the kernel has taken the new leg the same table again without
+    /// `rebuild`, so a later activation does not rebuild twice (DESIGN
+    /// "Replacing a leg"). The old extents are kept as Retiring until the
     /// array is in sync ([`Engine::reap_retired`]), then wiped.
     pub fn replace_leg(
         &self,
@@ -356,19 +277,20 @@ impl Engine {
         Ok(placement)
     }
 
-    /// Loads the array with the new leg to be rebuilt.
+    /// Loads the array with the new leg to be rebuilt (and the steady table
+    /// to go on with once it is in sync).
     fn load_replacement(&self, id: &str, vs: &VolumeSpec, leg: u32) -> Result<(), Error> {
         let (_, legs) = self
             .find(id)
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
         let stack = self.volume_stack(id, vs, &legs, false)?;
-        let (devs, _) = self.activate_legs(&stack, &BTreeSet::new())?;
+        let (devs, steady) = self.activate_legs(&stack, &BTreeSet::new())?;
         let rebuilding = self.with_rate(
             id,
             vs,
             RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs, false, &[leg])?,
         );
-        self.load_rebuild(id, &[leg], &rebuilding, true)
+        self.load_rebuild(id, &[leg], &rebuilding, &steady, true)
     }
 
     /// The kernel refused a replacement leg: give the new extents up (to be

@@ -59,51 +59,20 @@ fn a_failed_leg_is_replaced_on_a_spare_and_old_extents_freed_when_in_sync() {
         !v.legs.iter().any(|l| l.disk.as_ref() == Some(&new_disk)),
         "the spare, not another leg's disk"
     );
-    // The kernel got `rebuild 1`; the same table without it waits until
-    // the recovery's start has settled.
-    let live = || RaidTable::parse(&dm.table("dmraid-r").unwrap()[0].line()).unwrap();
-    assert_eq!(live().rebuild, vec![1]);
-    let now = std::time::Instant::now();
-    let left = e.settle_rebuild_tables(now).expect("one table to settle");
-    assert!(left > std::time::Duration::ZERO && left <= crate::kernel::dm::SETTLE);
-    assert_eq!(live().rebuild, vec![1], "not within the settle time");
-    assert_eq!(
-        e.settle_rebuild_tables(now + crate::kernel::dm::SETTLE),
-        None
-    );
-    assert!(live().rebuild.is_empty());
-    assert!(
-        live().max_recovery_rate.is_some(),
-        "the policy's ceiling kept"
-    );
+    // The kernel saw `rebuild 1`, then the same table without it.
+    let loads: Vec<String> = dm
+        .log()
+        .into_iter()
+        .filter(|l| l == "load dmraid-r")
+        .collect();
+    assert!(loads.len() >= 3);
+    let live = RaidTable::parse(&dm.table("dmraid-r").unwrap()[0].line()).unwrap();
+    assert!(live.rebuild.is_empty());
     // Old extents stay until the array is in sync, then are freed.
     dm.set_status("dmraid-r", "raid5_ls 3 AaA 100/8192 recover 0");
     assert_eq!(e.reap_retired("r").unwrap(), 0);
     dm.set_status("dmraid-r", "raid5_ls 3 AAA 8192/8192 idle 0");
     assert_eq!(e.reap_retired("r").unwrap(), 2);
-}
-
-#[test]
-fn a_rate_retune_before_the_steady_load_drops_rebuild_rather_than_loading_it_again() {
-    let (dm, _disks, e) = setup(4, 64 * MIB);
-    let s = params(&[("raidType", "raid1")]);
-    e.create_volume("q", &s, 8 * MIB as u64).unwrap();
-    dm.set_status("dmraid-q", "raid1 2 AD 16384/16384 idle 0");
-    e.replace_leg("q", None, None).unwrap();
-    let live = || RaidTable::parse(&dm.table("dmraid-q").unwrap()[0].line()).unwrap();
-    assert_eq!(live().rebuild, vec![1]);
-    // The policy holds the rebuild back before its steady table is loaded:
-    // the reload goes on from the checkpoint, without `rebuild`.
-    dm.set_status("dmraid-q", "raid1 2 Aa 100/16384 recover 0");
-    assert!(e.set_recovery_rate("q", Some(5000)).unwrap());
-    assert!(live().rebuild.is_empty());
-    assert_eq!(live().max_recovery_rate, Some(5000));
-    let loads = dm.loads("dmraid-q").len();
-    assert_eq!(
-        e.settle_rebuild_tables(std::time::Instant::now() + crate::kernel::dm::SETTLE),
-        None
-    );
-    assert_eq!(dm.loads("dmraid-q").len(), loads, "nothing left to load");
 }
 
 #[test]
@@ -127,8 +96,6 @@ fn a_replacement_leg_the_kernel_never_took_is_rebuilt_at_the_next_start_then_loa
     let dm2 = Arc::new(FakeDm::new());
     let e2 = engine(&dm2, &disks);
     assert!(e2.activate_all().is_empty());
-    assert_eq!(dm2.loads("dmraid-m").len(), 1);
-    e2.settle_rebuild_tables(std::time::Instant::now() + crate::kernel::dm::SETTLE);
     let loads = dm2.loads("dmraid-m");
     assert_eq!(loads.len(), 2, "{loads:#?}");
     assert!(loads[0].contains(" rebuild 1 "), "{}", loads[0]);

@@ -117,13 +117,14 @@ pub(super) fn no_redundancy_left(
 /// hundreds of volumes is pulled, and each replacement writes labels and
 /// loads tables; the rest wait for the next round, which starts at once,
 /// so the round that reports every volume's state is never held up for
-/// long. A round whose reporting took longer (hundreds of volumes, the
-/// node busy with their rebuilds) replaces for as long as it reported:
-/// at least half of the monitor's time goes to reporting, and the
-/// rebuilds do not start one a round.
+/// long. A round whose first part (reporting every volume, loading the
+/// steady tables of rebuilds started earlier) took longer, with hundreds
+/// of volumes and the node busy with their rebuilds, replaces for as long
+/// as that part took: at least half of the monitor's time still goes to
+/// reporting, and the rebuilds do not start one a round.
 const ACT_BUDGET: Duration = Duration::from_secs(1);
 
-/// How long a round that spent `reported` reporting replaces legs.
+/// How long a round whose first part took `reported` replaces legs.
 pub(super) fn act_budget(reported: Duration) -> Duration {
     ACT_BUDGET.max(reported)
 }

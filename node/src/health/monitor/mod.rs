@@ -135,10 +135,6 @@ pub fn round(
     operator_rebuilds(engine, cfg, state, notices);
     let epoch = *state.epoch.get_or_insert_with(std::time::Instant::now);
     state.wake_in = None;
-    // Rebuilds loaded in earlier rounds go on under their steady table.
-    if let Some(left) = engine.settle_rebuild_tables(std::time::Instant::now()) {
-        state.wake_in = Some(left);
-    }
     let mut ids = engine.volume_ids();
     // Volumes that lost a disk first (a stable sort: the rest keep their order).
     let hit = engine.volumes_on_absent_disks();

@@ -14,7 +14,6 @@ mod uevents;
 #[cfg(test)]
 pub use fake::FakeDm;
 pub use kernel::KernelDm;
-pub use settle::SETTLE;
 
 use std::path::PathBuf;
 use std::time::Duration;
