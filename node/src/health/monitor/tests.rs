@@ -38,6 +38,18 @@ fn raid5_v(engine: &Engine) -> crate::engine::VolumeInfo {
     engine.create_volume("v", &spec, 8 << 20).unwrap()
 }
 
+/// An 8 MiB raid1 volume `id` on `legs` legs, nosync.
+fn nosync_raid1(engine: &Engine, id: &str, legs: &str) -> crate::engine::VolumeInfo {
+    let p: BTreeMap<String, String> = [
+        ("raidType".to_string(), "raid1".to_string()),
+        ("legs".to_string(), legs.to_string()),
+        ("sync".to_string(), "nosync".to_string()),
+    ]
+    .into();
+    let spec = dmraid_api::RaidSpec::from_parameters(&p).unwrap();
+    engine.create_volume(id, &spec, 8 << 20).unwrap()
+}
+
 fn config(auto_rebuild: bool, interval: Duration) -> MonitorConfig {
     MonitorConfig {
         rebuild_delay: Duration::ZERO,
@@ -81,14 +93,7 @@ fn volumes_with_no_redundancy_left_are_rebuilt_first() {
     let (dm, _disks, engine) =
         engine_on(&["/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde", "/dev/vdf"]);
     let raid1 = |id: &str, legs: &str| {
-        let p: BTreeMap<String, String> = [
-            ("raidType".to_string(), "raid1".to_string()),
-            ("legs".to_string(), legs.to_string()),
-            ("sync".to_string(), "nosync".to_string()),
-        ]
-        .into();
-        let spec = dmraid_api::RaidSpec::from_parameters(&p).unwrap();
-        engine.create_volume(id, &spec, 8 << 20).unwrap();
+        nosync_raid1(&engine, id, legs);
     };
     // "a" keeps a mirror after losing one; "z" (later in every order
     // but this one) has none left.
@@ -379,16 +384,7 @@ fn a_volume_being_deleted_is_not_reported() {
 #[test]
 fn a_round_reports_the_volumes_that_lost_a_disk_before_the_others() {
     let (dm, disks, engine) = engine_on(&["/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde"]);
-    let raid1 = |id: &str, legs: &str| {
-        let p: BTreeMap<String, String> = [
-            ("raidType".to_string(), "raid1".to_string()),
-            ("legs".to_string(), legs.to_string()),
-            ("sync".to_string(), "nosync".to_string()),
-        ]
-        .into();
-        let spec = dmraid_api::RaidSpec::from_parameters(&p).unwrap();
-        engine.create_volume(id, &spec, 8 << 20).unwrap()
-    };
+    let raid1 = |id: &str, legs: &str| nosync_raid1(&engine, id, legs);
     // "a" comes first in the volumes' order; "z" has a leg on a disk "a"
     // does not use.
     let a = raid1("a", "2");
