@@ -574,19 +574,25 @@ impl Engine {
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
         let vs = Self::spec_of(&record)?;
         let legs_wanted = vs.spec.legs as usize;
-        let capacity = dmraid_api::capacity::array_sectors(&vs.spec, Sectors(vs.leg_data))?
-            .bytes()
-            .0;
+        let recorded = dmraid_api::capacity::array_sectors(&vs.spec, Sectors(vs.leg_data))?;
         let name = array_name(id);
-        let status = match self.dm.info(&name)? {
-            Some(i) if i.live_table => self
-                .dm
-                .status(&name)?
-                .first()
-                .and_then(|t| RaidStatus::parse(&t.params).ok())
-                .map(|st| self.as_resumed(id, st)),
-            _ => None,
+        let live = match self.dm.info(&name)? {
+            Some(i) if i.live_table => self.dm.status(&name)?,
+            _ => Vec::new(),
         };
+        let status = live
+            .first()
+            .and_then(|t| RaidStatus::parse(&t.params).ok())
+            .map(|st| self.as_resumed(id, st));
+        // What the device has now: mid-expansion the labels already say the
+        // new size while the array still has the old one, and a status
+        // published then must not say the volume has grown.
+        let capacity = match live.iter().map(|t| t.length).sum::<u64>() {
+            0 => recorded,
+            sectors => Sectors(sectors),
+        }
+        .bytes()
+        .0;
         Ok(VolumeInfo {
             id: id.to_string(),
             capacity,

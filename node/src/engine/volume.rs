@@ -291,7 +291,14 @@ impl Engine {
         let mut vs = Self::spec_of(&record)?;
         let new_leg = leg_for_size(&vs.spec, Bytes(size))?;
         if new_leg.0 <= vs.leg_data {
-            return self.volume(id);
+            // Recorded that long already; an expansion cut short after
+            // its labels were written is finished here.
+            let now = self.volume(id)?;
+            let recorded = dmraid_api::capacity::array_sectors(&vs.spec, Sectors(vs.leg_data))?;
+            if now.status.is_none() || now.capacity >= recorded.bytes().0 {
+                return Ok(now);
+            }
+            return self.reload_grown(id);
         }
         if legs.len() < vs.spec.legs as usize {
             return Err(Error::Precondition(format!(
@@ -327,6 +334,12 @@ impl Engine {
         })?;
         drop(alloc);
         crash_point("grow-recorded");
+        self.reload_grown(id)
+    }
+
+    /// The second half of a growth: the data linears and then the array
+    /// are loaded with the lengths the labels record.
+    fn reload_grown(&self, id: &str) -> Result<VolumeInfo, Error> {
         let (_, legs) = self
             .find(id)
             .ok_or_else(|| Error::NotFound(id.to_string()))?;

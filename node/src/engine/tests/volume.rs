@@ -261,6 +261,22 @@ fn expand_grows_extents_in_place_and_reloads_with_the_new_length() {
 }
 
 #[test]
+fn a_volume_reads_its_old_size_until_the_array_is_reloaded_with_the_new_one() {
+    let (dm, _disks, e) = setup(3, 128 * MIB);
+    let s = params(&[("raidType", "raid5_ls")]);
+    let v = e.create_volume("g", &s, 16 * MIB as u64).unwrap();
+    // The labels and the data linears grow; loading the array fails, as a
+    // crash or another reader in that window would find it.
+    dm.fail_next("load dmraid-g");
+    e.expand_volume("g", 48 * MIB as u64).unwrap_err();
+    assert_eq!(e.volume("g").unwrap().capacity, v.capacity);
+    // Asked again, it finishes, and only then reads the new size.
+    let grown = e.expand_volume("g", 48 * MIB as u64).unwrap();
+    assert!(grown.capacity >= 48 * MIB as u64, "{}", grown.capacity);
+    assert_eq!(e.volume("g").unwrap().capacity, grown.capacity);
+}
+
+#[test]
 fn device_names_of_one_volume_never_catch_another() {
     let (dm, _disks, e) = setup(3, 64 * MIB);
     let s = params(&[("raidType", "raid1"), ("legs", "2")]);
