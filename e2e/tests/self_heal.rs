@@ -135,15 +135,14 @@ fn raid6_heals_two_losses_one_on_a_spare_one_on_a_disk_added_later_and_a_killed_
             .and_then(|r| r.split('/').next()?.parse().ok())
             .unwrap_or(0)
     };
-    // The driver loads `rebuild N`, then at once the same table without it
-    // (md logs a second "recovery" line there, going on from its
-    // checkpoint). Count from the steady table on: a kill between the two
-    // loads is its own test (crash_points_of_a_leg_replacement...).
-    vm.wait_until(
-        "dmsetup table dmraid-v | grep -vq rebuild",
-        Instant::now() + Duration::from_secs(30),
-    )
-    .unwrap();
+    // The driver loads `rebuild N` and keeps it until the array is in
+    // sync. Killed now, the restarted driver finds that table live and must
+    // leave it: a load of any table would make md log one more "recovery"
+    // line, and one with `rebuild` would start the recovery over.
+    assert!(vm
+        .run_ok("dmsetup table dmraid-v")
+        .unwrap()
+        .contains(" rebuild "));
     let count = "dmesg | grep -c 'recovery of RAID array' || true";
     let before_kill = vm.run_ok(count).unwrap();
     let at_kill = progress(&mut vm);
@@ -164,6 +163,12 @@ fn raid6_heals_two_losses_one_on_a_spare_one_on_a_disk_added_later_and_a_killed_
         after_restart >= at_kill,
         "recovery went back after the restart: {at_kill} -> {after_restart}"
     );
+    // In sync: the restarted driver loads the table without `rebuild`.
+    vm.wait_until(
+        "! dmsetup table dmraid-v | grep -q rebuild",
+        Instant::now() + Duration::from_secs(30),
+    )
+    .unwrap();
 
     // Second loss with no spare left: reported, then healed by a disk added later.
     let second = leg_disk(&mut vm, &[first]);
@@ -244,13 +249,21 @@ fn crash_points_of_a_leg_replacement_each_end_in_one_rebuild_and_no_leaked_exten
             Instant::now() + Duration::from_secs(180),
         )
         .unwrap();
-        let table = vm.run_ok("dmsetup table dmraid-v").unwrap();
-        assert!(
-            !table.contains("rebuild"),
-            "{point}: steady table at the end: {table}"
-        );
-        // An uninterrupted replacement logs one or two "recovery" lines (the
-        // `rebuild` load and the steady one); a second rebuild would add more.
+        // Once in sync, the table without `rebuild`.
+        vm.wait_until(
+            "! dmsetup table dmraid-v | grep -q rebuild",
+            Instant::now() + Duration::from_secs(30),
+        )
+        .map_err(|e| {
+            format!(
+                "{point}: {e}: {}",
+                vm.run_ok("dmsetup table dmraid-v").unwrap_or_default()
+            )
+        })
+        .unwrap();
+        // An uninterrupted replacement logs one "recovery" line (the
+        // `rebuild` load), or two where a restart loaded the table again
+        // mid-recovery; a second rebuild would add more.
         let recoveries: u32 = vm
             .run_ok("dmesg | grep -c 'recovery of RAID array' || true")
             .unwrap()

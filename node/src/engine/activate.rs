@@ -75,7 +75,7 @@ impl Engine {
                 &vs,
                 RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs, false, &blank)?,
             );
-            return self.load_rebuild(id, &blank, &rebuilding, &steady, live);
+            return self.load_rebuild(id, &blank, &rebuilding, live);
         }
         let target = [Target::new(0, steady.length.0, "raid", steady.params())];
         let dirty = if returned.is_empty() {
@@ -84,12 +84,18 @@ impl Engine {
             self.bitmap_dirty(&legs, &returned)
         };
         // `nosync` only matters to a new array: a live one made with it
-        // is the same array without it.
+        // is the same array without it. A live one still rebuilding (the
+        // driver restarted) keeps its `rebuild` until it is in sync: a
+        // load now would suspend the recovery for nothing.
         let same = current.as_ref().is_some_and(|c| {
             let mut c = c.clone();
             c.sync = steady.sync;
+            c.rebuild.clear();
             c == steady
         });
+        if same && current.as_ref().is_some_and(|c| !c.rebuild.is_empty()) {
+            lock(&self.rebuild_live).insert(id.to_string());
+        }
         if !same {
             self.reload_array(id, &target)?;
         } else if !returned.is_empty() {
@@ -173,6 +179,8 @@ impl Engine {
             return Ok(false);
         }
         table.max_recovery_rate = want;
+        // `rebuild` again would start the recovery over.
+        table.rebuild.clear();
         self.reload_array(
             id,
             &[Target::new(0, table.length.0, "raid", table.params())],
@@ -233,6 +241,8 @@ impl Engine {
             }
             return Err(e.into());
         }
+        // Every table this loads is one without `rebuild`.
+        lock(&self.rebuild_live).remove(id);
         match before {
             Some(st) if resync && st.synced > 0 => {
                 lock(&self.resync_reloaded).insert(id.to_string(), st.synced);
@@ -410,7 +420,11 @@ impl Engine {
         // arrays no faster in the test VM (measured once, on a busy host).
         for (id, plan) in starting {
             let result = self.start_one(&id, &plan, marked);
-            let result = result.and_then(|_| self.reap_retired(&id).map(|_| ()));
+            // A rebuild that ended while no driver ran (the CLI started
+            // it) leaves its `rebuild` table live until here.
+            let result = result
+                .and_then(|_| self.load_steady(&id))
+                .and_then(|_| self.reap_retired(&id).map(|_| ()));
             if let Err(e) = result {
                 failures.push((id, e));
             }

@@ -226,6 +226,10 @@ pub struct Engine {
     /// (`crate::health::rate`). Assumed at start-up for a kernel other
     /// than 6.1 ([`resync_survives_reload`]), or seen.
     reload_restarts_resync: std::sync::atomic::AtomicBool,
+    /// Volumes whose live table still carries `rebuild` (a replacement
+    /// leg, or a blank one at activation): the table without it is loaded
+    /// once the array is in sync ([`Engine::load_steady`]).
+    rebuild_live: Mutex<BTreeSet<String>>,
 }
 
 /// Legs whose disk came back, given back to their running array.
@@ -393,6 +397,7 @@ impl Engine {
             resumed: Mutex::new(BTreeMap::new()),
             resync_reloaded: Mutex::new(BTreeMap::new()),
             reload_restarts_resync: std::sync::atomic::AtomicBool::new(false),
+            rebuild_live: Mutex::new(BTreeSet::new()),
         }
     }
 

@@ -91,17 +91,23 @@ impl Engine {
         Ok((dev, head))
     }
 
-    /// Load `rebuilding` (the table with `rebuild` for `legs`), check that the
-    /// kernel took those legs, then load `steady`, the same table without
-    /// `rebuild`, so no later activation starts the recovery over (DESIGN
-    /// "Replacing a leg"). md goes on from its recovery checkpoint across
-    /// the second load.
+    /// Load `rebuilding` (the table with `rebuild` for `legs`) and check
+    /// that the kernel took those legs. The same table without `rebuild`
+    /// follows once the array is in sync ([`Engine::load_steady`]), so no
+    /// later load starts the recovery over (DESIGN "Replacing a leg").
+    ///
+    /// Not at once: a suspend mid-recovery waits out the settle (a second,
+    /// `dm::settle`), which held every replacement up that long and made a
+    /// storm of hundreds start one rebuild a round; and the recovery it
+    /// resumes reads `repair` for a while. Until then every table of ours
+    /// is loaded without `rebuild` ([`Engine::set_recovery_rate`], the
+    /// activation of a live array), and md goes on from its recovery
+    /// checkpoint across such a load.
     pub(super) fn load_rebuild(
         &self,
         id: &str,
         legs: &[u32],
         rebuilding: &RaidTable,
-        steady: &RaidTable,
         live: bool,
     ) -> Result<(), Error> {
         let name = array_name(id);
@@ -124,6 +130,7 @@ impl Engine {
             .status(&name)?
             .first()
             .and_then(|t| RaidStatus::parse(&t.params).ok());
+        lock(&self.rebuild_live).insert(id.to_string());
         if let Some(leg) = legs.iter().find(|l| {
             taken
                 .as_ref()
@@ -133,15 +140,56 @@ impl Engine {
                 "the kernel did not take the new leg {leg} of {id} (still D); see dmesg"
             )));
         }
-        dm::reload(self.dm.as_ref(), &name, &target(steady))?;
         Ok(())
     }
 
+    /// Once a rebuild has ended (the array idle, every leg in sync), load
+    /// its table again without `rebuild` ([`Engine::load_rebuild`]).
+    /// Returns whether it did; a volume busy with another operation waits
+    /// for the next round.
+    pub fn load_steady(&self, id: &str) -> Result<bool, Error> {
+        if !lock(&self.rebuild_live).contains(id) {
+            return Ok(false);
+        }
+        let Ok(_guard) = self.try_lock_volume(id) else {
+            return Ok(false);
+        };
+        let name = array_name(id);
+        let table = if self.dm.info(&name)?.is_some_and(|i| i.live_table) {
+            self.dm
+                .table(&name)?
+                .first()
+                .and_then(|t| RaidTable::parse(&t.line()).ok())
+        } else {
+            None
+        };
+        let Some(mut table) = table.filter(|t| !t.rebuild.is_empty()) else {
+            lock(&self.rebuild_live).remove(id);
+            return Ok(false);
+        };
+        let in_sync = self
+            .dm
+            .status(&name)?
+            .first()
+            .and_then(|t| RaidStatus::parse(&t.params).ok())
+            .is_some_and(|st| st.healthy());
+        if !in_sync {
+            return Ok(false);
+        }
+        table.rebuild.clear();
+        self.reload_array(
+            id,
+            &[Target::new(0, table.length.0, "raid", table.params())],
+        )?;
+        tracing::info!(volume = %id, "rebuild done: the table without `rebuild` loaded");
+        Ok(true)
+    }
+
     /// Replace a failed or missing leg: a new meta/data pair on a disk no
-    /// other leg uses (or on `disk`), `rebuild <leg>` loaded live, and as
-    /// soon as the kernel has taken the new leg the same table again without
-    /// `rebuild`, so a later activation does not rebuild twice (DESIGN
-    /// "Replacing a leg"). The old extents are kept as Retiring until the
+    /// other leg uses (or on `disk`), `rebuild <leg>` loaded live, and once
+    /// the array is in sync the same table again without `rebuild`, so a
+    /// later activation does not rebuild twice (DESIGN "Replacing a leg",
+    /// [`Engine::load_steady`]). The old extents are kept as Retiring until the
     /// array is in sync ([`Engine::reap_retired`]), then wiped.
     pub fn replace_leg(
         &self,
@@ -277,20 +325,19 @@ impl Engine {
         Ok(placement)
     }
 
-    /// Loads the array with the new leg to be rebuilt (and the steady table
-    /// to go on with once it is in sync).
+    /// Loads the array with the new leg to be rebuilt.
     fn load_replacement(&self, id: &str, vs: &VolumeSpec, leg: u32) -> Result<(), Error> {
         let (_, legs) = self
             .find(id)
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
         let stack = self.volume_stack(id, vs, &legs, false)?;
-        let (devs, steady) = self.activate_legs(&stack, &BTreeSet::new())?;
+        let (devs, _) = self.activate_legs(&stack, &BTreeSet::new())?;
         let rebuilding = self.with_rate(
             id,
             vs,
             RaidTable::build(&vs.spec, Sectors(vs.leg_data), devs, false, &[leg])?,
         );
-        self.load_rebuild(id, &[leg], &rebuilding, &steady, true)
+        self.load_rebuild(id, &[leg], &rebuilding, true)
     }
 
     /// The kernel refused a replacement leg: give the new extents up (to be

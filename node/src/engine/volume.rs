@@ -410,6 +410,7 @@ impl Engine {
             }
         }
         lock(&self.rates).remove(id);
+        lock(&self.rebuild_live).remove(id);
         let prefix = format!("dmraid-{id}+");
         let legs: Vec<String> = self
             .dm

@@ -59,20 +59,94 @@ fn a_failed_leg_is_replaced_on_a_spare_and_old_extents_freed_when_in_sync() {
         !v.legs.iter().any(|l| l.disk.as_ref() == Some(&new_disk)),
         "the spare, not another leg's disk"
     );
-    // The kernel saw `rebuild 1`, then the same table without it.
-    let loads: Vec<String> = dm
-        .log()
-        .into_iter()
-        .filter(|l| l == "load dmraid-r")
-        .collect();
-    assert!(loads.len() >= 3);
-    let live = RaidTable::parse(&dm.table("dmraid-r").unwrap()[0].line()).unwrap();
-    assert!(live.rebuild.is_empty());
-    // Old extents stay until the array is in sync, then are freed.
+    // The kernel took `rebuild 1`; the table keeps it while it recovers.
+    let live = || RaidTable::parse(&dm.table("dmraid-r").unwrap()[0].line()).unwrap();
+    assert_eq!(live().rebuild, vec![1]);
     dm.set_status("dmraid-r", "raid5_ls 3 AaA 100/8192 recover 0");
+    let loads = dm.loads("dmraid-r").len();
+    assert!(!e.load_steady("r").unwrap());
+    assert_eq!(dm.loads("dmraid-r").len(), loads, "no load mid-recovery");
+    // Old extents stay until the array is in sync, then are freed.
     assert_eq!(e.reap_retired("r").unwrap(), 0);
     dm.set_status("dmraid-r", "raid5_ls 3 AAA 8192/8192 idle 0");
+    // In sync: the same table without `rebuild`, once.
+    assert!(e.load_steady("r").unwrap());
+    let mut want = live();
+    assert!(want.rebuild.is_empty());
+    want.rebuild = vec![1];
+    assert_eq!(
+        RaidTable::parse(&dm.loads("dmraid-r")[loads - 1]).unwrap(),
+        want,
+        "only `rebuild` dropped"
+    );
+    assert!(!e.load_steady("r").unwrap());
+    assert_eq!(dm.loads("dmraid-r").len(), loads + 1);
     assert_eq!(e.reap_retired("r").unwrap(), 2);
+}
+
+#[test]
+fn a_rebuild_going_on_across_a_driver_restart_or_a_rate_change_is_never_started_over() {
+    let (dm, disks, e) = setup(3, 64 * MIB);
+    let v = e
+        .create_volume("m", &params(&[("raidType", "raid1")]), 8 * MIB as u64)
+        .unwrap();
+    for at in meta_extents(&e, "m") {
+        kernel_writes_superblock(&disks, &at);
+    }
+    let lost = v.legs[1].disk.clone().unwrap().display().to_string();
+    disks.remove(&lost);
+    dm.set_status("dmraid-m", "raid1 2 AD 16384/16384 idle 0");
+    e.replace_leg("m", None, None).unwrap();
+    for at in meta_extents(&e, "m").iter().filter(|at| at.0 != lost) {
+        kernel_writes_superblock(&disks, at);
+    }
+    dm.set_status("dmraid-m", "raid1 2 Aa 4096/16384 recover 0");
+    // The driver restarts while the kernel recovers: the live table with
+    // `rebuild 1` stays (a load now would suspend the recovery for nothing).
+    drop(e);
+    let loads = dm.loads("dmraid-m").len();
+    let e2 = engine(&dm, &disks);
+    assert!(e2.activate_all().is_empty());
+    assert_eq!(dm.loads("dmraid-m").len(), loads, "nothing reloaded");
+    assert!(!e2.load_steady("m").unwrap());
+    // A rate change mid-recovery loads the table without `rebuild`: with
+    // it, md would start the recovery over.
+    assert!(e2.set_recovery_rate("m", Some(1000)).unwrap());
+    let last = dm.loads("dmraid-m").pop().unwrap();
+    let t = RaidTable::parse(&last).unwrap();
+    assert!(
+        t.rebuild.is_empty() && t.max_recovery_rate == Some(1000),
+        "{last}"
+    );
+    // Nothing left to load once it is in sync.
+    dm.set_status("dmraid-m", "raid1 2 AA 16384/16384 idle 0");
+    assert!(!e2.load_steady("m").unwrap());
+    assert_eq!(dm.loads("dmraid-m").len(), loads + 1);
+    // And a restarted driver that finds a finished rebuild's table loads
+    // the steady one as it starts.
+    let (dm3, disks3, e3) = setup(3, 64 * MIB);
+    let v3 = e3
+        .create_volume("n", &params(&[("raidType", "raid1")]), 8 * MIB as u64)
+        .unwrap();
+    for at in meta_extents(&e3, "n") {
+        kernel_writes_superblock(&disks3, &at);
+    }
+    let lost = v3.legs[0].disk.clone().unwrap().display().to_string();
+    disks3.remove(&lost);
+    dm3.set_status("dmraid-n", "raid1 2 DA 16384/16384 idle 0");
+    e3.replace_leg("n", None, None).unwrap();
+    for at in meta_extents(&e3, "n").iter().filter(|at| at.0 != lost) {
+        kernel_writes_superblock(&disks3, at);
+    }
+    drop(e3);
+    dm3.set_status("dmraid-n", "raid1 2 AA 16384/16384 idle 0");
+    let loads = dm3.loads("dmraid-n").len();
+    let e4 = engine(&dm3, &disks3);
+    assert!(e4.activate_all().is_empty());
+    assert_eq!(dm3.loads("dmraid-n").len(), loads + 1);
+    assert!(!e4.load_steady("n").unwrap());
+    let t = RaidTable::parse(&dm3.table("dmraid-n").unwrap()[0].line()).unwrap();
+    assert!(t.rebuild.is_empty(), "{t:?}");
 }
 
 #[test]
@@ -90,15 +164,19 @@ fn a_replacement_leg_the_kernel_never_took_is_rebuilt_at_the_next_start_then_loa
     e.replace_leg("m", None, None).unwrap();
     // The driver dies before the kernel wrote the new leg's superblock: the
     // new extents are in the labels and blank. The next start must load
-    // `rebuild 1` (the kernel refuses a blank leg without it), then the
-    // steady table.
+    // `rebuild 1` (the kernel refuses a blank leg without it), then, once
+    // in sync, the steady table.
     drop(e);
     let dm2 = Arc::new(FakeDm::new());
+    dm2.status_after_swap("dmraid-m", "raid1 2 Aa 0/16384 recover 0");
     let e2 = engine(&dm2, &disks);
     assert!(e2.activate_all().is_empty());
     let loads = dm2.loads("dmraid-m");
-    assert_eq!(loads.len(), 2, "{loads:#?}");
+    assert_eq!(loads.len(), 1, "{loads:#?}");
     assert!(loads[0].contains(" rebuild 1 "), "{}", loads[0]);
+    dm2.set_status("dmraid-m", "raid1 2 AA 16384/16384 idle 0");
+    assert!(e2.load_steady("m").unwrap());
+    let loads = dm2.loads("dmraid-m");
     assert!(!loads[1].contains("rebuild"), "{}", loads[1]);
     // Once the kernel has written it, a start loads the steady table alone.
     for at in meta_extents(&e2, "m") {

@@ -16,7 +16,8 @@ pub(super) enum Act {
     Urgent,
     /// Replace a lost leg.
     Replace,
-    /// Free the extents of legs replaced earlier.
+    /// Load the table without `rebuild` of a rebuild that ended, and
+    /// free the extents of legs replaced earlier.
     Reap,
 }
 
@@ -117,8 +118,7 @@ pub(super) fn no_redundancy_left(
 /// hundreds of volumes is pulled, and each replacement writes labels and
 /// loads tables; the rest wait for the next round, which starts at once,
 /// so the round that reports every volume's state is never held up for
-/// long. A round whose first part (reporting every volume, loading the
-/// steady tables of rebuilds started earlier) took longer, with hundreds
+/// long. A round whose first part (reporting every volume) took longer, with hundreds
 /// of volumes and the node busy with their rebuilds, replaces for as long
 /// as that part took: at least half of the monitor's time still goes to
 /// reporting, and the rebuilds do not start one a round.
@@ -173,15 +173,25 @@ pub(super) fn act(
                     }
                 }
             },
-            Act::Reap => match engine.reap_retired(&id) {
-                Ok(n) if n > 0 => {
-                    tracing::info!(volume = %id, extents = n, "replaced leg's extents freed")
+            Act::Reap => {
+                if let Err(e) = engine.load_steady(&id) {
+                    tracing::warn!(volume = %id, error = %e, "loading the table without `rebuild` failed; next round tries again");
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(volume = %id, error = %e, "freeing replaced extents failed")
-                }
-            },
+                reap(engine, &id)
+            }
+        }
+    }
+}
+
+/// Free the extents of a volume's legs replaced earlier, once it is in sync.
+fn reap(engine: &Engine, id: &str) {
+    match engine.reap_retired(id) {
+        Ok(n) if n > 0 => {
+            tracing::info!(volume = %id, extents = n, "replaced leg's extents freed")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(volume = %id, error = %e, "freeing replaced extents failed")
         }
     }
 }
