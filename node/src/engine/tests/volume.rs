@@ -296,7 +296,7 @@ fn device_names_of_one_volume_never_catch_another() {
 #[test]
 fn volumes_created_at_the_same_time_never_share_an_extent() {
     for round in 0..20 {
-        let (_dm, _disks, e) = setup(4, 256 * MIB);
+        let (_dm, _disks, e) = setup(4, 64 * MIB);
         let e = Arc::new(e);
         let s = params(&[("raidType", "raid1")]);
         let threads: Vec<_> = (0..6)
