@@ -1429,7 +1429,7 @@ fn scale(rows: &mut Vec<Row>) -> Result<(), String> {
         None,
         "s",
         "(report)",
-        &format!("--rebuild-delay 0; a round spends at most 1 s replacing legs, then reports again; all in sync {:.0} s after the pull", t3 - t0),
+        &format!("--rebuild-delay 0; a round replaces legs for as long as its report took (at least 1 s), then reports again; all in sync {:.0} s after the pull", t3 - t0),
     ));
     rows.push(row(
         "… health rounds during the storm",
