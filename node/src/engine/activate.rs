@@ -40,10 +40,7 @@ impl Engine {
                 .collect()
         };
         let current = if live {
-            self.dm
-                .table(&name)?
-                .first()
-                .and_then(|t| RaidTable::parse(&t.line()).ok())
+            self.live_raid_table(&name)?
         } else {
             None
         };
@@ -162,16 +159,7 @@ impl Engine {
             Some(k) => lock(&self.rates).insert(id.to_string(), k),
             None => lock(&self.rates).remove(id),
         };
-        let name = array_name(id);
-        if !self.dm.info(&name)?.is_some_and(|i| i.live_table) {
-            return Ok(false);
-        }
-        let Some(mut table) = self
-            .dm
-            .table(&name)?
-            .first()
-            .and_then(|t| RaidTable::parse(&t.line()).ok())
-        else {
+        let Some(mut table) = self.live_raid_table(&array_name(id))? else {
             return Ok(false);
         };
         let want = kib.map(|k| k.max(table.min_recovery_rate.unwrap_or(0)));
@@ -186,6 +174,18 @@ impl Engine {
             &[Target::new(0, table.length.0, "raid", table.params())],
         )?;
         Ok(true)
+    }
+
+    /// The raid table device `name` has live, if it has one.
+    pub(super) fn live_raid_table(&self, name: &str) -> Result<Option<RaidTable>, Error> {
+        if !self.dm.info(name)?.is_some_and(|i| i.live_table) {
+            return Ok(None);
+        }
+        Ok(self
+            .dm
+            .table(name)?
+            .first()
+            .and_then(|t| RaidTable::parse(&t.line()).ok()))
     }
 
     /// Swap the live array's table. A resync or rebuild running goes on

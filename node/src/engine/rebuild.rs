@@ -155,14 +155,7 @@ impl Engine {
             return Ok(false);
         };
         let name = array_name(id);
-        let table = if self.dm.info(&name)?.is_some_and(|i| i.live_table) {
-            self.dm
-                .table(&name)?
-                .first()
-                .and_then(|t| RaidTable::parse(&t.line()).ok())
-        } else {
-            None
-        };
+        let table = self.live_raid_table(&name)?;
         let Some(mut table) = table.filter(|t| !t.rebuild.is_empty()) else {
             lock(&self.rebuild_live).remove(id);
             return Ok(false);

@@ -84,22 +84,32 @@ fn a_failed_leg_is_replaced_on_a_spare_and_old_extents_freed_when_in_sync() {
     assert_eq!(e.reap_retired("r").unwrap(), 2);
 }
 
+/// A raid1 `id` on two of three disks whose leg `leg` lost its disk and
+/// was replaced on the third; the kernel has written every superblock.
+fn raid1_with_a_replaced_leg(dm: &FakeDm, disks: &FakeDisks, e: &Engine, id: &str, leg: usize) {
+    let v = e
+        .create_volume(id, &params(&[("raidType", "raid1")]), 8 * MIB as u64)
+        .unwrap();
+    for at in meta_extents(e, id) {
+        kernel_writes_superblock(disks, &at);
+    }
+    let lost = v.legs[leg].disk.clone().unwrap().display().to_string();
+    disks.remove(&lost);
+    let health = if leg == 0 { "DA" } else { "AD" };
+    dm.set_status(
+        &format!("dmraid-{id}"),
+        &format!("raid1 2 {health} 16384/16384 idle 0"),
+    );
+    e.replace_leg(id, None, None).unwrap();
+    for at in meta_extents(e, id).iter().filter(|at| at.0 != lost) {
+        kernel_writes_superblock(disks, at);
+    }
+}
+
 #[test]
 fn a_rebuild_going_on_across_a_driver_restart_or_a_rate_change_is_never_started_over() {
     let (dm, disks, e) = setup(3, 64 * MIB);
-    let v = e
-        .create_volume("m", &params(&[("raidType", "raid1")]), 8 * MIB as u64)
-        .unwrap();
-    for at in meta_extents(&e, "m") {
-        kernel_writes_superblock(&disks, &at);
-    }
-    let lost = v.legs[1].disk.clone().unwrap().display().to_string();
-    disks.remove(&lost);
-    dm.set_status("dmraid-m", "raid1 2 AD 16384/16384 idle 0");
-    e.replace_leg("m", None, None).unwrap();
-    for at in meta_extents(&e, "m").iter().filter(|at| at.0 != lost) {
-        kernel_writes_superblock(&disks, at);
-    }
+    raid1_with_a_replaced_leg(&dm, &disks, &e, "m", 1);
     dm.set_status("dmraid-m", "raid1 2 Aa 4096/16384 recover 0");
     // The driver restarts while the kernel recovers: the live table with
     // `rebuild 1` stays (a load now would suspend the recovery for nothing).
@@ -125,19 +135,7 @@ fn a_rebuild_going_on_across_a_driver_restart_or_a_rate_change_is_never_started_
     // And a restarted driver that finds a finished rebuild's table loads
     // the steady one as it starts.
     let (dm3, disks3, e3) = setup(3, 64 * MIB);
-    let v3 = e3
-        .create_volume("n", &params(&[("raidType", "raid1")]), 8 * MIB as u64)
-        .unwrap();
-    for at in meta_extents(&e3, "n") {
-        kernel_writes_superblock(&disks3, &at);
-    }
-    let lost = v3.legs[0].disk.clone().unwrap().display().to_string();
-    disks3.remove(&lost);
-    dm3.set_status("dmraid-n", "raid1 2 DA 16384/16384 idle 0");
-    e3.replace_leg("n", None, None).unwrap();
-    for at in meta_extents(&e3, "n").iter().filter(|at| at.0 != lost) {
-        kernel_writes_superblock(&disks3, at);
-    }
+    raid1_with_a_replaced_leg(&dm3, &disks3, &e3, "n", 0);
     drop(e3);
     dm3.set_status("dmraid-n", "raid1 2 AA 16384/16384 idle 0");
     let loads = dm3.loads("dmraid-n").len();
