@@ -31,7 +31,7 @@ case "$kernel" in
 esac
 pkg="${DMRAID_KERNEL_PKG:-$default_pkg}"
 if [ "$kernel" = 6.1 ]; then vm="$DMRAID_CACHE/vm"; else vm="$DMRAID_CACHE/vm-$kernel"; fi
-stamp="$vm/base/.provisioned-$pkg-v7"
+stamp="$vm/base/.provisioned-$pkg-v8"
 if [ -f "$stamp" ]; then
   echo "provision: VM pieces cached ($pkg)"
   exit 0
@@ -83,7 +83,9 @@ copy_with_libs() {
   mkdir -p "$(dirname "$base$dst")"
   rm -f "$base$dst"
   cp -L "$src" "$base$dst"
-  ldd "$src" 2>/dev/null | awk '/=>/ {print $3} /^\s*\/lib/ {print $1}' | while read -r lib; do
+  # (POSIX classes only: Debian's default awk is mawk, which has no \s, and
+  # a base without the dynamic loader runs no tool at all)
+  ldd "$src" 2>/dev/null | awk '/=>/ {print $3} /^[[:space:]]*\/lib/ {print $1}' | while read -r lib; do
     [ -n "$lib" ] && [ -e "$lib" ] || continue
     mkdir -p "$base$(dirname "$lib")"
     [ -e "$base$lib" ] || cp -L "$lib" "$base$lib"
@@ -129,6 +131,14 @@ done | awk '!seen[$0]++' | while read -r ko; do
   esac
   echo "/lib/modules/$(basename "$dst")" >> "$order"
 done
+
+# Every copied tool is dynamically linked: without its loader in the base
+# the VM can run none of them ("not found").
+interp=$(ldd "$(command -v dmsetup)" | awk '/^[[:space:]]*\// {print $1}')
+[ -n "$interp" ] && [ -e "$base$interp" ] || {
+  echo "provision: the dynamic loader ${interp:-?} is missing from $base" >&2
+  exit 1
+}
 
 cp "$here/init" "$base/init"
 chmod +x "$base/init"
