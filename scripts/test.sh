@@ -27,6 +27,8 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 step "cargo build --release (the VM tests run the release binaries)"
 cargo build --release --workspace --bins
+step "cargo test --workspace --no-run (the test binaries, still beside the Go builds)"
+cargo test --workspace --no-run
 step "Go-built test tools: waiting for them"
 if ! wait "$gopid"; then
   cat "$golog"
@@ -34,17 +36,13 @@ if ! wait "$gopid"; then
   exit 1
 fi
 cat "$golog"
-step "cargo test --workspace"
-cargo test --workspace
-# The suites that touch kernel behaviour (the model against dm-raid, power
-# cuts and the crash fix, the driver's crash points) again on Debian's 6.12
-# kernel line; everything above ran on 6.1 (README "Kernels").
-step "kernel 6.12: kernel, power_cut, dm_contract, crash and catch_up suites"
-DMRAID_KERNEL=6.12 bash e2e/scripts/provision.sh
-# (4 power cuts per RAID type at the kernel level and 2 through the driver,
-# against 10 and 3 on 6.1: the bug and the fix show on either count.)
-DMRAID_KERNEL=6.12 DMRAID_POWER_CUTS=4 cargo test -p e2e --test kernel --test power_cut --test dm_contract
-# The catch-up of a returned disk rests on how the kernel revives a leg
-# and loads a degraded array's bitmap: shown on 6.12 too.
-DMRAID_KERNEL=6.12 DMRAID_POWER_CUTS=2 cargo test -p e2e --test crash --test catch_up
+step "cargo test --workspace --doc"
+cargo test --workspace --doc
+# Every other test binary of `cargo test --workspace`, and the suites that
+# touch kernel behaviour (the model against dm-raid, power cuts and the
+# crash fix, the driver's crash points, a returned disk's catch-up) again
+# on Debian's 6.12 kernel line (README "Kernels"), side by side on the
+# machine's cores, the longest first.
+step "every test binary, side by side (scripts/suites.sh)"
+bash scripts/suites.sh
 step "all tests passed"
