@@ -9,7 +9,8 @@
 # from the last run, $DMRAID_CACHE/e2e-times.tsv, else e2e/test-times.tsv);
 # a test that boots two VMs at once takes two places, a unit-test binary
 # all of them. The first failure stops the rest (DMRAID_E2E_KEEP_GOING=1
-# runs on) and prints its output. Doc tests are `cargo test --doc`'s.
+# runs on) and prints its output; DMRAID_E2E_LIST=1 prints the order and
+# runs nothing. Doc tests are `cargo test --doc`'s.
 #   scripts/suites.sh [FILTER]   FILTER: run only the jobs whose key
 #                                ("two_nodes::two_nodes_…", "unit node/lib dmraid_node")
 #                                contains it
@@ -78,13 +79,21 @@ if grep -q '^6.12 ' "$work/jobs"; then
   DMRAID_KERNEL=6.12 bash e2e/scripts/provision.sh
 fi
 
-# The longest first: the last run's seconds, else the seed's, else 60 s.
+# The jobs that take more than one place first, while every place is free
+# (a job waits for the places it needs, and those after it wait with it),
+# then the longest first: the last run's seconds, else the seed's, else 60 s.
 known="$work/known"
 cat "$seed" 2>/dev/null >"$known" || true
 cat "$times" 2>/dev/null >>"$known" || true
 awk -F'\t' 'FILENAME == ARGV[1] { s[$1] = $2; next }
   { split($0, f, "|"); print ((f[1] in s) ? s[f[1]] : 60) "\t" $0 }' \
-  "$known" "$work/jobs" | sort -t$'\t' -k1,1 -rn | cut -f2- >"$work/order"
+  "$known" "$work/jobs" | while IFS=$'\t' read -r secs job; do
+  printf '%s\t%s\t%s\n' "$(weight "${job%%|*}")" "$secs" "$job"
+done | sort -t$'\t' -k1,1nr -k2,2nr | cut -f3- >"$work/order"
+if [ "${DMRAID_E2E_LIST:-}" = 1 ]; then
+  cut -d'|' -f1 "$work/order"
+  exit 0
+fi
 
 declare -A key_of log_of start_of weight_of
 used=0
@@ -99,12 +108,26 @@ stop_all() {
 }
 trap 'stop_all; rm -rf "$work"' EXIT
 
-# Waits for one job to end and reports it ("stopped": one that
-# stop_all ended).
+# Waits for one job to end and reports it ("stopped": one that stop_all
+# ended). Polls rather than `wait -n`: without job control bash may drop a
+# job that ended during another command from the table `wait -n` reads,
+# and then waits for ever; `wait PID` still has its status.
 reap() {
-  local pid rc=0
-  wait -n -p pid || rc=$?
-  [ -n "${pid:-}" ] || return 0
+  local pid rc
+  while :; do
+    for pid in "${!key_of[@]}"; do
+      kill -0 "$pid" 2>/dev/null && continue
+      rc=0
+      wait "$pid" || rc=$?
+      report "$pid" "$rc" "${1:-}"
+      return 0
+    done
+    sleep 1
+  done
+}
+
+report() {
+  local pid="$1" rc="$2" how="$3"
   local key="${key_of[$pid]}" secs=$(($(date +%s) - ${start_of[$pid]}))
   used=$((used - ${weight_of[$pid]}))
   running=$((running - 1))
@@ -113,7 +136,7 @@ reap() {
     local counts=""
     case "$key" in unit\ *) counts=": $(grep -m1 -o 'ok\. [0-9]* passed.*;' "${log_of[$pid]}" || true)" ;; esac
     printf 'ok      %4d s  %s%s\n' "$secs" "$key" "$counts"
-  elif [ "${1:-}" = stopped ]; then
+  elif [ "$how" = stopped ]; then
     printf 'stopped %4d s  %s\n' "$secs" "$key"
   else
     printf 'FAILED  %4d s  %s (exit %d); its output:\n' "$secs" "$key" "$rc"
