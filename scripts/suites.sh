@@ -136,6 +136,9 @@ report() {
     local counts=""
     case "$key" in unit\ *) counts=": $(grep -m1 -o 'ok\. [0-9]* passed.*;' "${log_of[$pid]}" || true)" ;; esac
     printf 'ok      %4d s  %s%s\n' "$secs" "$key" "$counts"
+    # libtest's own lines, as `cargo test` prints them: what a reader (or
+    # a CI that counts tests) finds in any cargo test log.
+    grep -E '^(running [0-9]+ tests?$|test .* \.\.\. |test result: )' "${log_of[$pid]}" || true
   elif [ "$how" = stopped ]; then
     printf 'stopped %4d s  %s\n' "$secs" "$key"
   else
