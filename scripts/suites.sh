@@ -48,7 +48,7 @@ grep -q '/e2e/tests/' "$work/binaries" || { echo "suites.sh: no VM suite in carg
 # binary; not tabs, which `read` folds together when a field is empty). On 6.12 run the
 # suites that touch kernel behaviour: the model against dm-raid, power cuts
 # and the crash fix (4 power cuts per RAID type at the kernel level and 2
-# through the driver, against 10 and 3 on 6.1: the bug and the fix show on
+# through the driver, against 6 and 3 on 6.1: the bug and the fix show on
 # either count), the driver's crash points, and the catch-up of a returned
 # disk (how the kernel revives a leg and loads a degraded array's bitmap).
 : >"$work/jobs"

@@ -23,8 +23,11 @@ use std::time::{Duration, Instant};
 /// 48 MiB of data per leg, 256 KiB regions: 192 bitmap regions per leg.
 const LEG: Sectors = Sectors(98304);
 /// Cuts per RAID type, alternating as is / fixed; `DMRAID_POWER_CUTS`
-/// overrides it (the test command's second kernel runs fewer).
-const CUTS: usize = 10;
+/// overrides it (the test command's second kernel runs fewer). Ten until
+/// 2026-12-07: every as-is cut that left dirty regions showed the bug and
+/// every fixed one resynced them, so the last four of ten added ~80 s a
+/// type to the test command and found nothing the first six did not.
+const CUTS: usize = 6;
 /// Resync throttle while measuring (KiB/s per device): a full resync of a
 /// leg takes ~48 s at this rate, a few dirty regions well under a second each.
 const RATE_KIB: u64 = 1024;

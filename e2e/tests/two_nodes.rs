@@ -476,10 +476,11 @@ fn two_nodes_capacity_leader_failover_and_a_node_power_cut() {
     );
     a.power_cut();
     let cut = Instant::now();
-    std::thread::sleep(Duration::from_secs(15));
+    // It writes once a second.
+    std::thread::sleep(Duration::from_secs(8));
     let b_after = count_in(&mut b, &big_mount);
     println!("node-b's writer: {b_count} -> {b_after} writes while node-a is down");
-    assert!(b_after >= b_count + 5, "node-b's volume stopped serving");
+    assert!(b_after >= b_count + 3, "node-b's volume stopped serving");
     assert_eq!(
         md5_in(&mut b, &format!("{big_mount}/pattern")),
         pattern_md5("big")

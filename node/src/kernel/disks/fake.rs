@@ -77,11 +77,15 @@ impl BlockIo for FakeHandle {
     fn signatures(&mut self, wipe: bool) -> std::io::Result<Vec<Found>> {
         use std::os::unix::fs::FileExt;
         const BLOCK: usize = 4096;
+        // Compared as slices (memcmp even in a debug build): a byte-wise
+        // `any` over a 64 MiB fake disk was three quarters of the unit
+        // tests' time.
+        const ZERO: [u8; BLOCK] = [0; BLOCK];
         let tmp = tempfile::tempfile()?;
         let bytes = self.data.lock().unwrap_or_else(|e| e.into_inner()).clone();
         tmp.set_len(bytes.len() as u64)?;
         for (i, block) in bytes.chunks(BLOCK).enumerate() {
-            if block.iter().any(|b| *b != 0) {
+            if block != &ZERO[..block.len()] {
                 tmp.write_all_at(block, (i * BLOCK) as u64)?;
             }
         }
