@@ -101,6 +101,7 @@ running=0
 failed=""
 started=$(date +%s)
 : >"$work/done"
+: >"$work/launched"
 
 stop_all() {
   ((running)) || return 0
@@ -157,11 +158,15 @@ while IFS='|' read -r key envs dir exe t; do
   while ((used + w > slots)); do reap; done
   n=$((n + 1))
   log="$work/$n.log"
+  printf '%s\t%s\n' "$n" "$key" >>"$work/launched"
   # Its own session, so that a stop takes its QEMUs with it; cargo's
   # working directory and CARGO_MANIFEST_DIR (the package's: the target
   # dir is shared between checkouts, e2e::repo_root reads it at run time).
+  # A VM test's own lines (its phases, with their times) go to its log
+  # (--nocapture: one test a process, nothing interleaves), kept in
+  # $DMRAID_CACHE/suites-logs after the run for the slow and the failed.
   args=()
-  [ -z "$t" ] || args=(--exact "$t" --test-threads=1)
+  [ -z "$t" ] || args=(--exact "$t" --test-threads=1 --nocapture)
   # shellcheck disable=SC2086
   (cd "$dir" && exec setsid env CARGO_MANIFEST_DIR="$dir" $envs "$exe" "${args[@]}") </dev/null >"$log" 2>&1 &
   key_of[$!]="$key"
@@ -179,6 +184,14 @@ while ((running)); do
     reap
   fi
 done
+
+# Each job's log, named by its key, in place of its last one (a filtered
+# run leaves the others' as they were).
+logs="$DMRAID_CACHE/suites-logs"
+mkdir -p "$logs"
+while IFS=$'\t' read -r n key; do
+  cp "$work/$n.log" "$logs/${key//[^A-Za-z0-9_.:-]/_}.log" 2>/dev/null || true
+done <"$work/launched"
 
 # This run's times, merged over the earlier ones.
 mkdir -p "$DMRAID_CACHE"
