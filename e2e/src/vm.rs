@@ -647,10 +647,51 @@ impl Vm {
         )
     }
 
+    /// What a guest that stopped answering was doing: QEMU's run state, the
+    /// vCPU's registers (a kernel spinning shows its RIP there) and the
+    /// console's last lines (the kernel's hung-task and lockup reports).
+    fn stuck_report(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut report = String::new();
+        if let Some(qmp) = self.qmp.as_mut() {
+            let status = qmp
+                .execute("query-status", json!({}), deadline)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|e| e);
+            let registers = qmp
+                .execute(
+                    "human-monitor-command",
+                    json!({ "command-line": "info registers" }),
+                    deadline,
+                )
+                .map(|v| {
+                    v.as_str()
+                        .unwrap_or_default()
+                        .lines()
+                        .take(12)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .unwrap_or_else(|e| e);
+            report.push_str(&format!("--- QEMU: {status} ---\n{registers}\n"));
+        }
+        report.push_str(&format!(
+            "--- the guest's console, last lines ---\n{}",
+            self.console_tail(80)
+        ));
+        report
+    }
+
     /// Poll a guest shell condition until it succeeds or `deadline` passes.
     pub fn wait_until(&mut self, condition: &str, deadline: Instant) -> Result<(), String> {
         loop {
-            if self.request(condition, &[], deadline)?.code == 0 {
+            // A check that never returns is a guest stuck (a hung device,
+            // a blocked kernel task): the console has the kernel's
+            // hung-task reports.
+            let out = self
+                .request(condition, &[], deadline)
+                .map_err(|e| format!("{e}\n{}", self.stuck_report()))?;
+            if out.code == 0 {
                 return Ok(());
             }
             if Instant::now() > deadline {
