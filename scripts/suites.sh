@@ -101,7 +101,8 @@ running=0
 failed=""
 started=$(date +%s)
 : >"$work/done"
-: >"$work/launched"
+logs="$DMRAID_CACHE/suites-logs"
+mkdir -p "$logs"
 
 stop_all() {
   ((running)) || return 0
@@ -134,9 +135,7 @@ report() {
   running=$((running - 1))
   if [ "$rc" -eq 0 ]; then
     printf '%s\t%s\n' "$key" "$secs" >>"$work/done"
-    local counts=""
-    case "$key" in unit\ *) counts=": $(grep -m1 -o 'ok\. [0-9]* passed.*;' "${log_of[$pid]}" || true)" ;; esac
-    printf 'ok      %4d s  %s%s\n' "$secs" "$key" "$counts"
+    printf 'ok      %4d s  %s\n' "$secs" "$key"
     # libtest's own lines, as `cargo test` prints them: what a reader (or
     # a CI that counts tests) finds in any cargo test log.
     grep -E '^(running [0-9]+ tests?$|test .* \.\.\. |test result: )' "${log_of[$pid]}" || true
@@ -147,6 +146,9 @@ report() {
     cat "${log_of[$pid]}"
     failed+="$key"$'\n'
   fi
+  # Its log, named by its key, in place of its last one (a filtered run
+  # leaves the others' as they were).
+  cp "${log_of[$pid]}" "$logs/${key//[^A-Za-z0-9_.:-]/_}.log" 2>/dev/null || true
   unset "key_of[$pid]" "log_of[$pid]" "start_of[$pid]" "weight_of[$pid]"
 }
 
@@ -158,7 +160,6 @@ while IFS='|' read -r key envs dir exe t; do
   while ((used + w > slots)); do reap; done
   n=$((n + 1))
   log="$work/$n.log"
-  printf '%s\t%s\n' "$n" "$key" >>"$work/launched"
   # Its own session, so that a stop takes its QEMUs with it; cargo's
   # working directory and CARGO_MANIFEST_DIR (the package's: the target
   # dir is shared between checkouts, e2e::repo_root reads it at run time).
@@ -184,14 +185,6 @@ while ((running)); do
     reap
   fi
 done
-
-# Each job's log, named by its key, in place of its last one (a filtered
-# run leaves the others' as they were).
-logs="$DMRAID_CACHE/suites-logs"
-mkdir -p "$logs"
-while IFS=$'\t' read -r n key; do
-  cp "$work/$n.log" "$logs/${key//[^A-Za-z0-9_.:-]/_}.log" 2>/dev/null || true
-done <"$work/launched"
 
 # This run's times, merged over the earlier ones.
 mkdir -p "$DMRAID_CACHE"

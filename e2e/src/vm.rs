@@ -452,7 +452,12 @@ impl Vm {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(format!("guest command timed out: {cmd}"));
+                // A command that never returns is a guest stuck (a hung
+                // device, a blocked kernel task): say what it was doing.
+                return Err(format!(
+                    "guest command timed out: {cmd}\n{}",
+                    self.stuck_report()
+                ));
             }
             // Wake up now and then to notice a dead QEMU instead of waiting out the deadline.
             agent
@@ -685,13 +690,7 @@ impl Vm {
     /// Poll a guest shell condition until it succeeds or `deadline` passes.
     pub fn wait_until(&mut self, condition: &str, deadline: Instant) -> Result<(), String> {
         loop {
-            // A check that never returns is a guest stuck (a hung device,
-            // a blocked kernel task): the console has the kernel's
-            // hung-task reports.
-            let out = self
-                .request(condition, &[], deadline)
-                .map_err(|e| format!("{e}\n{}", self.stuck_report()))?;
-            if out.code == 0 {
+            if self.request(condition, &[], deadline)?.code == 0 {
                 return Ok(());
             }
             if Instant::now() > deadline {

@@ -16,8 +16,8 @@ fn boots_and_runs_commands_with_exit_codes() {
     assert!(err.contains("exit 1"), "{err}");
     assert!(vm.dmesg().unwrap().contains("Linux version"));
     assert!(vm.run_ok("cat /proc/modules").unwrap().contains("dm_raid"));
-    // A check that never returns (a stuck guest) fails with what QEMU and
-    // the console show, not a bare timeout.
+    // A command that never returns (a stuck guest) fails with what QEMU
+    // and the console show, not a bare timeout.
     let err = vm
         .wait_until("sleep 6", Instant::now() + Duration::from_secs(2))
         .unwrap_err();
