@@ -332,7 +332,10 @@ impl Vm {
             .arg(&kernel)
             .arg("-initrd")
             .arg(&self.initrd)
-            .args(["-append", "console=ttyS0 panic=-1 rdinit=/init loglevel=4"])
+            .args([
+                "-append",
+                "console=ttyS0 panic=-1 rdinit=/init loglevel=4 sysrq_always_enabled",
+            ])
             .arg("-serial")
             .arg(format!("file:{}", self.console_path().display()))
             .arg("-qmp")
@@ -679,10 +682,25 @@ impl Vm {
                 })
                 .unwrap_or_else(|e| e);
             report.push_str(&format!("--- QEMU: {status} ---\n{registers}\n"));
+            // The kernel's own account, on the console: magic SysRq through
+            // the PS/2 keyboard (the command line enables every function).
+            // `9` lets the dumps (KERN_INFO) past loglevel=4; `w` lists the
+            // tasks blocked in D state with their stacks, `l` the stack the
+            // vCPU is running.
+            for key in ["9", "w", "l"] {
+                let _ = qmp.execute(
+                    "human-monitor-command",
+                    json!({ "command-line": format!("sendkey alt-sysrq-{key}") }),
+                    deadline,
+                );
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            // Under emulation the dumps take a moment to reach the console.
+            std::thread::sleep(Duration::from_secs(3));
         }
         report.push_str(&format!(
             "--- the guest's console, last lines ---\n{}",
-            self.console_tail(80)
+            self.console_tail(200)
         ));
         report
     }

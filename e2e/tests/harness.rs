@@ -25,6 +25,13 @@ fn boots_and_runs_commands_with_exit_codes() {
     assert!(err.contains("\"running\""), "QEMU's run state: {err}");
     assert!(err.contains("RIP="), "the vCPU's registers: {err}");
     assert!(err.contains("the guest's console"), "{err}");
+    // And the kernel's list of blocked tasks (magic SysRq `w`), which
+    // names what a hung dm/md call waits on.
+    assert!(err.contains("Show Blocked State"), "SysRq w: {err}");
+    assert!(
+        err.contains("Show backtrace of all active CPUs"),
+        "SysRq l: {err}"
+    );
     vm.shutdown().unwrap();
 }
 
