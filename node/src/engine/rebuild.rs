@@ -274,47 +274,58 @@ impl Engine {
             }
             Ok(())
         };
-        self.edit_labels_with(
-            |label| {
-                for e in label
-                    .extents
-                    .iter_mut()
-                    .filter(|e| e.volume == id && e.leg == leg && e.state == ExtentState::Active)
-                {
-                    e.state = ExtentState::Retiring;
-                }
-                if label.disk_uuid == placement.disk {
-                    label.extents.push(Extent {
-                        volume: id.into(),
-                        leg,
-                        role: Role::Meta,
-                        start: placement.meta_start,
-                        len: META_EXTENT,
-                        offset: Sectors(0),
-                        state: ExtentState::Active,
-                    });
-                    label.extents.push(Extent {
-                        volume: id.into(),
-                        leg,
-                        role: Role::Data,
-                        start: placement.data_start,
-                        len: Sectors(vs.leg_data),
-                        offset: Sectors(0),
-                        state: ExtentState::Active,
-                    });
-                    label
-                        .volumes
-                        .entry(id.to_string())
-                        .or_insert_with(|| record.clone());
-                }
-                // Every present disk moves on; one that is away keeps the old
-                // number, so if it comes back its copy of the leg loses.
-                if let Some(r) = label.volumes.get_mut(id) {
-                    r.generation = generation;
-                }
-            },
-            blank,
-        )?;
+        let recorded =
+            self.edit_labels_with(
+                |label| {
+                    for e in label.extents.iter_mut().filter(|e| {
+                        e.volume == id && e.leg == leg && e.state == ExtentState::Active
+                    }) {
+                        e.state = ExtentState::Retiring;
+                    }
+                    if label.disk_uuid == placement.disk {
+                        label.extents.push(Extent {
+                            volume: id.into(),
+                            leg,
+                            role: Role::Meta,
+                            start: placement.meta_start,
+                            len: META_EXTENT,
+                            offset: Sectors(0),
+                            state: ExtentState::Active,
+                        });
+                        label.extents.push(Extent {
+                            volume: id.into(),
+                            leg,
+                            role: Role::Data,
+                            start: placement.data_start,
+                            len: Sectors(vs.leg_data),
+                            offset: Sectors(0),
+                            state: ExtentState::Active,
+                        });
+                        label
+                            .volumes
+                            .entry(id.to_string())
+                            .or_insert_with(|| record.clone());
+                    }
+                    // Every present disk moves on; one that is away keeps the old
+                    // number, so if it comes back its copy of the leg loses.
+                    if let Some(r) = label.volumes.get_mut(id) {
+                        r.generation = generation;
+                    }
+                },
+                blank,
+            );
+        if let Err(e) = recorded {
+            // Some labels took the new leg and some did not (a disk pulled
+            // between its presence check and its write: the one whose leg
+            // is being replaced, as often as not). Left so, the new extents
+            // would name the failed leg's place while the array never got
+            // them, and the next replacement would find that leg "on" the
+            // spare and no room elsewhere. Give them up on every disk that
+            // took them; the next round tries again over the disks present.
+            self.disks.forget_presence();
+            self.undo_replacement(id, leg, &placement);
+            return Err(e);
+        }
         Ok(placement)
     }
 
@@ -333,9 +344,10 @@ impl Engine {
         self.load_rebuild(id, &[leg], &rebuilding, true)
     }
 
-    /// The kernel refused a replacement leg: give the new extents up (to be
-    /// wiped) and make the old leg the volume's again, so the labels never
-    /// name a leg the array does not have.
+    /// A replacement leg that did not go through (the kernel refused it, or
+    /// only some labels took it): give the new extents up (to be wiped) and
+    /// make the old leg the volume's again, so the labels never name a leg
+    /// the array does not have.
     pub(super) fn undo_replacement(&self, id: &str, leg: u32, placement: &allocator::Placement) {
         // The leg's linears may already map the new extents; the array
         // holds that leg failed and sends it no I/O, and the next
@@ -357,10 +369,10 @@ impl Engine {
         });
         match undone {
             Ok(()) => {
-                tracing::warn!(volume = %id, leg, "the kernel refused the replacement leg: its extents are given up and the old leg kept")
+                tracing::warn!(volume = %id, leg, "the replacement leg did not go through: its extents are given up and the old leg kept")
             }
             Err(e) => {
-                tracing::error!(volume = %id, leg, error = %e, "undoing a refused replacement leg failed")
+                tracing::error!(volume = %id, leg, error = %e, "undoing a replacement leg that did not go through failed")
             }
         }
         self.wake_wiper();

@@ -290,3 +290,57 @@ fn a_disk_seen_half_removed_and_back_under_another_name_is_a_returning_disk() {
     assert_eq!(back[0].id, "v");
     assert_eq!(back[0].legs, vec![(1, PathBuf::from("/dev/vdz"))]);
 }
+
+/// The failed leg's disk is pulled between the round's presence check and
+/// the replacement's label write (seen in `--test cluster`: a hot-remove,
+/// and the replacement opened the disk a moment after it vanished). The
+/// spare's label had taken the new leg and the array had not: the next
+/// round found leg 0 "on" the spare, every disk holding a leg, and never
+/// rebuilt. Now the partial record is given up and the next try, over the
+/// disks present, rebuilds onto the spare.
+#[test]
+fn a_disk_pulled_during_the_replacements_label_write_leaves_no_half_recorded_leg() {
+    let (dm, disks, e) = setup(4, 64 * MIB);
+    let s = params(&[("raidType", "raid5_ls")]);
+    let v = e.create_volume("r", &s, 8 * MIB as u64).unwrap();
+    let failed = v.legs[0].disk.clone().unwrap();
+    let spare = ["/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde"]
+        .into_iter()
+        .find(|d| {
+            !v.legs
+                .iter()
+                .any(|l| l.disk.as_deref() == Some(std::path::Path::new(d)))
+        })
+        .unwrap();
+    dm.set_status("dmraid-r", "raid5_ls 3 DAA 8192/8192 idle 0");
+    disks.vanish_on_open(failed.to_str().unwrap());
+    let err = e.replace_leg("r", Some(0), None).unwrap_err();
+    println!("{err}");
+    assert!(err.to_string().contains("gone"), "{err}");
+    // Nothing names the spare as leg 0's place (the leg is missing, its
+    // disk away), and the spare's new extents are given up.
+    let after = e.volume("r").unwrap();
+    assert_ne!(
+        after.legs[0].disk.as_deref(),
+        Some(std::path::Path::new(spare))
+    );
+    let on_spare: Vec<ExtentState> = lock(&e.claimed)
+        .iter()
+        .filter(|c| c.info.path == std::path::Path::new(spare))
+        .flat_map(|c| c.label().extents.clone())
+        .filter(|x| x.volume == "r")
+        .map(|x| x.state)
+        .collect();
+    assert!(
+        !on_spare.contains(&ExtentState::Active),
+        "the spare holds no active extent of r: {on_spare:?}"
+    );
+    // The next round's try, the disk gone for good, rebuilds onto the spare.
+    let healed = e.replace_leg("r", Some(0), None).unwrap();
+    assert_eq!(
+        healed.legs[0].disk.as_deref(),
+        Some(std::path::Path::new(spare))
+    );
+    let live = RaidTable::parse(&dm.table("dmraid-r").unwrap()[0].line()).unwrap();
+    assert_eq!(live.rebuild, vec![0]);
+}

@@ -12,6 +12,9 @@ pub struct FakeDisks {
     /// Disks another user holds (an exclusive open fails), and devices the
     /// fake's discovery reports as skipped, with the reason.
     busy: Arc<Mutex<BTreeMap<PathBuf, String>>>,
+    /// Disks pulled at their next open: present when asked, gone when
+    /// opened (a hot-remove between a presence check and the open).
+    vanishing: Arc<Mutex<std::collections::BTreeSet<PathBuf>>>,
 }
 
 type FakeDisk = Arc<Mutex<Vec<u8>>>;
@@ -144,6 +147,15 @@ impl FakeDisks {
             .insert(PathBuf::from(path), reason.to_string());
     }
 
+    /// Unplug a disk the moment it is next opened: it reads as present
+    /// until then, and that open finds it gone.
+    pub fn vanish_on_open(&self, path: &str) {
+        self.vanishing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(PathBuf::from(path));
+    }
+
     /// Unplug a disk.
     pub fn remove(&self, path: &str) {
         self.disks
@@ -212,7 +224,15 @@ impl Disks for FakeDisks {
     }
 
     fn open(&self, path: &Path) -> std::io::Result<Box<dyn BlockIo>> {
-        let disks = self.disks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut disks = self.disks.lock().unwrap_or_else(|e| e.into_inner());
+        if self
+            .vanishing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(path)
+        {
+            disks.remove(path);
+        }
         let data = disks.get(path).map(|d| d.1.clone()).ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::NotFound,
