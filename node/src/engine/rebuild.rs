@@ -274,47 +274,48 @@ impl Engine {
             }
             Ok(())
         };
-        let recorded =
-            self.edit_labels_with(
-                |label| {
-                    for e in label.extents.iter_mut().filter(|e| {
-                        e.volume == id && e.leg == leg && e.state == ExtentState::Active
-                    }) {
-                        e.state = ExtentState::Retiring;
-                    }
-                    if label.disk_uuid == placement.disk {
-                        label.extents.push(Extent {
-                            volume: id.into(),
-                            leg,
-                            role: Role::Meta,
-                            start: placement.meta_start,
-                            len: META_EXTENT,
-                            offset: Sectors(0),
-                            state: ExtentState::Active,
-                        });
-                        label.extents.push(Extent {
-                            volume: id.into(),
-                            leg,
-                            role: Role::Data,
-                            start: placement.data_start,
-                            len: Sectors(vs.leg_data),
-                            offset: Sectors(0),
-                            state: ExtentState::Active,
-                        });
-                        label
-                            .volumes
-                            .entry(id.to_string())
-                            .or_insert_with(|| record.clone());
-                    }
-                    // Every present disk moves on; one that is away keeps the old
-                    // number, so if it comes back its copy of the leg loses.
-                    if let Some(r) = label.volumes.get_mut(id) {
-                        r.generation = generation;
-                    }
-                },
-                blank,
-            );
-        if let Err(e) = recorded {
+        self.edit_labels_with(
+            |label| {
+                for e in label
+                    .extents
+                    .iter_mut()
+                    .filter(|e| e.volume == id && e.leg == leg && e.state == ExtentState::Active)
+                {
+                    e.state = ExtentState::Retiring;
+                }
+                if label.disk_uuid == placement.disk {
+                    label.extents.push(Extent {
+                        volume: id.into(),
+                        leg,
+                        role: Role::Meta,
+                        start: placement.meta_start,
+                        len: META_EXTENT,
+                        offset: Sectors(0),
+                        state: ExtentState::Active,
+                    });
+                    label.extents.push(Extent {
+                        volume: id.into(),
+                        leg,
+                        role: Role::Data,
+                        start: placement.data_start,
+                        len: Sectors(vs.leg_data),
+                        offset: Sectors(0),
+                        state: ExtentState::Active,
+                    });
+                    label
+                        .volumes
+                        .entry(id.to_string())
+                        .or_insert_with(|| record.clone());
+                }
+                // Every present disk moves on; one that is away keeps the old
+                // number, so if it comes back its copy of the leg loses.
+                if let Some(r) = label.volumes.get_mut(id) {
+                    r.generation = generation;
+                }
+            },
+            blank,
+        )
+        .inspect_err(|_| {
             // Some labels took the new leg and some did not (a disk pulled
             // between its presence check and its write: the one whose leg
             // is being replaced, as often as not). Left so, the new extents
@@ -324,8 +325,7 @@ impl Engine {
             // took them; the next round tries again over the disks present.
             self.disks.forget_presence();
             self.undo_replacement(id, leg, &placement);
-            return Err(e);
-        }
+        })?;
         Ok(placement)
     }
 
